@@ -1,0 +1,41 @@
+// The opaque pagination cursor of GET /api/v1/images.
+//
+// A cursor is a store Position sealed with AES-256-GCM under a key derived
+// (HKDF-SHA256) from the service secret, carrying a key id so the secret can
+// rotate. The caller and every filter are bound as associated data, so a
+// cursor edited, truncated, replayed with other filters or by another caller
+// fails to open. Encoded as base64url without padding: URL-safe as is.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/ports.h"
+#include "core/status.h"
+
+namespace imgsvc::core {
+
+class CursorCodec {
+ public:
+  // `service_secret` is high-entropy key material (the embedded store's
+  // signing key, or the Secrets Manager secret on AWS).
+  explicit CursorCodec(std::string_view service_secret);
+
+  // `binding` identifies caller + filters; see BindingFor().
+  std::string Seal(const Position& position, std::string_view binding) const;
+  // kBadRequest "Invalid pagination cursor" for anything that does not open.
+  StatusOr<Position> Open(std::string_view cursor, std::string_view binding) const;
+
+  // A canonical, unambiguous encoding of the viewer and the filters of a query
+  // (everything except limit), used as the binding.
+  static std::string BindingFor(const ListQuery& query);
+
+ private:
+  std::array<std::uint8_t, 32> key_;
+  std::array<std::uint8_t, 4> key_id_;
+};
+
+}  // namespace imgsvc::core

@@ -1,0 +1,115 @@
+#include "core/log.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+
+#include "core/image.h"
+
+namespace imgsvc::log {
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+std::atomic<int> g_fd{STDOUT_FILENO};
+
+const char* LevelName(Level level) {
+  switch (level) {
+    case Level::kDebug: return "debug";
+    case Level::kInfo: return "info";
+    case Level::kWarn: return "warn";
+    case Level::kError: return "error";
+  }
+  return "info";
+}
+
+void WriteFully(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // nowhere left to report a logging failure
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
+bool ParseLevel(std::string_view text, Level& out) {
+  if (text == "debug") out = Level::kDebug;
+  else if (text == "info") out = Level::kInfo;
+  else if (text == "warn") out = Level::kWarn;
+  else if (text == "error") out = Level::kError;
+  else return false;
+  return true;
+}
+
+void SetLevel(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
+bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+void SetFd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }
+
+void AppendJsonString(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (u < 0x20 || u == 0x7f) {
+          out += "\\u00";
+          out.push_back(kHex[u >> 4]);
+          out.push_back(kHex[u & 0xf]);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+void Write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+  if (!Enabled(level)) return;
+  const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  std::string line;
+  line.reserve(256);
+  line += "{\"time\":\"";
+  line += core::FormatTimestamp(now);
+  line += "\",\"level\":\"";
+  line += LevelName(level);
+  line += "\",\"msg\":";
+  AppendJsonString(line, message);
+  for (const auto& field : fields) {
+    line.push_back(',');
+    AppendJsonString(line, field.key);
+    line.push_back(':');
+    std::visit(
+        [&line](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string_view>) {
+            AppendJsonString(line, v);
+          } else if constexpr (std::is_same_v<T, bool>) {
+            line += v ? "true" : "false";
+          } else {
+            char buf[32];
+            auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+            line.append(buf, ec == std::errc() ? end : buf);
+          }
+        },
+        field.value);
+  }
+  line += "}\n";
+  WriteFully(g_fd.load(std::memory_order_relaxed), line);
+}
+
+}  // namespace imgsvc::log

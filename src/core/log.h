@@ -1,0 +1,50 @@
+// Structured logging: one JSON object per line on stdout, CloudWatch-ready.
+//
+// Each line has "time" (RFC 3339 UTC, microseconds), "level", "msg" and the
+// fields given. Lines are written with one write(2) call so concurrent lines
+// never interleave. Secrets must never be passed as fields.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace imgsvc::log {
+
+enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+// Parses "debug", "info", "warn", "error".
+bool ParseLevel(std::string_view text, Level& out);
+void SetLevel(Level level);
+bool Enabled(Level level);
+// Where lines go (default: stdout). Used by tests and benchmarks.
+void SetFd(int fd);
+
+struct Field {
+  using Value = std::variant<std::string_view, std::int64_t, double, bool>;
+  std::string_view key;
+  Value value;
+  Field(std::string_view k, std::string_view v) : key(k), value(v) {}
+  Field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
+  Field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
+  Field(std::string_view k, std::int64_t v) : key(k), value(v) {}
+  Field(std::string_view k, int v) : key(k), value(std::int64_t{v}) {}
+  Field(std::string_view k, unsigned v) : key(k), value(std::int64_t{v}) {}
+  Field(std::string_view k, std::uint64_t v) : key(k), value(static_cast<std::int64_t>(v)) {}
+  Field(std::string_view k, double v) : key(k), value(v) {}
+  Field(std::string_view k, bool v) : key(k), value(v) {}
+};
+
+void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+
+inline void Debug(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kDebug, m, f); }
+inline void Info(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kInfo, m, f); }
+inline void Warn(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kWarn, m, f); }
+inline void Error(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kError, m, f); }
+
+// Appends `text` to `out` as a JSON string literal (with quotes).
+void AppendJsonString(std::string& out, std::string_view text);
+
+}  // namespace imgsvc::log

@@ -1,0 +1,71 @@
+// The standalone HTTP/1.1 server (Boost.Beast/Asio).
+//
+// Network I/O runs on a few io threads; each request's handler runs on a
+// bounded worker pool, so blocking store work never stalls the sockets and a
+// burst of requests queues instead of spawning threads. The handler sees only
+// http::Request/Response; its BodySource pulls the body from the socket on
+// demand (sending "100 Continue" at the first read when the client asked for
+// it), so an early answer (401, 413) is sent without reading the body. Beast
+// and Asio headers stay inside server.cc.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "http/message.h"
+
+namespace imgsvc::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8000;  // 0: an ephemeral port (see Server::port())
+  std::size_t io_threads = 1;
+  std::size_t worker_threads = 32;      // bounded concurrency of handler work
+  std::size_t max_header_bytes = 16 * 1024;  // request line + headers; over -> 431
+  std::chrono::seconds header_timeout{10};   // a request's headers must arrive within
+  std::chrono::seconds idle_timeout{75};     // keep-alive connection with no request
+  std::chrono::seconds body_read_timeout{30};  // no body progress for this long -> 408
+  std::uint64_t max_drain_bytes = 1024 * 1024;  // unread body discarded to keep a connection
+  std::chrono::seconds shutdown_grace{20};
+  std::size_t max_connections = 20000;
+};
+
+// Runs on a worker thread; must not throw.
+using Handler = std::function<http::Response(http::Request&)>;
+// Builds a response for errors the server detects itself (400, 408, 431, 503
+// while stopping), so they carry the same JSON shape and request id as the
+// router's. status is the HTTP status, detail the message.
+using ErrorResponder = std::function<http::Response(int status, std::string_view detail)>;
+
+class Server {
+ public:
+  Server(ServerOptions options, Handler handler, ErrorResponder error_responder);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and listens. kUnavailable with the reason when the address is unusable.
+  Status Listen();
+  std::uint16_t port() const;  // the bound port, after Listen()
+
+  // Serves until Stop() or SIGTERM/SIGINT. Then stops accepting, lets
+  // in-flight requests finish (up to shutdown_grace), closes idle
+  // connections, and returns. on_stopping runs once, first.
+  void Run(std::function<void()> on_stopping = {});
+  // Thread-safe; begins the same graceful shutdown as a signal.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit.
+std::uint64_t RaiseOpenFileLimit();
+
+}  // namespace imgsvc::server

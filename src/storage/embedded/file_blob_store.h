@@ -1,0 +1,60 @@
+// The embedded blob store: image bytes as files under a data directory.
+//
+// Layout: {data_dir}/blobs/{key} for objects, {data_dir}/tmp/ for uploads in
+// progress (same filesystem, so commit is a rename). Commit is durable:
+// fdatasync the file, rename it into place, fsync the directory. A crash or a
+// refused upload never leaves a half file under a real key. Download URLs are
+// served by imgsvc itself under /files/{key}, signed like S3 presigned URLs:
+// HMAC-SHA256 over the key and expiry, with a 32-byte key generated on first
+// run and kept in {data_dir}/signing.key (mode 0600).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/ports.h"
+
+namespace imgsvc::storage {
+
+// A file the transport serves for a verified download URL.
+struct LocalFile {
+  std::string path;
+  std::uint64_t size = 0;
+  std::string content_type;
+  std::string etag;           // quoted, derived from size and mtime
+  std::int64_t mtime_seconds = 0;
+};
+
+class FileBlobStore final : public core::BlobStore {
+ public:
+  // Creates directories and the signing key as needed. public_url is the base
+  // of download URLs, e.g. "http://127.0.0.1:8000" (no trailing slash).
+  static StatusOr<std::unique_ptr<FileBlobStore>> Open(std::string data_dir, std::string public_url,
+                                                       core::Clock& clock);
+  ~FileBlobStore() override;
+
+  StatusOr<std::unique_ptr<core::BlobUpload>> StartUpload(std::string_view key,
+                                                          std::string_view content_type) override;
+  std::vector<Status> Delete(std::span<const std::string> keys) override;
+  StatusOr<core::PresignedUrl> PresignGet(std::string_view key, std::chrono::seconds expires_in) override;
+  Status CheckReady() override;
+
+  // Verifies a download URL's query values for `key` (the path after
+  // "/files/"). kForbidden when the signature is wrong or expired, or the key
+  // is malformed; kNotFound when the file is gone.
+  StatusOr<LocalFile> OpenSigned(std::string_view key, std::string_view expires,
+                                 std::string_view signature);
+
+  // The secret key material (also used to derive the cursor key).
+  const std::string& signing_key() const;
+
+ private:
+  struct Impl;
+  explicit FileBlobStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace imgsvc::storage

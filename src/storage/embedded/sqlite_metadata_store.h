@@ -1,0 +1,44 @@
+// The embedded metadata store: SQLite in WAL mode with the DynamoDB shape.
+//
+// One table keyed by image_id and an index on (user_id, created_at, image_id)
+// mirror the ImageMetadata table and its UserIdIndex GSI, so listings behave
+// the same on both backends. synchronous=FULL: an acknowledged write survives
+// a power cut. Concurrent writes share commits (group commit): a writer thread
+// batches the writes waiting at that moment into one transaction, while each
+// write keeps its own savepoint so one failing condition does not fail its
+// batch-mates. Reads use a pool of read-only connections with prepared
+// statements reused.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/ports.h"
+
+namespace imgsvc::storage {
+
+class SqliteMetadataStore final : public core::MetadataStore {
+ public:
+  // Opens (creating if needed) the database at `path`.
+  static StatusOr<std::unique_ptr<SqliteMetadataStore>> Open(const std::string& path);
+  ~SqliteMetadataStore() override;
+
+  Status PutNew(std::span<const core::ImageRecord> records) override;
+  StatusOr<core::ImageRecord> Get(std::string_view image_id) override;
+  StatusOr<core::ImageRecord> Update(std::string_view image_id, std::string_view owner,
+                                     const core::RecordPatch& patch,
+                                     std::string_view updated_at) override;
+  std::vector<core::DeleteOutcome> DeleteOwned(std::string_view owner,
+                                               std::span<const std::string> image_ids) override;
+  StatusOr<core::ListPage> List(const core::ListQuery& query,
+                                const std::optional<core::Position>& start, std::size_t limit,
+                                std::size_t max_reads) override;
+  Status CheckReady() override;
+
+ private:
+  struct Impl;
+  explicit SqliteMetadataStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace imgsvc::storage
