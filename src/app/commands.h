@@ -1,0 +1,18 @@
+// The commands of the imgsvc binary, each returning a process exit code.
+#pragma once
+
+#include <string>
+
+#include "app/config.h"
+
+namespace imgsvc::app {
+
+// `imgsvc serve`: the standalone HTTP server until SIGTERM/SIGINT.
+int Serve(const Config& config);
+// `imgsvc token USER`: prints USER's per-user token from the master key.
+int PrintUserToken(const Config& config, const std::string& user_id);
+
+// The documented local token, accepted only while bound to loopback.
+inline constexpr const char* kLocalDefaultToken = "6f0ced3f-5028-4b1c-8294-3d894c48c645";
+
+}  // namespace imgsvc::app

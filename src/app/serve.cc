@@ -1,0 +1,148 @@
+#include <filesystem>
+#include <memory>
+
+#include "app/commands.h"
+#include "app/token_sources.h"
+#include "core/auth.h"
+#include "core/cursor.h"
+#include "core/log.h"
+#include "core/service.h"
+#include "http/router.h"
+#include "server/server.h"
+#include "storage/embedded/file_blob_store.h"
+#include "storage/embedded/sqlite_metadata_store.h"
+
+namespace imgsvc::app {
+namespace {
+
+int Fail(std::string_view message, const Status& status = Status::Ok()) {
+  if (status.ok()) log::Error(message);
+  else log::Error(message, {{"cause", status.ToString()}});
+  return 1;
+}
+
+std::vector<std::string> SplitOrigins(const std::string& text) {
+  std::vector<std::string> origins;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto comma = text.find(',', start);
+    std::string item = text.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (!item.empty()) origins.push_back(std::move(item));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return origins;
+}
+
+std::string DefaultPublicUrl(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+int Serve(const Config& config) {
+  if (config.storage != "embedded") {
+    return Fail("storage backend not available in this build; use --storage embedded");
+  }
+  const bool loopback = IsLoopback(config.host);
+  if (config.api_token_from_flag) {
+    log::Warn("--api-token on the command line is visible to other local users in `ps`; "
+              "prefer IMGSVC_API_TOKEN or --api-token-file");
+  }
+  auto configured = ConfiguredSecret(config);
+  if (!configured.ok()) return Fail("cannot read the API token", configured.status());
+  std::string secret;
+  if (*configured) {
+    secret = **configured;
+  } else if (config.mode() == core::AuthMode::kShared && loopback) {
+    secret = kLocalDefaultToken;
+    log::Warn("using the documented local API token; it is accepted only on loopback");
+  } else if (config.mode() == core::AuthMode::kShared) {
+    return Fail("bound to a non-loopback address without a configured API token: set "
+                "IMGSVC_API_TOKEN or --api-token-file");
+  } else {
+    return Fail("per-user auth mode needs a master key: set IMGSVC_API_TOKEN, --api-token-file "
+                "or put one in {data_dir}/api-token");
+  }
+  if (config.mode() == core::AuthMode::kShared) {
+    log::Warn("shared auth mode: any holder of the token can act as any user; use "
+              "--auth-mode per-user for anything exposed");
+  }
+  if (!loopback && config.public_url.empty()) {
+    return Fail("--public-url (IMGSVC_PUBLIC_URL) is required when bound to a non-loopback address");
+  }
+
+  const std::uint64_t open_files = server::RaiseOpenFileLimit();
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) return Fail("cannot create the data directory", Status(Code::kInternal, ec.message()));
+
+  core::MonotonicWallClock clock;
+  core::RandomIdGenerator ids;
+  http::Router* router = nullptr;  // set once the stores exist; requests wait for Listen anyway
+  server::ServerOptions options;
+  options.host = config.host;
+  options.port = config.port;
+  options.io_threads = static_cast<std::size_t>(config.io_threads);
+  options.worker_threads = static_cast<std::size_t>(config.workers);
+  options.shutdown_grace = std::chrono::seconds(config.shutdown_grace);
+  server::Server server(
+      options, [&router](http::Request& request) { return router->Handle(request); },
+      [&router](int status, std::string_view detail) { return router->ErrorResponse(status, detail); });
+  if (Status st = server.Listen(); !st.ok()) return Fail("cannot listen", st);
+
+  const std::string public_url =
+      config.public_url.empty() ? DefaultPublicUrl(config.host, server.port()) : config.public_url;
+  auto blobs = storage::FileBlobStore::Open(config.data_dir, public_url, clock);
+  if (!blobs.ok()) return Fail("cannot open the blob store", blobs.status());
+  auto records = storage::SqliteMetadataStore::Open(config.data_dir + "/metadata.sqlite3");
+  if (!records.ok()) return Fail("cannot open the metadata store", records.status());
+
+  ConfiguredTokenSource tokens(secret, [&config]() -> StatusOr<std::string> {
+    auto again = ConfiguredSecret(config);
+    if (!again.ok()) return again.status();
+    if (!*again) return Status(Code::kUnavailable, "no token configured");
+    return **again;
+  });
+  core::Authenticator auth(tokens, config.mode(), std::chrono::seconds(config.token_refresh_interval), clock);
+  const core::CursorCodec cursors((*blobs)->signing_key());
+  core::ServiceLimits limits;
+  limits.max_file_bytes = config.max_upload_mb << 20;
+  limits.max_files = static_cast<std::size_t>(config.max_files);
+  limits.max_pixels = config.max_pixels;
+  limits.list_max_reads = static_cast<std::size_t>(config.list_max_reads);
+  core::ImageService service(**blobs, **records, clock, ids, cursors, limits);
+
+  http::RouterOptions router_options;
+  router_options.cors_origins = SplitOrigins(config.cors_origins);
+  router_options.max_upload_body_bytes = limits.max_file_bytes * limits.max_files;
+  router_options.token_ready = [&tokens] { return tokens.CheckReady(); };
+  storage::FileBlobStore* file_store = blobs->get();
+  router_options.downloads = [file_store](std::string_view key, std::string_view expires,
+                                          std::string_view signature) -> StatusOr<http::LocalDownload> {
+    IMGSVC_ASSIGN_OR_RETURN(storage::LocalFile file, file_store->OpenSigned(key, expires, signature));
+    return http::LocalDownload{std::move(file.path), file.size, std::move(file.content_type),
+                               std::move(file.etag)};
+  };
+  http::Router http_router(service, auth, ids, std::move(router_options));
+  router = &http_router;
+
+  log::Info("listening", {{"host", config.host},
+                          {"port", static_cast<int>(server.port())},
+                          {"url", public_url},
+                          {"storage", config.storage},
+                          {"data_dir", config.data_dir},
+                          {"auth_mode", config.auth_mode},
+                          {"open_files_limit", open_files}});
+  server.Run([&http_router] {
+    log::Info("shutting down: finishing in-flight requests");
+    http_router.BeginShutdown();
+  });
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace imgsvc::app
