@@ -1,0 +1,80 @@
+#include "http/json_writer.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+namespace imgsvc::http {
+namespace {
+
+core::ImageRecord SampleRecord() {
+  core::ImageRecord r;
+  r.image_id = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
+  r.user_id = "alice";
+  r.filename = "c\"at\n.png";
+  r.format = core::ImageFormat::kPng;
+  r.size_bytes = 48213;
+  r.width = 640;
+  r.height = 480;
+  r.sha256 = std::string(64, 'a');
+  r.tags = {"cat", "cute"};
+  r.created_at = "2026-11-25T18:00:00.123456Z";
+  r.updated_at = r.created_at;
+  return r;
+}
+
+TEST(JsonWriter, RecordHasEveryFieldWithApiTypes) {
+  const auto v = boost::json::parse(RecordJson(SampleRecord())).as_object();
+  EXPECT_EQ(v.size(), 14u);
+  EXPECT_EQ(v.at("image_id").as_string(), "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11");
+  EXPECT_EQ(v.at("filename").as_string(), "c\"at\n.png");
+  EXPECT_EQ(v.at("content_type").as_string(), "image/png");
+  EXPECT_EQ(v.at("format").as_string(), "png");
+  EXPECT_EQ(v.at("size_bytes").as_int64(), 48213);
+  EXPECT_EQ(v.at("width").as_int64(), 640);
+  EXPECT_TRUE(v.at("category").is_null());
+  EXPECT_EQ(v.at("tags").as_array().size(), 2u);
+  EXPECT_EQ(v.at("visibility").as_string(), "private");
+}
+
+TEST(JsonWriter, ListCarriesUrlsCountAndCursor) {
+  core::ListResult result;
+  result.items.push_back({SampleRecord(), {"http://x/files/k?expires=1&signature=ab", 1'000'000}});
+  auto v = boost::json::parse(ListResponseJson(result)).as_object();
+  EXPECT_EQ(v.at("count").as_int64(), 1);
+  EXPECT_TRUE(v.at("last_evaluated_key").is_null());
+  const auto& item = v.at("items").as_array().at(0).as_object();
+  EXPECT_EQ(item.at("presigned_url").as_string(), "http://x/files/k?expires=1&signature=ab");
+  EXPECT_EQ(item.at("presigned_url_expires_at").as_string(), "1970-01-01T00:00:01.000000Z");
+  result.cursor = "abc";
+  v = boost::json::parse(ListResponseJson(result)).as_object();
+  EXPECT_EQ(v.at("last_evaluated_key").as_string(), "abc");
+}
+
+TEST(JsonWriter, ValidationErrorsKeepLocTypes) {
+  const auto v = boost::json::parse(ValidationErrorJson(
+                                        {FieldError{{"body", "image_ids", 3}, "bad", "uuid_parsing"}}))
+                     .as_object();
+  const auto& entry = v.at("detail").as_array().at(0).as_object();
+  EXPECT_EQ(entry.at("loc").as_array().at(2).as_int64(), 3);
+  EXPECT_EQ(entry.at("loc").as_array().at(0).as_string(), "body");
+  EXPECT_EQ(entry.at("type").as_string(), "uuid_parsing");
+}
+
+TEST(JsonWriter, BulkDeleteShape) {
+  core::BulkDeleteResult r;
+  r.deleted = {"a"};
+  r.not_found = {"b", "c"};
+  r.failed.push_back({"d", "throttled"});
+  const auto v = boost::json::parse(BulkDeleteJson(r)).as_object();
+  EXPECT_EQ(v.at("deleted").as_array().size(), 1u);
+  EXPECT_EQ(v.at("not_found").as_array().size(), 2u);
+  EXPECT_EQ(v.at("failed").as_array().at(0).as_object().at("detail").as_string(), "throttled");
+}
+
+TEST(JsonWriter, DetailEscapes) {
+  EXPECT_EQ(DetailJson("a\"b"), R"({"detail":"a\"b"})");
+}
+
+}  // namespace
+}  // namespace imgsvc::http
