@@ -55,8 +55,21 @@ void SetFd(int fd) { g_fd.store(fd, std::memory_order_relaxed); }
 void AppendJsonString(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  for (const char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80) {
+      // JSON must be valid UTF-8 (strict parsers reject the whole line), and
+      // client text (headers, paths) may not be: bad bytes become U+FFFD.
+      const std::size_t length = u >= 0xf0 ? 4 : u >= 0xe0 ? 3 : 2;
+      if (i + length <= text.size() && core::Utf8Length(text.substr(i, length)) == 1) {
+        out.append(text.substr(i, length));
+        i += length - 1;
+      } else {
+        out += "\\ufffd";
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

@@ -1,9 +1,19 @@
-// Incremental multipart/form-data (RFC 7578) parsing.
+// Incremental multipart/form-data (RFC 7578, RFC 2046) parsing.
 //
-// MultipartParser is push-based and keeps a bounded state: part headers are
-// limited in size, data is handed out as it arrives without buffering a part.
-// MultipartForm adapts it to core::FormSource, pulling from a BodySource, so
-// uploads stream from the socket (or a Lambda event body) to the blob store.
+// MultipartParser is a pull-style state machine over whatever bytes the
+// caller holds: it reports one event per call and how many input bytes it is
+// done with, and leaves a possibly split delimiter (at most boundary length +
+// 4 bytes) unconsumed for the caller to present again with more input. Part
+// data is never copied or buffered by the parser, part headers are capped.
+// MultipartForm adapts it to core::FormSource, pulling from a BodySource
+// through one fixed buffer, so uploads stream from the socket (or a Lambda
+// event body) to the blob store.
+//
+// Wire rules: an optional preamble precedes the first `--boundary`; a
+// delimiter inside the body is CRLF `--boundary` only (a bare LF there could
+// be part of binary data, so it is data); transport padding (spaces, tabs)
+// may follow a boundary; part header lines may end in CRLF or a bare LF; the
+// epilogue after `--boundary--` is ignored.
 #pragma once
 
 #include <cstddef>
@@ -31,43 +41,70 @@ struct MultipartLimits {
 
 class MultipartParser {
  public:
-  enum class EventKind { kPartBegin, kData, kPartEnd, kEnd };
+  enum class EventKind {
+    kNeedInput,  // present the unconsumed rest again, followed by more input
+    kPartBegin,  // headers of a part parsed; see part()
+    kData,       // input.first(consumed) is data of the current part
+    kPartEnd,    // the delimiter after the current part
+    kEnd,        // closing delimiter seen; every later input is epilogue
+  };
   struct Event {
     EventKind kind;
-    const core::FormPart* part = nullptr;  // kPartBegin: valid until the next Feed
-    std::span<const std::byte> data;       // kData: valid until the next Feed
+    std::size_t consumed;  // bytes at the front of the input now used up
   };
 
-  MultipartParser(std::string boundary, MultipartLimits limits = {});
-  ~MultipartParser();
-  MultipartParser(const MultipartParser&) = delete;
-  MultipartParser& operator=(const MultipartParser&) = delete;
+  // `boundary` as returned by MultipartBoundary.
+  explicit MultipartParser(std::string_view boundary, MultipartLimits limits = {});
 
-  // Consumes input and invokes `on_event` for each event, in order. Returns
-  // kBadRequest for malformed input (the parser then stays failed). Data
-  // events may be split anywhere.
-  template <typename F>
-  Status Feed(std::span<const std::byte> input, F&& on_event) {
-    return FeedImpl(input, [](void* ctx, const Event& e) -> Status {
-      return (*static_cast<std::remove_reference_t<F>*>(ctx))(e);
-    }, &on_event);
-  }
-  // Declares end of input: kBadRequest if the closing boundary was not seen.
-  Status Finish();
-  bool done() const;  // closing boundary seen
+  // Advances over the front of `input`; `end_of_input` says no more bytes
+  // will follow it. kBadRequest for malformed or truncated input, after which
+  // the parser keeps returning that error. A kData event leaves the state
+  // unchanged, so a caller may take only a prefix of the data and present the
+  // rest again.
+  StatusOr<Event> Next(std::span<const std::byte> input, bool end_of_input);
+
+  // The current part, from its kPartBegin on.
+  const core::FormPart& part() const { return part_; }
 
  private:
-  using Callback = Status (*)(void*, const Event&);
-  Status FeedImpl(std::span<const std::byte> input, Callback cb, void* ctx);
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  enum class State { kPreamble, kBoundaryTail, kHeaders, kData, kDone };
+
+  StatusOr<Event> NeedInput(std::size_t consumed, bool end_of_input);
+  Status Fail(std::string message);
+  void EnterBoundaryTail();
+  Status BeginPart();
+  Status ParseHeaderLine(std::string_view line);
+  Status ParseContentDisposition(std::string_view value);
+  Status EndHeaders();
+
+  std::string delimiter_;  // CRLF "--" boundary
+  MultipartLimits limits_;
+  State state_ = State::kPreamble;
+  bool at_body_start_ = true;     // the first delimiter may lack its CRLF
+  bool boundary_padded_ = false;  // padding rules out a closing "--"
+  std::size_t parts_ = 0;
+  std::size_t header_bytes_ = 0;
+  std::string header_line_;
+  bool has_disposition_ = false;
+  bool has_content_type_ = false;
+  core::FormPart part_;
+  Status error_;
 };
 
-// core::FormSource over a request body.
+// core::FormSource over a request body. Reads the body in chunks of
+// kReadSize into a buffer allocated once; stops reading at the closing
+// boundary (the transport discards any epilogue).
 class MultipartForm final : public core::FormSource {
  public:
+  static constexpr std::size_t kReadSize = 64 * 1024;
+
   MultipartForm(BodySource& body, std::string boundary, MultipartLimits limits = {});
   ~MultipartForm() override;
+  MultipartForm(const MultipartForm&) = delete;
+  MultipartForm& operator=(const MultipartForm&) = delete;
+
+  // Errors: kBadRequest for a malformed or truncated form; errors of the
+  // BodySource unchanged. Every error is final.
   StatusOr<std::optional<core::FormPart>> NextPart() override;
   StatusOr<std::size_t> ReadPart(std::span<std::byte> out) override;
 

@@ -33,6 +33,10 @@ class ImageProbe {
   };
 
   ImageProbe();
+  // Copies continue independently from the same point (e.g. to try two
+  // continuations of a stream).
+  ImageProbe(const ImageProbe& other);
+  ImageProbe& operator=(const ImageProbe& other);
   // Feeds the next bytes of the file. Returns the state after consuming them.
   State Feed(std::span<const std::byte> data);
   // Declares the end of the file: kNeedMore becomes kInvalid.
@@ -48,9 +52,10 @@ class ImageProbe {
   std::uint64_t bytes_fed() const;
 
  private:
-  // Implementation state: fixed-size members only (no heap).
+  // Implementation state: fixed-size members only (no heap), kept out of the
+  // header; probe.cc static_asserts that it fits.
   struct Impl;
-  alignas(8) std::byte storage_[512];
+  alignas(8) std::byte storage_[1024];
   Impl& impl();
   const Impl& impl() const;
 };

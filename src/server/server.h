@@ -30,6 +30,7 @@ struct ServerOptions {
   std::chrono::seconds header_timeout{10};   // a request's headers must arrive within
   std::chrono::seconds idle_timeout{75};     // keep-alive connection with no request
   std::chrono::seconds body_read_timeout{30};  // no body progress for this long -> 408
+  std::chrono::seconds send_timeout{30};  // a response write stalled this long closes the connection
   std::uint64_t max_drain_bytes = 1024 * 1024;  // unread body discarded to keep a connection
   std::chrono::seconds shutdown_grace{20};
   std::size_t max_connections = 20000;

@@ -63,13 +63,9 @@ class HttpConnection {
   StatusOr<HttpResponse> ReadResponse();
   // Reads everything until the peer closes or the timeout passes.
   std::string ReadUntilClose();
-  // True when the peer has closed the connection (EOF seen within `wait`).
-  bool PeerClosed(std::chrono::milliseconds wait);
 
  private:
   HttpConnection(int fd, std::string host_header, std::chrono::milliseconds timeout);
-  // Appends received bytes to pending_; 0 on EOF, -1 on error or timeout.
-  long Receive(std::chrono::steady_clock::time_point deadline);
 
   int fd_ = -1;
   std::string host_header_;
@@ -128,7 +124,7 @@ class MultipartBuilder {
 
   std::string boundary_;
   std::string body_;
-  bool file_open_ = false;
+  bool started_ = false;  // a part was emitted (by Build or OpenFile)
 };
 
 // Streams a request body produced on the fly. The producer fills `out` with

@@ -6,7 +6,16 @@
 // refused upload never leaves a half file under a real key. Download URLs are
 // served by imgsvc itself under /files/{key}, signed like S3 presigned URLs:
 // HMAC-SHA256 over the key and expiry, with a 32-byte key generated on first
-// run and kept in {data_dir}/signing.key (mode 0600).
+// run and kept in {data_dir}/signing.key (mode 0600; the store refuses to
+// open when the file is accessible to group or others).
+//
+// Keys are relative paths of segments made of [A-Za-z0-9._@-] (no empty, "."
+// or ".." segments), so a key never leaves blobs/ nor needs URL escaping.
+// Objects are never overwritten: committing to an existing key is kConflict.
+// Directories left empty by Delete are kept (they are per user and reused;
+// removing them would race with commits creating files in them). The data
+// directory belongs to one process at a time: Open removes whatever is left
+// in tmp/ as debris of a crash.
 #pragma once
 
 #include <chrono>
@@ -36,6 +45,8 @@ class FileBlobStore final : public core::BlobStore {
                                                        core::Clock& clock);
   ~FileBlobStore() override;
 
+  // content_type is not stored: downloads are served with the content type of
+  // the key's extension (keys end with the detected format's extension).
   StatusOr<std::unique_ptr<core::BlobUpload>> StartUpload(std::string_view key,
                                                           std::string_view content_type) override;
   std::vector<Status> Delete(std::span<const std::string> keys) override;
@@ -48,7 +59,7 @@ class FileBlobStore final : public core::BlobStore {
   StatusOr<LocalFile> OpenSigned(std::string_view key, std::string_view expires,
                                  std::string_view signature);
 
-  // The secret key material (also used to derive the cursor key).
+  // The 32 raw bytes of secret key material (also used to derive the cursor key).
   const std::string& signing_key() const;
 
  private:

@@ -8,8 +8,12 @@
 // write keeps its own savepoint so one failing condition does not fail its
 // batch-mates. Reads use a pool of read-only connections with prepared
 // statements reused.
+//
+// List makes one read per call: it fetches limit+1 rows, so `max_reads` is
+// always honoured and `next` is set only when more matches exist.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -19,7 +23,8 @@ namespace imgsvc::storage {
 
 class SqliteMetadataStore final : public core::MetadataStore {
  public:
-  // Opens (creating if needed) the database at `path`.
+  // Opens (creating if needed) the database file at `path`. Refuses a schema
+  // version newer than this build knows.
   static StatusOr<std::unique_ptr<SqliteMetadataStore>> Open(const std::string& path);
   ~SqliteMetadataStore() override;
 
@@ -33,7 +38,22 @@ class SqliteMetadataStore final : public core::MetadataStore {
   StatusOr<core::ListPage> List(const core::ListQuery& query,
                                 const std::optional<core::Position>& start, std::size_t limit,
                                 std::size_t max_reads) override;
+  // SELECT 1 on a reader, and the last write transaction did not fail on I/O.
   Status CheckReady() override;
+
+  // Write transactions committed so far (concurrent writes share one).
+  std::uint64_t commits() const;
+
+  // The settings the writer connection runs with.
+  struct Durability {
+    std::string journal_mode;  // "wal"
+    int synchronous = 0;       // 2 = FULL
+  };
+  StatusOr<Durability> WriterDurability();
+
+  // The SQL List runs for this query shape (`resumes`: a start position is
+  // given), e.g. to check its query plan.
+  static std::string ListSql(const core::ListQuery& query, bool resumes);
 
  private:
   struct Impl;

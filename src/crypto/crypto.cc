@@ -1,0 +1,360 @@
+#include "crypto/crypto.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+namespace imgsvc::crypto {
+namespace {
+
+// OpenSSL calls that cannot fail short of memory exhaustion or a broken
+// library: there is no meaningful way to continue, and returning a bogus
+// digest or ciphertext would be worse than stopping.
+void Check(int ok, const char* what) {
+  if (ok != 1) {
+    std::fprintf(stderr, "fatal: OpenSSL %s failed\n", what);
+    std::abort();
+  }
+}
+
+template <typename T>
+T* CheckPtr(T* p, const char* what) {
+  Check(p != nullptr ? 1 : 0, what);
+  return p;
+}
+
+// Algorithms are fetched once: an implicit fetch per call (EVP_sha256() and
+// friends in OpenSSL 3) costs a provider lookup each time.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* md = CheckPtr(EVP_MD_fetch(nullptr, "SHA256", nullptr), "SHA256 fetch");
+  return md;
+}
+
+const EVP_MD* Md5Md() {
+  static const EVP_MD* md = CheckPtr(EVP_MD_fetch(nullptr, "MD5", nullptr), "MD5 fetch");
+  return md;
+}
+
+const EVP_CIPHER* Aes256Gcm() {
+  static const EVP_CIPHER* cipher =
+      CheckPtr(EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr), "AES-256-GCM fetch");
+  return cipher;
+}
+
+const unsigned char* Bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
+
+struct MacCtxDeleter {
+  void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
+};
+struct CipherCtxDeleter {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
+
+// EVP update functions take int lengths; larger inputs go in slices.
+constexpr std::size_t kMaxSlice = 1 << 30;
+
+void DigestOf(const EVP_MD* md, std::string_view data, unsigned char* out) {
+  unsigned int len = 0;
+  Check(EVP_Digest(data.data(), data.size(), out, &len, md, nullptr), "EVP_Digest");
+}
+
+// A per-thread HMAC-SHA256 context with the digest already bound, re-keyed per
+// call: setting the digest by name would fetch it again every time.
+EVP_MAC_CTX* ThreadHmacCtx() {
+  thread_local std::unique_ptr<EVP_MAC_CTX, MacCtxDeleter> ctx = [] {
+    static EVP_MAC* mac = CheckPtr(EVP_MAC_fetch(nullptr, "HMAC", nullptr), "HMAC fetch");
+    std::unique_ptr<EVP_MAC_CTX, MacCtxDeleter> c(CheckPtr(EVP_MAC_CTX_new(mac), "EVP_MAC_CTX_new"));
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    Check(EVP_MAC_CTX_set_params(c.get(), params), "HMAC set digest");
+    return c;
+  }();
+  return ctx.get();
+}
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+constexpr char kBase64Std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+using DecodeTable = std::array<std::int8_t, 256>;
+
+constexpr DecodeTable MakeDecodeTable(const char* alphabet) {
+  DecodeTable table{};
+  for (auto& v : table) v = -1;
+  for (int i = 0; i < 64; ++i) table[static_cast<unsigned char>(alphabet[i])] = static_cast<std::int8_t>(i);
+  return table;
+}
+
+constexpr DecodeTable kDecodeStd = MakeDecodeTable(kBase64Std);
+constexpr DecodeTable kDecodeUrl = MakeDecodeTable(kBase64Url);
+
+std::string EncodeBase64(std::string_view data, const char* alphabet, bool pad) {
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  const auto* in = Bytes(data);
+  std::size_t i = 0;
+  for (; i + 3 <= data.size(); i += 3) {
+    const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+    out.push_back(alphabet[v >> 18]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    out.push_back(alphabet[v & 63]);
+  }
+  const std::size_t rest = data.size() - i;
+  if (rest == 1) {
+    const std::uint32_t v = std::uint32_t{in[i]} << 16;
+    out.push_back(alphabet[v >> 18]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    if (pad) out += "==";
+  } else if (rest == 2) {
+    const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+    out.push_back(alphabet[v >> 18]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    if (pad) out.push_back('=');
+  }
+  return out;
+}
+
+// Strict: only alphabet characters, and the unused low bits of the last
+// character must be zero, so every byte string has exactly one encoding.
+std::optional<std::string> DecodeBase64(std::string_view text, const DecodeTable& table) {
+  if (text.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3 + 2);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (const char c : text) {
+    const int v = table[static_cast<unsigned char>(c)];
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+Sha256::Sha256() : ctx_(CheckPtr(EVP_MD_CTX_new(), "EVP_MD_CTX_new")) {
+  Check(EVP_DigestInit_ex2(static_cast<EVP_MD_CTX*>(ctx_), Sha256Md(), nullptr), "DigestInit");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256::Update(std::span<const std::byte> data) {
+  Check(EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()), "DigestUpdate");
+}
+
+void Sha256::Update(std::string_view data) {
+  Check(EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()), "DigestUpdate");
+}
+
+Sha256Digest Sha256::Finish() {
+  Sha256Digest digest;
+  unsigned int len = 0;
+  Check(EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), digest.data(), &len), "DigestFinal");
+  return digest;
+}
+
+Sha256Digest Sha256Of(std::string_view data) {
+  Sha256Digest digest;
+  DigestOf(Sha256Md(), data, digest.data());
+  return digest;
+}
+
+Sha256Digest HmacSha256(std::span<const std::uint8_t> key, std::string_view message) {
+  EVP_MAC_CTX* ctx = ThreadHmacCtx();
+  // An empty key is legal HMAC; OpenSSL wants a non-null pointer for it.
+  static const unsigned char kEmpty = 0;
+  Check(EVP_MAC_init(ctx, key.empty() ? &kEmpty : key.data(), key.size(), nullptr), "HMAC init");
+  Check(EVP_MAC_update(ctx, Bytes(message), message.size()), "HMAC update");
+  Sha256Digest digest;
+  std::size_t len = 0;
+  Check(EVP_MAC_final(ctx, digest.data(), &len, digest.size()), "HMAC final");
+  return digest;
+}
+
+Sha256Digest HmacSha256(std::string_view key, std::string_view message) {
+  return HmacSha256(std::span<const std::uint8_t>(Bytes(key), key.size()), message);
+}
+
+std::string Md5Base64(std::string_view data) {
+  unsigned char digest[16];
+  DigestOf(Md5Md(), data, digest);
+  return Base64Encode(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+void RandomBytes(std::span<std::uint8_t> out) {
+  while (!out.empty()) {
+    const std::size_t n = std::min<std::size_t>(out.size(), kMaxSlice);
+    if (RAND_bytes(out.data(), static_cast<int>(n)) != 1) {
+      std::fprintf(stderr, "fatal: the OpenSSL CSPRNG failed\n");
+      std::abort();
+    }
+    out = out.subspan(n);
+  }
+}
+
+std::array<std::uint8_t, 32> HkdfSha256(std::string_view secret, std::string_view salt,
+                                        std::string_view info) {
+  static EVP_KDF* kdf = CheckPtr(EVP_KDF_fetch(nullptr, "HKDF", nullptr), "HKDF fetch");
+  std::unique_ptr<EVP_KDF_CTX, decltype(&EVP_KDF_CTX_free)> ctx(
+      CheckPtr(EVP_KDF_CTX_new(kdf), "EVP_KDF_CTX_new"), &EVP_KDF_CTX_free);
+  char digest[] = "SHA256";
+  // OSSL_PARAM wants mutable pointers but only reads these buffers.
+  const OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<char*>(secret.data()), secret.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<char*>(salt.data()), salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()), info.size()),
+      OSSL_PARAM_construct_end()};
+  std::array<std::uint8_t, 32> out;
+  Check(EVP_KDF_derive(ctx.get(), out.data(), out.size(), params), "HKDF derive");
+  return out;
+}
+
+namespace {
+
+constexpr std::size_t kGcmNonceBytes = 12;
+constexpr std::size_t kGcmTagBytes = 16;
+
+// Runs `in` through an initialised cipher context into `out` (same length:
+// GCM is a stream mode).
+bool CipherUpdate(EVP_CIPHER_CTX* ctx, std::string_view in, unsigned char* out) {
+  while (!in.empty()) {
+    const std::size_t n = std::min(in.size(), kMaxSlice);
+    int written = 0;
+    if (EVP_CipherUpdate(ctx, out, &written, Bytes(in), static_cast<int>(n)) != 1) return false;
+    out += written;
+    in.remove_prefix(n);
+  }
+  return true;
+}
+
+bool AddAad(EVP_CIPHER_CTX* ctx, std::string_view aad) {
+  while (!aad.empty()) {
+    const std::size_t n = std::min(aad.size(), kMaxSlice);
+    int written = 0;
+    if (EVP_CipherUpdate(ctx, nullptr, &written, Bytes(aad), static_cast<int>(n)) != 1) return false;
+    aad.remove_prefix(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Aes256GcmSeal(std::span<const std::uint8_t, 32> key, std::string_view plaintext,
+                          std::string_view associated_data) {
+  std::string out(kGcmNonceBytes + plaintext.size() + kGcmTagBytes, '\0');
+  auto* nonce = reinterpret_cast<unsigned char*>(out.data());
+  RandomBytes(std::span<std::uint8_t>(nonce, kGcmNonceBytes));
+  CipherCtx ctx(CheckPtr(EVP_CIPHER_CTX_new(), "EVP_CIPHER_CTX_new"));
+  Check(EVP_EncryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), nonce, nullptr), "GCM init");
+  Check(AddAad(ctx.get(), associated_data) ? 1 : 0, "GCM aad");
+  Check(CipherUpdate(ctx.get(), plaintext, nonce + kGcmNonceBytes) ? 1 : 0, "GCM encrypt");
+  int final_len = 0;
+  Check(EVP_EncryptFinal_ex(ctx.get(), nullptr, &final_len), "GCM final");
+  Check(EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kGcmTagBytes),
+                            nonce + kGcmNonceBytes + plaintext.size()),
+        "GCM tag");
+  return out;
+}
+
+std::optional<std::string> Aes256GcmOpen(std::span<const std::uint8_t, 32> key, std::string_view sealed,
+                                         std::string_view associated_data) {
+  if (sealed.size() < kGcmNonceBytes + kGcmTagBytes) return std::nullopt;
+  const std::string_view nonce = sealed.substr(0, kGcmNonceBytes);
+  const std::string_view ciphertext = sealed.substr(kGcmNonceBytes, sealed.size() - kGcmNonceBytes - kGcmTagBytes);
+  std::array<unsigned char, kGcmTagBytes> tag;
+  std::copy_n(Bytes(sealed.substr(sealed.size() - kGcmTagBytes)), kGcmTagBytes, tag.begin());
+
+  CipherCtx ctx(CheckPtr(EVP_CIPHER_CTX_new(), "EVP_CIPHER_CTX_new"));
+  if (EVP_DecryptInit_ex2(ctx.get(), Aes256Gcm(), key.data(), Bytes(nonce), nullptr) != 1) return std::nullopt;
+  if (!AddAad(ctx.get(), associated_data)) return std::nullopt;
+  std::string plaintext(ciphertext.size(), '\0');
+  if (!CipherUpdate(ctx.get(), ciphertext, reinterpret_cast<unsigned char*>(plaintext.data()))) {
+    return std::nullopt;
+  }
+  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kGcmTagBytes), tag.data()) != 1) return std::nullopt;
+  int final_len = 0;
+  if (EVP_DecryptFinal_ex(ctx.get(), nullptr, &final_len) != 1) {
+    OPENSSL_cleanse(plaintext.data(), plaintext.size());
+    return std::nullopt;
+  }
+  return plaintext;
+}
+
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  // With unequal lengths `a` is compared with itself, so the time taken still
+  // depends only on a's length, never on where the contents differ.
+  const bool same_length = a.size() == b.size();
+  const std::string_view other = same_length ? b : a;
+  const int diff = CRYPTO_memcmp(a.data(), other.data(), a.size());
+  return same_length && diff == 0;
+}
+
+std::string HexEncode(std::span<const std::uint8_t> data) {
+  std::string out(data.size() * 2, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    out[2 * i] = kHexDigits[data[i] >> 4];
+    out[2 * i + 1] = kHexDigits[data[i] & 0xf];
+  }
+  return out;
+}
+
+std::string HexEncode(std::string_view data) {
+  return HexEncode(std::span<const std::uint8_t>(Bytes(data), data.size()));
+}
+
+std::optional<std::string> HexDecode(std::string_view hex) {
+  if (hex.size() % 2 != 0) return std::nullopt;
+  std::string out(hex.size() / 2, '\0');
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = HexValue(hex[2 * i]);
+    const int lo = HexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<char>((hi << 4) | lo);
+  }
+  return out;
+}
+
+std::string Base64Encode(std::string_view data) { return EncodeBase64(data, kBase64Std, true); }
+
+std::optional<std::string> Base64Decode(std::string_view text) {
+  // Padding is optional, but when present it must complete the last quantum.
+  if (!text.empty() && text.back() == '=') {
+    if (text.size() % 4 != 0) return std::nullopt;
+    text.remove_suffix(1);
+    if (!text.empty() && text.back() == '=') text.remove_suffix(1);
+  }
+  return DecodeBase64(text, kDecodeStd);
+}
+
+std::string Base64UrlEncode(std::string_view data) { return EncodeBase64(data, kBase64Url, false); }
+
+std::optional<std::string> Base64UrlDecode(std::string_view text) { return DecodeBase64(text, kDecodeUrl); }
+
+}  // namespace imgsvc::crypto

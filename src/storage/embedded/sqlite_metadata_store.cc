@@ -1,0 +1,844 @@
+#include "storage/embedded/sqlite_metadata_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/json/array.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "core/log.h"
+
+namespace imgsvc::storage {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr std::size_t kMaxReaders = 8;
+constexpr int kBusyTimeoutMs = 5000;
+constexpr std::size_t kMaxFetch = 1'000'000;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE images (
+  image_id   TEXT PRIMARY KEY NOT NULL,
+  user_id    TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  filename   TEXT NOT NULL,
+  format     TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  width      INTEGER NOT NULL,
+  height     INTEGER NOT NULL,
+  sha256     TEXT NOT NULL,
+  category   TEXT,
+  tags       TEXT NOT NULL,
+  tag_set    TEXT NOT NULL,
+  visibility TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX images_by_user ON images (user_id, created_at, image_id);
+PRAGMA user_version = 1;
+)sql";
+
+// The record's columns, in the order ReadRecord expects them.
+constexpr char kColumns[] =
+    "image_id, user_id, created_at, updated_at, filename, format, size_bytes, width, height, sha256, "
+    "category, tags, visibility";
+
+// Parameter numbers of the listing statement; fixed whatever the shape, so
+// binding does not depend on which filters are present.
+enum ListParam : int {
+  kParamUser = 1,
+  kParamFrom,
+  kParamTo,
+  kParamStartCreated,
+  kParamStartId,
+  kParamCategory,
+  kParamVisibility,
+  kParamViewer,
+  kParamLimit,
+  kParamFirstTag,
+};
+
+struct DbClose {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StmtFinalize {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using Db = std::unique_ptr<sqlite3, DbClose>;
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalize>;
+
+Status SqliteStatus(sqlite3* db, int rc, std::string_view what) {
+  const int primary = rc & 0xff;
+  const bool transient = primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL ||
+                         primary == SQLITE_IOERR;
+  std::string message = "metadata store: ";
+  message += what;
+  message += ": ";
+  message += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  return Status(transient ? Code::kUnavailable : Code::kInternal, std::move(message));
+}
+
+StatusOr<Stmt> Prepare(sqlite3* db, std::string_view sql) {
+  sqlite3_stmt* raw = nullptr;
+  const int rc =
+      sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+  Stmt stmt(raw);
+  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "prepare");
+  return stmt;
+}
+
+Status Exec(sqlite3* db, const char* sql) {
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "exec");
+  return Status::Ok();
+}
+
+// The first column of the first row of a one-off statement.
+StatusOr<std::string> QueryText(sqlite3* db, const char* sql) {
+  IMGSVC_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, sql));
+  const int rc = sqlite3_step(stmt.get());
+  if (rc != SQLITE_ROW) return SqliteStatus(db, rc, sql);
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
+  return std::string(text != nullptr ? text : "");
+}
+
+// Leaves a cached statement reset when a use ends, so it never holds a read
+// snapshot (or a stale binding) between uses.
+class StmtUse {
+ public:
+  explicit StmtUse(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  StmtUse(const StmtUse&) = delete;
+  StmtUse& operator=(const StmtUse&) = delete;
+  ~StmtUse() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+// Binds parameters, remembering the first failure. Text is bound without a
+// copy: callers keep it alive until the statement is reset.
+class Binder {
+ public:
+  explicit Binder(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  Binder& Text(int index, std::string_view value) {
+    static constexpr char kEmpty[] = "";
+    Check(sqlite3_bind_text(stmt_, index, value.empty() ? kEmpty : value.data(), static_cast<int>(value.size()),
+                            nullptr));
+    return *this;
+  }
+  Binder& Int(int index, std::int64_t value) {
+    Check(sqlite3_bind_int64(stmt_, index, value));
+    return *this;
+  }
+  Binder& Null(int index) {
+    Check(sqlite3_bind_null(stmt_, index));
+    return *this;
+  }
+  int rc() const { return rc_; }
+
+ private:
+  void Check(int rc) {
+    if (rc_ == SQLITE_OK) rc_ = rc;
+  }
+  sqlite3_stmt* stmt_;
+  int rc_ = SQLITE_OK;
+};
+
+constexpr std::array kAllFormats = {core::ImageFormat::kJpeg, core::ImageFormat::kPng,  core::ImageFormat::kGif,
+                                    core::ImageFormat::kWebp, core::ImageFormat::kAvif, core::ImageFormat::kHeic,
+                                    core::ImageFormat::kTiff};
+
+std::optional<core::ImageFormat> FormatFromName(std::string_view name) {
+  for (const core::ImageFormat format : kAllFormats) {
+    if (core::FormatName(format) == name) return format;
+  }
+  return std::nullopt;
+}
+
+std::string TagsJson(const std::vector<std::string>& tags) {
+  boost::json::array array;
+  array.reserve(tags.size());
+  for (const std::string& tag : tags) array.emplace_back(boost::json::string_view(tag.data(), tag.size()));
+  return boost::json::serialize(array);
+}
+
+std::optional<std::vector<std::string>> TagsFromJson(std::string_view json) {
+  boost::system::error_code ec;
+  boost::json::parse_options options;
+  options.allow_invalid_utf8 = true;  // whatever bytes were stored come back
+  const boost::json::value value =
+      boost::json::parse(boost::json::string_view(json.data(), json.size()), ec, {}, options);
+  if (ec || !value.is_array()) return std::nullopt;
+  std::vector<std::string> tags;
+  tags.reserve(value.get_array().size());
+  for (const boost::json::value& tag : value.get_array()) {
+    if (!tag.is_string()) return std::nullopt;
+    tags.emplace_back(tag.get_string().data(), tag.get_string().size());
+  }
+  return tags;
+}
+
+// ",a,b," : a tag t is present iff instr(tag_set, ",t,") > 0 (tags never
+// contain commas: the API splits them on commas).
+std::string TagSet(const std::vector<std::string>& tags) {
+  std::string set = ",";
+  for (const std::string& tag : tags) {
+    set += tag;
+    set += ',';
+  }
+  return set;
+}
+
+std::string TagNeedle(std::string_view tag) {
+  std::string needle = ",";
+  needle += tag;
+  needle += ',';
+  return needle;
+}
+
+std::string ColumnText(sqlite3_stmt* stmt, int column) {
+  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
+  if (text == nullptr) return {};
+  return std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt, column)));
+}
+
+// Reads a row selected with kColumns.
+StatusOr<core::ImageRecord> ReadRecord(sqlite3_stmt* stmt) {
+  core::ImageRecord record;
+  record.image_id = ColumnText(stmt, 0);
+  record.user_id = ColumnText(stmt, 1);
+  record.created_at = ColumnText(stmt, 2);
+  record.updated_at = ColumnText(stmt, 3);
+  record.filename = ColumnText(stmt, 4);
+  const std::optional<core::ImageFormat> format = FormatFromName(ColumnText(stmt, 5));
+  if (!format) return Status(Code::kInternal, "metadata store: unknown format in record " + record.image_id);
+  record.format = *format;
+  record.size_bytes = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 6));
+  record.width = static_cast<std::uint32_t>(sqlite3_column_int64(stmt, 7));
+  record.height = static_cast<std::uint32_t>(sqlite3_column_int64(stmt, 8));
+  record.sha256 = ColumnText(stmt, 9);
+  if (sqlite3_column_type(stmt, 10) != SQLITE_NULL) record.category = ColumnText(stmt, 10);
+  std::optional<std::vector<std::string>> tags = TagsFromJson(ColumnText(stmt, 11));
+  if (!tags) return Status(Code::kInternal, "metadata store: malformed tags in record " + record.image_id);
+  record.tags = std::move(*tags);
+  record.visibility = ColumnText(stmt, 12) == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+  return record;
+}
+
+core::Position PositionOf(const core::ImageRecord& record) {
+  return core::Position{record.user_id, record.created_at, record.image_id};
+}
+
+StatusOr<Db> OpenConnection(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  Db db(raw);
+  if (rc != SQLITE_OK) return SqliteStatus(db.get(), rc, "cannot open the database");
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+  return db;
+}
+
+// The writer connection and the statements the writer thread runs.
+struct WriterConn {
+  Db db;
+  Stmt begin, commit, rollback, savepoint, release, rollback_to;
+  Stmt insert, select_one, update, delete_owned;
+
+  // Runs a statement that returns no rows.
+  Status Step(sqlite3_stmt* stmt, std::string_view what) const {
+    const int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE) return SqliteStatus(db.get(), rc, what);
+    return Status::Ok();
+  }
+};
+
+StatusOr<WriterConn> OpenWriter(const std::string& path) {
+  WriterConn conn;
+  IMGSVC_ASSIGN_OR_RETURN(conn.db, OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  sqlite3* db = conn.db.get();
+  IMGSVC_ASSIGN_OR_RETURN(const std::string journal_mode, QueryText(db, "PRAGMA journal_mode = WAL"));
+  if (journal_mode != "wal") {
+    return Status(Code::kInternal, "metadata store: cannot enable WAL (journal_mode is " + journal_mode + ")");
+  }
+  IMGSVC_RETURN_IF_ERROR(Exec(db,
+                              "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; "
+                              "PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY"));
+
+  IMGSVC_ASSIGN_OR_RETURN(std::string version, QueryText(db, "PRAGMA user_version"));
+  if (version == "0") {
+    IMGSVC_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+    // Another process may have created the schema while we waited for the lock.
+    auto again = QueryText(db, "PRAGMA user_version");
+    Status created = again.ok() ? Status::Ok() : again.status();
+    if (created.ok() && *again == "0") created = Exec(db, kSchema);
+    if (created.ok()) created = Exec(db, "COMMIT");
+    if (!created.ok()) {
+      (void)Exec(db, "ROLLBACK");
+      return created;
+    }
+    IMGSVC_ASSIGN_OR_RETURN(version, QueryText(db, "PRAGMA user_version"));
+  }
+  if (version != std::to_string(kSchemaVersion)) {
+    return Status(Code::kInternal, "metadata store: unsupported schema version " + version + " (this build knows " +
+                                       std::to_string(kSchemaVersion) + ")");
+  }
+
+  IMGSVC_ASSIGN_OR_RETURN(conn.begin, Prepare(db, "BEGIN IMMEDIATE"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.commit, Prepare(db, "COMMIT"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.rollback, Prepare(db, "ROLLBACK"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.savepoint, Prepare(db, "SAVEPOINT job"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.release, Prepare(db, "RELEASE job"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.rollback_to, Prepare(db, "ROLLBACK TO job"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.insert,
+                          Prepare(db,
+                                  "INSERT INTO images (image_id, user_id, created_at, updated_at, filename, format, "
+                                  "size_bytes, width, height, sha256, category, tags, tag_set, visibility) "
+                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.select_one,
+                          Prepare(db, std::string("SELECT ") + kColumns + " FROM images WHERE image_id = ?1"));
+  IMGSVC_ASSIGN_OR_RETURN(conn.update, Prepare(db,
+                                               "UPDATE images SET category = ?1, tags = ?2, tag_set = ?3, "
+                                               "visibility = ?4, updated_at = ?5 WHERE image_id = ?6"));
+  IMGSVC_ASSIGN_OR_RETURN(
+      conn.delete_owned,
+      Prepare(db, std::string("DELETE FROM images WHERE image_id = ?1 AND user_id = ?2 RETURNING ") + kColumns));
+  return conn;
+}
+
+// A unit of work for the writer thread, run inside its own savepoint of the
+// batch's transaction.
+class WriteJob {
+ public:
+  virtual ~WriteJob() = default;
+  // Returns false to roll the job's savepoint back (its result says why).
+  virtual bool Run(WriterConn& conn) = 0;
+  // The batch's transaction failed: nothing of the job was written.
+  virtual void Fail(const Status& status) = 0;
+
+  bool done = false;  // guarded by the queue mutex
+};
+
+Status Insert(WriterConn& conn, const core::ImageRecord& record) {
+  sqlite3_stmt* stmt = conn.insert.get();
+  StmtUse use(stmt);
+  const std::string tags = TagsJson(record.tags);
+  const std::string tag_set = TagSet(record.tags);
+  Binder bind(stmt);
+  bind.Text(1, record.image_id)
+      .Text(2, record.user_id)
+      .Text(3, record.created_at)
+      .Text(4, record.updated_at)
+      .Text(5, record.filename)
+      .Text(6, core::FormatName(record.format))
+      .Int(7, static_cast<std::int64_t>(record.size_bytes))
+      .Int(8, record.width)
+      .Int(9, record.height)
+      .Text(10, record.sha256)
+      .Text(12, tags)
+      .Text(13, tag_set)
+      .Text(14, core::VisibilityName(record.visibility));
+  if (record.category) {
+    bind.Text(11, *record.category);
+  } else {
+    bind.Null(11);
+  }
+  if (bind.rc() != SQLITE_OK) return SqliteStatus(conn.db.get(), bind.rc(), "bind");
+  const int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_DONE) return Status::Ok();
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return Status(Code::kConflict, "metadata store: image " + record.image_id + " already exists");
+  }
+  return SqliteStatus(conn.db.get(), rc, "insert");
+}
+
+class PutJob final : public WriteJob {
+ public:
+  explicit PutJob(std::span<const core::ImageRecord> records) : records_(records) {}
+  bool Run(WriterConn& conn) override {
+    for (const core::ImageRecord& record : records_) {
+      result = Insert(conn, record);
+      if (!result.ok()) return false;
+    }
+    return true;
+  }
+  void Fail(const Status& status) override { result = status; }
+
+  Status result;
+
+ private:
+  std::span<const core::ImageRecord> records_;
+};
+
+class UpdateJob final : public WriteJob {
+ public:
+  UpdateJob(std::string_view image_id, std::string_view owner, const core::RecordPatch& patch,
+            std::string_view updated_at)
+      : image_id_(image_id), owner_(owner), patch_(patch), updated_at_(updated_at) {}
+
+  bool Run(WriterConn& conn) override {
+    StatusOr<core::ImageRecord> current = Select(conn);
+    if (!current.ok()) {
+      result = current.status();
+      return false;
+    }
+    core::ImageRecord record = std::move(*current);
+    if (record.user_id != owner_) {
+      result = Status(Code::kNotFound, "Image not found");
+      return false;
+    }
+    if (patch_.category) record.category = *patch_.category;
+    if (patch_.tags) record.tags = *patch_.tags;
+    if (patch_.visibility) record.visibility = *patch_.visibility;
+    record.updated_at = std::string(updated_at_);
+
+    sqlite3_stmt* stmt = conn.update.get();
+    StmtUse use(stmt);
+    const std::string tags = TagsJson(record.tags);
+    const std::string tag_set = TagSet(record.tags);
+    Binder bind(stmt);
+    bind.Text(2, tags).Text(3, tag_set).Text(4, core::VisibilityName(record.visibility));
+    bind.Text(5, record.updated_at).Text(6, record.image_id);
+    if (record.category) {
+      bind.Text(1, *record.category);
+    } else {
+      bind.Null(1);
+    }
+    const int rc = bind.rc() != SQLITE_OK ? bind.rc() : sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) {
+      result = SqliteStatus(conn.db.get(), rc, "update");
+      return false;
+    }
+    result = std::move(record);
+    return true;
+  }
+  void Fail(const Status& status) override { result = status; }
+
+  StatusOr<core::ImageRecord> result = Status(Code::kInternal, "metadata store: update not run");
+
+ private:
+  StatusOr<core::ImageRecord> Select(WriterConn& conn) const {
+    sqlite3_stmt* stmt = conn.select_one.get();
+    StmtUse use(stmt);
+    Binder bind(stmt);
+    bind.Text(1, image_id_);
+    const int rc = bind.rc() != SQLITE_OK ? bind.rc() : sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return Status(Code::kNotFound, "Image not found");
+    if (rc != SQLITE_ROW) return SqliteStatus(conn.db.get(), rc, "select");
+    return ReadRecord(stmt);
+  }
+
+  std::string_view image_id_;
+  std::string_view owner_;
+  const core::RecordPatch& patch_;
+  std::string_view updated_at_;
+};
+
+class DeleteJob final : public WriteJob {
+ public:
+  DeleteJob(std::string_view owner, std::span<const std::string> image_ids) : owner_(owner), image_ids_(image_ids) {}
+
+  // Each id stands alone: one that cannot be deleted does not undo the others.
+  bool Run(WriterConn& conn) override {
+    result.clear();
+    result.reserve(image_ids_.size());
+    for (const std::string& image_id : image_ids_) result.push_back(DeleteOne(conn, image_id));
+    return true;
+  }
+  void Fail(const Status& status) override {
+    result.clear();
+    for (const std::string& image_id : image_ids_) {
+      core::DeleteOutcome outcome;
+      outcome.image_id = image_id;
+      outcome.result = core::DeleteResult::kFailed;
+      outcome.detail = status.message();
+      result.push_back(std::move(outcome));
+    }
+  }
+
+  std::vector<core::DeleteOutcome> result;
+
+ private:
+  core::DeleteOutcome DeleteOne(WriterConn& conn, const std::string& image_id) const {
+    core::DeleteOutcome outcome;
+    outcome.image_id = image_id;
+    sqlite3_stmt* stmt = conn.delete_owned.get();
+    StmtUse use(stmt);
+    Binder bind(stmt);
+    bind.Text(1, image_id).Text(2, owner_);
+    int rc = bind.rc() != SQLITE_OK ? bind.rc() : sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) {
+      outcome.result = core::DeleteResult::kNotFound;
+      return outcome;
+    }
+    StatusOr<core::ImageRecord> record = Status(Code::kInternal, "metadata store: delete failed");
+    if (rc == SQLITE_ROW) {
+      record = ReadRecord(stmt);
+      rc = sqlite3_step(stmt);
+    }
+    if (rc != SQLITE_DONE) record = SqliteStatus(conn.db.get(), rc, "delete");
+    if (!record.ok()) {
+      outcome.result = core::DeleteResult::kFailed;
+      outcome.detail = record.status().message();
+      return outcome;
+    }
+    outcome.result = core::DeleteResult::kDeleted;
+    outcome.record = std::move(*record);
+    return outcome;
+  }
+
+  std::string_view owner_;
+  std::span<const std::string> image_ids_;
+};
+
+// Proves the writer thread answers and can take the write lock.
+class ProbeJob final : public WriteJob {
+ public:
+  bool Run(WriterConn&) override { return true; }
+  void Fail(const Status& status) override { result = status; }
+  Status result;
+};
+
+class DurabilityJob final : public WriteJob {
+ public:
+  bool Run(WriterConn& conn) override {
+    auto journal_mode = QueryText(conn.db.get(), "PRAGMA journal_mode");
+    auto synchronous = QueryText(conn.db.get(), "PRAGMA synchronous");
+    if (!journal_mode.ok()) {
+      result = journal_mode.status();
+    } else if (!synchronous.ok()) {
+      result = synchronous.status();
+    } else {
+      result = SqliteMetadataStore::Durability{*journal_mode, std::atoi(synchronous->c_str())};
+    }
+    return true;
+  }
+  void Fail(const Status& status) override { result = status; }
+  StatusOr<SqliteMetadataStore::Durability> result = Status(Code::kInternal, "metadata store: not run");
+};
+
+// A read-only connection with its statements, used by one thread at a time.
+struct ReaderConn {
+  Db db;
+  Stmt get;
+  Stmt ping;
+  std::unordered_map<std::uint64_t, Stmt> lists;  // by ListShape
+};
+
+StatusOr<std::unique_ptr<ReaderConn>> OpenReader(const std::string& path) {
+  auto conn = std::make_unique<ReaderConn>();
+  IMGSVC_ASSIGN_OR_RETURN(conn->db, OpenConnection(path, SQLITE_OPEN_READONLY));
+  IMGSVC_RETURN_IF_ERROR(Exec(conn->db.get(), "PRAGMA cache_size = -8192"));
+  IMGSVC_ASSIGN_OR_RETURN(conn->get, Prepare(conn->db.get(),
+                                             std::string("SELECT ") + kColumns + " FROM images WHERE image_id = ?1"));
+  IMGSVC_ASSIGN_OR_RETURN(conn->ping, Prepare(conn->db.get(), "SELECT 1"));
+  return conn;
+}
+
+// Which optional clauses a listing has: the SQL text depends on nothing else.
+std::uint64_t ListShape(const core::ListQuery& query, bool resumes) {
+  std::uint64_t shape = 0;
+  shape |= query.user_id ? 1u : 0u;
+  shape |= query.created_from ? 2u : 0u;
+  shape |= query.created_to ? 4u : 0u;
+  shape |= resumes ? 8u : 0u;
+  shape |= query.category ? 16u : 0u;
+  shape |= query.visibility ? 32u : 0u;
+  shape |= query.viewer ? 64u : 0u;
+  return shape | (std::uint64_t{query.tags.size()} << 7);
+}
+
+}  // namespace
+
+struct SqliteMetadataStore::Impl {
+  std::string path;
+  WriterConn writer;
+
+  std::mutex queue_mu;
+  std::condition_variable queue_cv;  // the writer waits for jobs
+  std::condition_variable done_cv;   // callers wait for their job
+  std::vector<WriteJob*> queue;
+  bool stopping = false;
+  std::thread writer_thread;
+  std::atomic<std::uint64_t> commits{0};
+
+  std::mutex pool_mu;
+  std::condition_variable pool_cv;
+  std::vector<std::unique_ptr<ReaderConn>> idle_readers;
+  std::size_t open_readers = 0;
+
+  ~Impl() {
+    if (writer_thread.joinable()) {
+      {
+        std::lock_guard lock(queue_mu);
+        stopping = true;
+      }
+      queue_cv.notify_one();
+      writer_thread.join();
+    }
+  }
+
+  void Submit(WriteJob& job) {
+    std::unique_lock lock(queue_mu);
+    queue.push_back(&job);
+    queue_cv.notify_one();
+    done_cv.wait(lock, [&job] { return job.done; });
+  }
+
+  // Takes every job waiting at that moment into one transaction: while one
+  // commit syncs, the next batch queues up.
+  void WriterLoop() {
+    std::vector<WriteJob*> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_mu);
+        queue_cv.wait(lock, [this] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;
+        batch.swap(queue);
+      }
+      RunBatch(batch);
+      {
+        std::lock_guard lock(queue_mu);
+        for (WriteJob* job : batch) job->done = true;
+      }
+      done_cv.notify_all();
+      batch.clear();
+    }
+  }
+
+  void RunBatch(const std::vector<WriteJob*>& batch) {
+    Status status = writer.Step(writer.begin.get(), "begin");
+    for (std::size_t i = 0; status.ok() && i < batch.size(); ++i) {
+      status = writer.Step(writer.savepoint.get(), "savepoint");
+      if (!status.ok()) break;
+      if (!batch[i]->Run(writer)) status = writer.Step(writer.rollback_to.get(), "rollback to savepoint");
+      if (status.ok()) status = writer.Step(writer.release.get(), "release savepoint");
+    }
+    if (status.ok()) status = writer.Step(writer.commit.get(), "commit");
+    if (status.ok()) {
+      commits.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (sqlite3_get_autocommit(writer.db.get()) == 0) (void)writer.Step(writer.rollback.get(), "rollback");
+    log::Error("metadata store: write transaction failed", {{"error", status.message()}});
+    for (WriteJob* job : batch) job->Fail(status);
+  }
+
+  // A reader connection, returned to the pool when the lease ends.
+  class ReaderLease {
+   public:
+    ReaderLease(Impl* impl, std::unique_ptr<ReaderConn> conn) : impl_(impl), conn_(std::move(conn)) {}
+    ReaderLease(ReaderLease&& other) noexcept = default;
+    ReaderLease& operator=(ReaderLease&&) = delete;
+    ~ReaderLease() {
+      if (!conn_) return;
+      {
+        std::lock_guard lock(impl_->pool_mu);
+        impl_->idle_readers.push_back(std::move(conn_));
+      }
+      impl_->pool_cv.notify_one();
+    }
+    ReaderConn* operator->() const { return conn_.get(); }
+
+   private:
+    Impl* impl_;
+    std::unique_ptr<ReaderConn> conn_;
+  };
+
+  StatusOr<ReaderLease> AcquireReader() {
+    {
+      std::unique_lock lock(pool_mu);
+      pool_cv.wait(lock, [this] { return !idle_readers.empty() || open_readers < kMaxReaders; });
+      if (!idle_readers.empty()) {
+        std::unique_ptr<ReaderConn> conn = std::move(idle_readers.back());
+        idle_readers.pop_back();
+        return ReaderLease(this, std::move(conn));
+      }
+      ++open_readers;
+    }
+    StatusOr<std::unique_ptr<ReaderConn>> conn = OpenReader(path);
+    if (!conn.ok()) {
+      {
+        std::lock_guard lock(pool_mu);
+        --open_readers;
+      }
+      pool_cv.notify_one();
+      return conn.status();
+    }
+    return ReaderLease(this, std::move(*conn));
+  }
+};
+
+SqliteMetadataStore::SqliteMetadataStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteMetadataStore::~SqliteMetadataStore() = default;
+
+StatusOr<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::Open(const std::string& path) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  IMGSVC_ASSIGN_OR_RETURN(impl->writer, OpenWriter(path));
+  {
+    // Fail now rather than at the first request when readers cannot open.
+    IMGSVC_ASSIGN_OR_RETURN(auto reader, impl->AcquireReader());
+  }
+  try {
+    impl->writer_thread = std::thread([raw = impl.get()] { raw->WriterLoop(); });
+  } catch (const std::system_error& e) {
+    return Status(Code::kInternal, std::string("metadata store: cannot start the writer thread: ") + e.what());
+  }
+  return std::unique_ptr<SqliteMetadataStore>(new SqliteMetadataStore(std::move(impl)));
+}
+
+Status SqliteMetadataStore::PutNew(std::span<const core::ImageRecord> records) {
+  if (records.empty()) return Status::Ok();
+  PutJob job(records);
+  impl_->Submit(job);
+  return job.result;
+}
+
+StatusOr<core::ImageRecord> SqliteMetadataStore::Get(std::string_view image_id) {
+  IMGSVC_ASSIGN_OR_RETURN(auto reader, impl_->AcquireReader());
+  sqlite3_stmt* stmt = reader->get.get();
+  StmtUse use(stmt);
+  Binder bind(stmt);
+  bind.Text(1, image_id);
+  const int rc = bind.rc() != SQLITE_OK ? bind.rc() : sqlite3_step(stmt);
+  if (rc == SQLITE_DONE) return Status(Code::kNotFound, "Image not found");
+  if (rc != SQLITE_ROW) return SqliteStatus(reader->db.get(), rc, "get");
+  return ReadRecord(stmt);
+}
+
+StatusOr<core::ImageRecord> SqliteMetadataStore::Update(std::string_view image_id, std::string_view owner,
+                                                        const core::RecordPatch& patch,
+                                                        std::string_view updated_at) {
+  UpdateJob job(image_id, owner, patch, updated_at);
+  impl_->Submit(job);
+  return std::move(job.result);
+}
+
+std::vector<core::DeleteOutcome> SqliteMetadataStore::DeleteOwned(std::string_view owner,
+                                                                  std::span<const std::string> image_ids) {
+  if (image_ids.empty()) return {};
+  DeleteJob job(owner, image_ids);
+  impl_->Submit(job);
+  return std::move(job.result);
+}
+
+std::string SqliteMetadataStore::ListSql(const core::ListQuery& query, bool resumes) {
+  std::vector<std::string> where;
+  if (query.user_id) {
+    // Key condition on the index: user, then the created_at range, then the
+    // resume point as a row value so ties on created_at resume by image_id.
+    where.push_back("user_id = ?1");
+    if (query.created_from) where.push_back("created_at >= ?2");
+    if (query.created_to) where.push_back("created_at <= ?3");
+    if (resumes) where.push_back("(created_at, image_id) < (?4, ?5)");
+  } else {
+    if (resumes) where.push_back("image_id > ?5");
+    if (query.created_from) where.push_back("created_at >= ?2");
+    if (query.created_to) where.push_back("created_at <= ?3");
+  }
+  if (query.category) where.push_back("category = ?6");
+  if (query.visibility) where.push_back("visibility = ?7");
+  where.push_back(query.viewer ? "(visibility = 'public' OR user_id = ?8)" : "visibility = 'public'");
+  for (std::size_t i = 0; i < query.tags.size(); ++i) {
+    where.push_back("instr(tag_set, ?" + std::to_string(kParamFirstTag + static_cast<int>(i)) + ") > 0");
+  }
+
+  std::string sql = std::string("SELECT ") + kColumns + " FROM images WHERE ";
+  for (std::size_t i = 0; i < where.size(); ++i) {
+    if (i > 0) sql += " AND ";
+    sql += where[i];
+  }
+  sql += query.user_id ? " ORDER BY created_at DESC, image_id DESC" : " ORDER BY image_id";
+  sql += " LIMIT ?9";
+  return sql;
+}
+
+StatusOr<core::ListPage> SqliteMetadataStore::List(const core::ListQuery& query,
+                                                   const std::optional<core::Position>& start, std::size_t limit,
+                                                   std::size_t /*max_reads: one read always suffices*/) {
+  if (limit == 0) return Status(Code::kBadRequest, "metadata store: limit must be at least 1");
+  IMGSVC_ASSIGN_OR_RETURN(auto reader, impl_->AcquireReader());
+  const std::uint64_t shape = ListShape(query, start.has_value());
+  auto cached = reader->lists.find(shape);
+  if (cached == reader->lists.end()) {
+    IMGSVC_ASSIGN_OR_RETURN(Stmt prepared, Prepare(reader->db.get(), ListSql(query, start.has_value())));
+    cached = reader->lists.emplace(shape, std::move(prepared)).first;
+  }
+  sqlite3_stmt* stmt = cached->second.get();
+
+  std::vector<std::string> needles;
+  needles.reserve(query.tags.size());
+  for (const std::string& tag : query.tags) needles.push_back(TagNeedle(tag));
+
+  StmtUse use(stmt);
+  Binder bind(stmt);
+  if (query.user_id) bind.Text(kParamUser, *query.user_id);
+  if (query.created_from) bind.Text(kParamFrom, *query.created_from);
+  if (query.created_to) bind.Text(kParamTo, *query.created_to);
+  if (start) {
+    if (query.user_id) bind.Text(kParamStartCreated, start->created_at);
+    bind.Text(kParamStartId, start->image_id);
+  }
+  if (query.category) bind.Text(kParamCategory, *query.category);
+  if (query.visibility) bind.Text(kParamVisibility, core::VisibilityName(*query.visibility));
+  if (query.viewer) bind.Text(kParamViewer, *query.viewer);
+  for (std::size_t i = 0; i < needles.size(); ++i) bind.Text(kParamFirstTag + static_cast<int>(i), needles[i]);
+  // One row more than asked tells whether anything follows the page.
+  const std::size_t fetch = std::min(limit, kMaxFetch) + 1;
+  bind.Int(kParamLimit, static_cast<std::int64_t>(fetch));
+  if (bind.rc() != SQLITE_OK) return SqliteStatus(reader->db.get(), bind.rc(), "bind");
+
+  core::ListPage page;
+  page.items.reserve(std::min(fetch, std::size_t{128}));
+  for (;;) {
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return SqliteStatus(reader->db.get(), rc, "list");
+    IMGSVC_ASSIGN_OR_RETURN(core::ImageRecord record, ReadRecord(stmt));
+    page.items.push_back(std::move(record));
+  }
+  if (page.items.size() > limit) {
+    page.items.resize(limit);
+    page.next = PositionOf(page.items.back());
+  }
+  return page;
+}
+
+Status SqliteMetadataStore::CheckReady() {
+  {
+    IMGSVC_ASSIGN_OR_RETURN(auto reader, impl_->AcquireReader());
+    sqlite3_stmt* stmt = reader->ping.get();
+    StmtUse use(stmt);
+    if (const int rc = sqlite3_step(stmt); rc != SQLITE_ROW) return SqliteStatus(reader->db.get(), rc, "read probe");
+  }
+  ProbeJob probe;
+  impl_->Submit(probe);
+  return probe.result;
+}
+
+std::uint64_t SqliteMetadataStore::commits() const { return impl_->commits.load(std::memory_order_relaxed); }
+
+StatusOr<SqliteMetadataStore::Durability> SqliteMetadataStore::WriterDurability() {
+  DurabilityJob job;
+  impl_->Submit(job);
+  return std::move(job.result);
+}
+
+}  // namespace imgsvc::storage

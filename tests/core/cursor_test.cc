@@ -1,0 +1,197 @@
+#include "core/cursor.h"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <set>
+
+#include "crypto/crypto.h"
+
+namespace imgsvc::core {
+namespace {
+
+constexpr std::string_view kSecret = "0123456789abcdef0123456789abcdef-service-secret";
+
+const Position kPosition{"alice", "2026-11-25T18:00:00.123456Z", "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11"};
+
+void ExpectInvalid(const StatusOr<Position>& result, std::string_view what) {
+  ASSERT_FALSE(result.ok()) << what;
+  EXPECT_EQ(result.status().code(), Code::kBadRequest) << what;
+  EXPECT_EQ(result.status().message(), "Invalid pagination cursor") << what;
+}
+
+TEST(CursorCodecTest, RoundTripsAcrossInstancesWithTheSameSecret) {
+  const CursorCodec sealer(kSecret);
+  const CursorCodec opener(kSecret);  // another process or Lambda instance
+  const std::string cursor = sealer.Seal(kPosition, "binding");
+  const auto opened = opener.Open(cursor, "binding");
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ(*opened, kPosition);
+}
+
+TEST(CursorCodecTest, RoundTripsEmptyAndBinaryFields) {
+  const CursorCodec codec(kSecret);
+  for (const Position& p : {Position{}, Position{"", "", "x"}, Position{std::string(200, 'u'), "t", ""},
+                            Position{std::string("a\0b", 3), "\xff\xfe", std::string(130, '\x80')}}) {
+    const auto opened = codec.Open(codec.Seal(p, ""), "");
+    ASSERT_TRUE(opened.ok());
+    EXPECT_EQ(*opened, p);
+  }
+}
+
+TEST(CursorCodecTest, IsUrlSafeAndRevealsNoIds) {
+  const CursorCodec codec(kSecret);
+  const std::string cursor = codec.Seal(kPosition, "b");
+  for (const char c : cursor) {
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << cursor;
+  }
+  const std::string wire = crypto::Base64UrlDecode(cursor).value();
+  EXPECT_EQ(wire.find(kPosition.image_id), std::string::npos);
+  EXPECT_EQ(wire.find(kPosition.user_id), std::string::npos);
+  EXPECT_EQ(wire.find("2026-11-25"), std::string::npos);
+}
+
+TEST(CursorCodecTest, SealingTwiceGivesDifferentCursors) {
+  const CursorCodec codec(kSecret);
+  EXPECT_NE(codec.Seal(kPosition, "b"), codec.Seal(kPosition, "b"));
+}
+
+TEST(CursorCodecTest, RejectsOtherBindings) {
+  const CursorCodec codec(kSecret);
+  const std::string cursor = codec.Seal(kPosition, "viewer=alice");
+  ExpectInvalid(codec.Open(cursor, "viewer=bob"), "other binding");
+  ExpectInvalid(codec.Open(cursor, ""), "empty binding");
+  ExpectInvalid(codec.Open(cursor, "viewer=alice "), "extended binding");
+}
+
+TEST(CursorCodecTest, RejectsOtherSecrets) {
+  const std::string cursor = CursorCodec(kSecret).Seal(kPosition, "b");
+  ExpectInvalid(CursorCodec("another secret").Open(cursor, "b"), "rotated secret");
+}
+
+TEST(CursorCodecTest, RejectsEveryEditedCharacter) {
+  const CursorCodec codec(kSecret);
+  const std::string cursor = codec.Seal(kPosition, "b");
+  for (std::size_t i = 0; i < cursor.size(); ++i) {
+    for (const char replacement : {'A', 'z', '-', '_', '0'}) {
+      if (cursor[i] == replacement) continue;
+      std::string edited = cursor;
+      edited[i] = replacement;
+      ExpectInvalid(codec.Open(edited, "b"), "edited at " + std::to_string(i));
+    }
+  }
+}
+
+TEST(CursorCodecTest, RejectsTruncatedAndExtended) {
+  const CursorCodec codec(kSecret);
+  const std::string cursor = codec.Seal(kPosition, "b");
+  for (std::size_t len = 0; len < cursor.size(); ++len) {
+    ExpectInvalid(codec.Open(cursor.substr(0, len), "b"), "truncated to " + std::to_string(len));
+  }
+  ExpectInvalid(codec.Open(cursor + "A", "b"), "extended");
+  ExpectInvalid(codec.Open(cursor + "AAAA", "b"), "extended by a quantum");
+}
+
+TEST(CursorCodecTest, RejectsGarbageAndPaddingAndOtherAlphabets) {
+  const CursorCodec codec(kSecret);
+  const std::string cursor = codec.Seal(kPosition, "b");
+  ExpectInvalid(codec.Open(cursor + "=", "b"), "padded");
+  ExpectInvalid(codec.Open("not a cursor", "b"), "garbage");
+  ExpectInvalid(codec.Open("%2F%2F", "b"), "percent-encoded");
+  std::string standard_alphabet = cursor;
+  for (char& c : standard_alphabet) c = c == '-' ? '+' : c == '_' ? '/' : c;
+  if (standard_alphabet != cursor) ExpectInvalid(codec.Open(standard_alphabet, "b"), "standard alphabet");
+}
+
+TEST(CursorCodecTest, RejectsAnAuthenticCursorOverTheLengthLimit) {
+  const CursorCodec codec(kSecret);
+  const Position huge{std::string(900, 'u'), "t", "i"};
+  const std::string cursor = codec.Seal(huge, "b");
+  ASSERT_GT(cursor.size(), 1024u);
+  ExpectInvalid(codec.Open(cursor, "b"), "over-long");
+}
+
+TEST(CursorCodecTest, RejectsWrongVersionAndKeyIdEvenWithAValidSeal) {
+  const CursorCodec codec(kSecret);
+  std::string wire = crypto::Base64UrlDecode(codec.Seal(kPosition, "b")).value();
+  for (std::size_t i = 0; i < 5; ++i) {
+    std::string edited = wire;
+    edited[i] = static_cast<char>(edited[i] ^ 0x40);
+    ExpectInvalid(codec.Open(crypto::Base64UrlEncode(edited), "b"), "header byte " + std::to_string(i));
+  }
+}
+
+// BindingFor -------------------------------------------------------------------
+
+TEST(CursorBindingTest, EveryFilterAndTheViewerChangeTheBinding) {
+  ListQuery base;
+  base.user_id = "alice";
+  base.viewer = "alice";
+  base.category = "animals";
+  base.created_from = "2024-01-01T00:00:00.000000Z";
+  base.created_to = "2024-12-31T23:59:59.999999Z";
+  base.tags = {"cat", "cute"};
+  base.visibility = Visibility::kPublic;
+
+  std::vector<ListQuery> variants(1, base);
+  auto vary = [&](auto edit) {
+    ListQuery q = base;
+    edit(q);
+    variants.push_back(q);
+  };
+  vary([](ListQuery& q) { q.user_id.reset(); });
+  vary([](ListQuery& q) { q.user_id = ""; });
+  vary([](ListQuery& q) { q.user_id = "bob"; });
+  vary([](ListQuery& q) { q.viewer.reset(); });
+  vary([](ListQuery& q) { q.viewer = "bob"; });
+  vary([](ListQuery& q) { q.category.reset(); });
+  vary([](ListQuery& q) { q.category = ""; });
+  vary([](ListQuery& q) { q.created_from.reset(); });
+  vary([](ListQuery& q) { q.created_from = "2024-01-01T00:00:00.000001Z"; });
+  vary([](ListQuery& q) { q.created_to.reset(); });
+  vary([](ListQuery& q) { q.created_to = *q.created_from; });
+  vary([](ListQuery& q) { q.tags.clear(); });
+  vary([](ListQuery& q) { q.tags = {"cat"}; });
+  vary([](ListQuery& q) { q.tags = {"catcute"}; });
+  vary([](ListQuery& q) { q.tags = {"cat", "cute", ""}; });
+  vary([](ListQuery& q) { q.visibility.reset(); });
+  vary([](ListQuery& q) { q.visibility = Visibility::kPrivate; });
+
+  std::set<std::string> bindings;
+  for (const auto& q : variants) bindings.insert(CursorCodec::BindingFor(q));
+  EXPECT_EQ(bindings.size(), variants.size());
+}
+
+TEST(CursorBindingTest, IsUnambiguousAcrossFieldBoundaries) {
+  ListQuery a, b;
+  a.user_id = "ab";
+  a.category = "c";
+  b.user_id = "a";
+  b.category = "bc";
+  EXPECT_NE(CursorCodec::BindingFor(a), CursorCodec::BindingFor(b));
+
+  ListQuery viewer_only, user_only;
+  viewer_only.viewer = "alice";
+  user_only.user_id = "alice";
+  EXPECT_NE(CursorCodec::BindingFor(viewer_only), CursorCodec::BindingFor(user_only));
+}
+
+TEST(CursorBindingTest, TagOrderDoesNotMatter) {
+  ListQuery a, b;
+  a.tags = {"cat", "cute", "dog"};
+  b.tags = {"dog", "cat", "cute"};
+  EXPECT_EQ(CursorCodec::BindingFor(a), CursorCodec::BindingFor(b));
+}
+
+TEST(CursorBindingTest, ACursorFromOneCallerDoesNotOpenForAnother) {
+  const CursorCodec codec(kSecret);
+  ListQuery alice;
+  alice.viewer = "alice";
+  ListQuery anonymous;
+  const std::string cursor = codec.Seal(kPosition, CursorCodec::BindingFor(alice));
+  EXPECT_TRUE(codec.Open(cursor, CursorCodec::BindingFor(alice)).ok());
+  ExpectInvalid(codec.Open(cursor, CursorCodec::BindingFor(anonymous)), "anonymous replay");
+}
+
+}  // namespace
+}  // namespace imgsvc::core

@@ -1,0 +1,154 @@
+#include "core/log.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "core/image.h"
+
+namespace imgsvc::log {
+namespace {
+
+namespace json = boost::json;
+
+// Sends log lines to a temporary file for the duration of a test.
+class LogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char name[] = "/tmp/imgsvc-log-test-XXXXXX";
+    fd_ = ::mkstemp(name);
+    ASSERT_GE(fd_, 0);
+    path_ = name;
+    SetFd(fd_);
+    SetLevel(Level::kDebug);
+  }
+  void TearDown() override {
+    SetFd(STDOUT_FILENO);
+    SetLevel(Level::kInfo);
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+
+  std::vector<std::string> Lines() const {
+    std::ifstream in(path_);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  }
+
+  static json::object Parse(const std::string& line) {
+    boost::system::error_code ec;
+    json::value v = json::parse(line, ec);
+    EXPECT_FALSE(ec) << ec.message() << " in: " << line;
+    if (ec || !v.is_object()) return {};
+    return v.as_object();
+  }
+
+  int fd_ = -1;
+  std::string path_;
+};
+
+TEST_F(LogTest, OneJsonObjectPerLineWithTimeLevelMessageAndFields) {
+  Info("request done", {{"status", 201}, {"path", "/api/v1/images"}, {"ms", 1.5}, {"cached", false},
+                        {"bytes", std::uint64_t{1} << 40}, {"id", std::string("abc")}});
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), 1u);
+  const json::object o = Parse(lines[0]);
+  EXPECT_EQ(o.at("level").as_string(), "info");
+  EXPECT_EQ(o.at("msg").as_string(), "request done");
+  EXPECT_EQ(o.at("status").as_int64(), 201);
+  EXPECT_EQ(o.at("path").as_string(), "/api/v1/images");
+  EXPECT_DOUBLE_EQ(o.at("ms").as_double(), 1.5);
+  EXPECT_EQ(o.at("cached").as_bool(), false);
+  EXPECT_EQ(o.at("bytes").as_int64(), std::int64_t{1} << 40);
+  EXPECT_EQ(o.at("id").as_string(), "abc");
+  const std::string time(o.at("time").as_string());
+  EXPECT_EQ(time.size(), 27u);
+  EXPECT_TRUE(core::ParseTimestamp(time).has_value()) << time;
+}
+
+TEST_F(LogTest, EscapesQuotesBackslashesAndControlCharacters) {
+  const std::string nasty = std::string("say \"hi\" \\ path\nnext\r\ttab \x01\x1f\x7f end") + '\0' + "é😀";
+  Warn(nasty, {{"field \"quoted\"", nasty}});
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), 1u) << "a raw newline would split the line";
+  const json::object o = Parse(lines[0]);
+  EXPECT_EQ(o.at("msg").as_string(), nasty);
+  EXPECT_EQ(o.at("field \"quoted\"").as_string(), nasty);
+  EXPECT_EQ(o.at("level").as_string(), "warn");
+  for (const unsigned char c : lines[0]) EXPECT_GE(c, 0x20) << "raw control character in line";
+}
+
+TEST_F(LogTest, InvalidUtf8BecomesReplacementCharacters) {
+  Error("bad bytes", {{"agent", "curl\xff\xc3(\xe2\x82"}});
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), 1u);
+  const json::object o = Parse(lines[0]);
+  EXPECT_EQ(o.at("agent").as_string(), "curl\xEF\xBF\xBD\xEF\xBF\xBD(\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+TEST_F(LogTest, AppendJsonStringWritesALiteral) {
+  std::string out = "x=";
+  AppendJsonString(out, "a\"b\\c\nd\x02");
+  EXPECT_EQ(out, "x=\"a\\\"b\\\\c\\nd\\u0002\"");
+}
+
+TEST_F(LogTest, LevelFiltersLines) {
+  SetLevel(Level::kWarn);
+  EXPECT_FALSE(Enabled(Level::kInfo));
+  EXPECT_TRUE(Enabled(Level::kError));
+  Debug("no");
+  Info("no");
+  Warn("yes");
+  Error("yes");
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(Parse(lines[0]).at("level").as_string(), "warn");
+  EXPECT_EQ(Parse(lines[1]).at("level").as_string(), "error");
+}
+
+TEST(LogLevelTest, ParsesNames) {
+  Level level = Level::kInfo;
+  EXPECT_TRUE(ParseLevel("debug", level));
+  EXPECT_EQ(level, Level::kDebug);
+  EXPECT_TRUE(ParseLevel("error", level));
+  EXPECT_EQ(level, Level::kError);
+  EXPECT_TRUE(ParseLevel("warn", level));
+  EXPECT_EQ(level, Level::kWarn);
+  EXPECT_TRUE(ParseLevel("info", level));
+  EXPECT_EQ(level, Level::kInfo);
+  EXPECT_FALSE(ParseLevel("INFO", level));
+  EXPECT_FALSE(ParseLevel("verbose", level));
+  EXPECT_EQ(level, Level::kInfo);
+}
+
+TEST_F(LogTest, ConcurrentLinesNeverInterleave) {
+  constexpr int kThreads = 4;
+  constexpr int kLinesEach = 300;
+  const std::string payload(3000, 'p');
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kLinesEach; ++i) Info("line", {{"thread", t}, {"i", i}, {"payload", payload}});
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), static_cast<std::size_t>(kThreads * kLinesEach));
+  std::vector<int> next(kThreads, 0);
+  for (const auto& line : lines) {
+    const json::object o = Parse(line);
+    ASSERT_EQ(o.at("payload").as_string(), payload);
+    const auto t = static_cast<std::size_t>(o.at("thread").as_int64());
+    EXPECT_EQ(o.at("i").as_int64(), next[t]++) << "lines of one thread stay in order";
+  }
+}
+
+}  // namespace
+}  // namespace imgsvc::log

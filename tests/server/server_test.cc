@@ -1,0 +1,800 @@
+// Tests of the HTTP/1.1 server over real loopback sockets. The clients are
+// raw POSIX sockets so malformed, slow and half-sent requests can be written
+// byte by byte.
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace imgsvc::server {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+struct ParsedResponse {
+  int status = 0;
+  http::Headers headers;  // names lower-cased
+  std::string body;
+  std::optional<std::string_view> header(std::string_view name) const { return http::FindHeader(headers, name); }
+};
+
+// A blocking loopback client; every wait is bounded by the socket timeouts.
+class Client {
+ public:
+  explicit Client(std::uint16_t port, std::chrono::milliseconds timeout = 5000ms) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~Client() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  bool connected() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+
+  bool Send(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  // The next response (a 100 Continue counts as one); nullopt when the
+  // connection ends or stalls first.
+  std::optional<ParsedResponse> ReadResponse(bool head_request = false) {
+    std::size_t end;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return std::nullopt;
+    }
+    const std::string head = buffer_.substr(0, end);
+    buffer_.erase(0, end + 4);
+    ParsedResponse response;
+    if (head.compare(0, 9, "HTTP/1.1 ") != 0) return std::nullopt;
+    response.status = std::atoi(head.c_str() + 9);
+    std::size_t line_start = head.find("\r\n");
+    while (line_start != std::string::npos) {
+      line_start += 2;
+      const std::size_t line_end = head.find("\r\n", line_start);
+      const std::string line = head.substr(line_start, line_end - line_start);
+      const std::size_t colon = line.find(':');
+      http::Header header{line.substr(0, colon), line.substr(colon + 2)};
+      for (char& c : header.name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      response.headers.push_back(std::move(header));
+      line_start = line_end;
+    }
+    const auto length = response.header("content-length");
+    if (length && !head_request && response.status >= 200) {
+      const std::size_t size = std::stoull(std::string(*length));
+      while (buffer_.size() < size) {
+        if (!Fill()) return std::nullopt;
+      }
+      response.body = buffer_.substr(0, size);
+      buffer_.erase(0, size);
+    }
+    return response;
+  }
+
+  // True when the server ends the connection (EOF or reset) in time; bytes
+  // received before that are appended to `received`.
+  bool WaitClosed(std::string* received = nullptr) {
+    if (received) received->append(buffer_);
+    buffer_.clear();
+    char chunk[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET || errno == EPIPE;
+      if (received) received->append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  // True when nothing arrived and the connection is still open.
+  bool IsOpenAndQuiet() const {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;
+  }
+
+ private:
+  bool Fill() {
+    char chunk[16384];
+    const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+ServerOptions FastOptions() {
+  ServerOptions options;
+  options.host = "127.0.0.1";
+  options.port = 0;
+  options.io_threads = 1;
+  options.worker_threads = 4;
+  options.header_timeout = 2s;
+  options.idle_timeout = 5s;
+  options.body_read_timeout = 2s;
+  options.send_timeout = 5s;
+  options.shutdown_grace = 5s;
+  return options;
+}
+
+http::Response TextResponse(int status, std::string body) {
+  http::Response response;
+  response.status = status;
+  response.set_header("content-type", "text/plain");
+  response.body = std::move(body);
+  return response;
+}
+
+// A server running in a background thread; stopped and joined on destruction.
+class TestServer {
+ public:
+  TestServer(ServerOptions options, Handler handler)
+      : server_(std::move(options), std::move(handler), [](int status, std::string_view detail) {
+          return TextResponse(status, "error " + std::to_string(status) + ": " + std::string(detail));
+        }) {
+    const Status listening = server_.Listen();
+    EXPECT_TRUE(listening.ok()) << listening.ToString();
+    run_returned_ = run_done_.get_future();
+    thread_ = std::thread([this] {
+      server_.Run([this] { ++stopping_calls_; });
+      run_done_.set_value();
+    });
+  }
+  ~TestServer() {
+    server_.Stop();
+    thread_.join();
+  }
+
+  std::uint16_t port() const { return server_.port(); }
+  void Stop() { server_.Stop(); }
+  bool RunReturnsWithin(std::chrono::milliseconds limit) {
+    return run_returned_.wait_for(limit) == std::future_status::ready;
+  }
+  int stopping_calls() const { return stopping_calls_; }
+
+ private:
+  Server server_;
+  std::promise<void> run_done_;
+  std::future<void> run_returned_;
+  std::atomic<int> stopping_calls_{0};
+  std::thread thread_;
+};
+
+std::string Get(std::string_view target, std::string_view extra_headers = "") {
+  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: test\r\n" + std::string(extra_headers) + "\r\n";
+}
+
+Handler EchoPath() {
+  return [](http::Request& request) { return TextResponse(200, request.method + " " + request.path); };
+}
+
+// Reads the whole body and answers with it.
+Handler EchoBody(std::size_t max_bytes = 64 << 20) {
+  return [max_bytes](http::Request& request) {
+    auto body = http::ReadAll(*request.body, max_bytes);
+    if (!body.ok()) return TextResponse(HttpStatusOf(body.status().code()), body.status().message());
+    return TextResponse(200, std::move(*body));
+  };
+}
+
+std::string Pattern(std::size_t size) {
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+  return data;
+}
+
+TEST(ServerTest, BuildsRequestAndRunsHandlerOnWorkerThread) {
+  std::mutex mu;
+  http::Request seen;
+  std::thread::id handler_thread;
+  TestServer server(FastOptions(), [&](http::Request& request) {
+    std::lock_guard lock(mu);
+    seen = request;
+    handler_thread = std::this_thread::get_id();
+    return TextResponse(200, "ok");
+  });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("GET /a/b?x=1&y=2?z HTTP/1.1\r\nHost: test\r\nX-Dup: one\r\nx-DUP: two\r\n\r\n"));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "ok");
+  EXPECT_EQ(response->header("content-length"), "2");
+  EXPECT_EQ(response->header("content-type"), "text/plain");
+  EXPECT_TRUE(response->header("date"));
+
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen.method, "GET");
+  EXPECT_EQ(seen.path, "/a/b");
+  EXPECT_EQ(seen.query, "x=1&y=2?z");
+  EXPECT_EQ(seen.remote_address, "127.0.0.1");
+  EXPECT_FALSE(seen.content_length);
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (const auto& h : seen.headers) headers.emplace_back(h.name, h.value);
+  EXPECT_EQ(headers, (std::vector<std::pair<std::string, std::string>>{
+                         {"host", "test"}, {"x-dup", "one"}, {"x-dup", "two"}}));
+  EXPECT_NE(handler_thread, std::thread::id());
+  EXPECT_NE(handler_thread, std::this_thread::get_id());
+}
+
+TEST(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  for (const std::size_t io_threads : {1, 2}) {
+    ServerOptions options = FastOptions();
+    options.io_threads = io_threads;
+    TestServer server(options, EchoPath());
+    Client client(server.port());
+    for (int i = 0; i < 5; ++i) {
+      const std::string path = "/item/" + std::to_string(i);
+      ASSERT_TRUE(client.Send(Get(path)));
+      const auto response = client.ReadResponse();
+      ASSERT_TRUE(response) << "request " << i << " with " << io_threads << " io threads";
+      EXPECT_EQ(response->body, "GET " + path);
+      EXPECT_FALSE(response->header("connection"));
+    }
+  }
+}
+
+TEST(ServerTest, AnswersPipelinedRequestsInOrder) {
+  TestServer server(FastOptions(), EchoPath());
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/one") + Get("/two") + "DELETE /three HTTP/1.1\r\nHost: t\r\n\r\n"));
+  for (const char* expected : {"GET /one", "GET /two", "DELETE /three"}) {
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->body, expected);
+  }
+}
+
+TEST(ServerTest, Http10ClosesUnlessKeepAliveIsAsked) {
+  TestServer server(FastOptions(), EchoPath());
+  {
+    Client client(server.port());
+    ASSERT_TRUE(client.Send("GET /old HTTP/1.0\r\n\r\n"));
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->body, "GET /old");
+    EXPECT_EQ(response->header("connection"), "close");
+    EXPECT_TRUE(client.WaitClosed());
+  }
+  Client client(server.port());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(client.Send("GET /kept HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->header("connection"), "keep-alive");
+  }
+}
+
+TEST(ServerTest, OversizedHeadersGet431AndTheConnectionCloses) {
+  ServerOptions options = FastOptions();
+  options.max_header_bytes = 1024;
+  std::atomic<int> calls{0};
+  TestServer server(options, [&](http::Request&) {
+    ++calls;
+    return TextResponse(200, "ok");
+  });
+  Client fits(server.port());
+  ASSERT_TRUE(fits.Send(Get("/", "X-Fill: " + std::string(900, 'f') + "\r\n")));
+  const auto ok = fits.ReadResponse();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/", "X-Fill: " + std::string(4096, 'f') + "\r\n")));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 431);
+  EXPECT_EQ(response->body, "error 431: Request header fields too large");
+  EXPECT_EQ(response->header("connection"), "close");
+  EXPECT_TRUE(client.WaitClosed());
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(ServerTest, MalformedRequestsGet400AndTheConnectionCloses) {
+  std::atomic<int> calls{0};
+  TestServer server(FastOptions(), [&](http::Request&) {
+    ++calls;
+    return TextResponse(200, "ok");
+  });
+  for (const char* request : {"THIS IS NOT HTTP\r\n\r\n", "GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n",
+                              "GET / HTTP/1.1\r\n\r\n"}) {
+    Client client(server.port());
+    ASSERT_TRUE(client.Send(request));
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response) << request;
+    EXPECT_EQ(response->status, 400) << request;
+    EXPECT_EQ(response->body.rfind("error 400: ", 0), 0u) << response->body;
+    EXPECT_EQ(response->header("connection"), "close");
+    EXPECT_TRUE(client.WaitClosed());
+  }
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(ServerTest, HeaderTimeoutClosesASlowlorisConnectionSilently) {
+  ServerOptions options = FastOptions();
+  options.header_timeout = 1s;
+  TestServer server(options, EchoPath());
+  Client client(server.port());
+  const auto start = Clock::now();
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: t\r\n"));
+  // Trickles a header byte now and then, never finishing the head.
+  bool send_failed = false;
+  while (Clock::now() - start < 3s && !send_failed) {
+    std::this_thread::sleep_for(200ms);
+    send_failed = !client.Send("X");
+    pollfd p{client.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) break;
+  }
+  std::string received;
+  EXPECT_TRUE(client.WaitClosed(&received));
+  EXPECT_LT(Clock::now() - start, 2500ms);
+  EXPECT_EQ(received, "");
+}
+
+TEST(ServerTest, IdleKeepAliveConnectionClosesAfterIdleTimeout) {
+  ServerOptions options = FastOptions();
+  options.idle_timeout = 1s;
+  TestServer server(options, EchoPath());
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/")));
+  ASSERT_TRUE(client.ReadResponse());
+  const auto start = Clock::now();
+  std::string received;
+  EXPECT_TRUE(client.WaitClosed(&received));
+  EXPECT_GE(Clock::now() - start, 800ms);
+  EXPECT_LT(Clock::now() - start, 2500ms);
+  EXPECT_EQ(received, "");
+}
+
+TEST(ServerTest, ThousandsOfIdleConnectionsDoNotSlowAnActiveClient) {
+  ASSERT_GE(RaiseOpenFileLimit(), 2600u);
+  ServerOptions options = FastOptions();
+  options.header_timeout = 30s;
+  options.idle_timeout = 30s;
+  TestServer server(options, EchoPath());
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 1200; ++i) {
+    idle.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+    // Every other connection is kept alive after a request; the rest never sent anything.
+    if (i % 2 == 0) {
+      ASSERT_TRUE(idle.back()->Send(Get("/warm")));
+      ASSERT_TRUE(idle.back()->ReadResponse()) << i;
+    }
+  }
+  Client active(server.port());
+  const auto start = Clock::now();
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(active.Send(Get("/active")));
+    const auto response = active.ReadResponse();
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->body, "GET /active");
+  }
+  EXPECT_LT(Clock::now() - start, 2s);
+  for (const auto& client : idle) EXPECT_TRUE(client->IsOpenAndQuiet());
+}
+
+TEST(ServerTest, ConnectionsBeyondMaxConnectionsAreClosedAtOnce) {
+  ServerOptions options = FastOptions();
+  options.max_connections = 2;
+  TestServer server(options, EchoPath());
+  Client first(server.port());
+  Client second(server.port());
+  ASSERT_TRUE(first.Send(Get("/1")));
+  ASSERT_TRUE(first.ReadResponse());
+  ASSERT_TRUE(second.Send(Get("/2")));
+  ASSERT_TRUE(second.ReadResponse());
+  Client third(server.port());
+  std::string received;
+  EXPECT_TRUE(third.WaitClosed(&received));
+  EXPECT_EQ(received, "");
+  ASSERT_TRUE(first.Send(Get("/1")));
+  EXPECT_TRUE(first.ReadResponse());
+}
+
+TEST(ServerTest, HandlerReadsAContentLengthBodyExactly) {
+  std::atomic<std::uint64_t> declared{0};
+  auto echo = EchoBody();
+  TestServer server(FastOptions(), [&](http::Request& request) {
+    declared = request.content_length.value_or(0);
+    return echo(request);
+  });
+  const std::string body = Pattern(300 * 1024 + 17);
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+                          "\r\n\r\n" + body));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, body);
+  EXPECT_EQ(declared, body.size());
+  // The connection carries on after a fully read body.
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"));
+  const auto second = client.ReadResponse();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->body, "abc");
+}
+
+TEST(ServerTest, HandlerReadsAChunkedBodyExactly) {
+  std::atomic<bool> had_length{true};
+  TestServer server(FastOptions(), [&](http::Request& request) {
+    had_length = request.content_length.has_value();
+    // Small reads exercise many round trips through the io thread.
+    std::string body;
+    std::byte buffer[1000];
+    for (;;) {
+      auto n = request.body->Read(buffer);
+      if (!n.ok()) return TextResponse(500, n.status().message());
+      if (*n == 0) break;
+      body.append(reinterpret_cast<const char*>(buffer), *n);
+    }
+    return TextResponse(200, std::move(body));
+  });
+  const std::string big = Pattern(150 * 1024);
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  ASSERT_TRUE(client.Send("5\r\nhello\r\n"));
+  std::this_thread::sleep_for(50ms);
+  char size_line[32];
+  std::snprintf(size_line, sizeof(size_line), "%zx;ext=1\r\n", big.size());
+  ASSERT_TRUE(client.Send(size_line + big + "\r\n"));
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(client.Send("1\r\n!\r\n0\r\n\r\n"));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "hello" + big + "!");
+  EXPECT_FALSE(had_length);
+}
+
+TEST(ServerTest, ContinueIsSentWhenTheHandlerReadsTheBody) {
+  TestServer server(FastOptions(), EchoBody());
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n"));
+  const auto interim = client.ReadResponse();
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->status, 100);
+  ASSERT_TRUE(client.Send("hello world"));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "hello world");
+  EXPECT_FALSE(response->header("connection"));
+}
+
+TEST(ServerTest, AnswerWithoutReadingSendsNoContinueAndCloses) {
+  TestServer server(FastOptions(), [](http::Request&) { return TextResponse(401, "who are you"); });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n"));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 401);  // the first thing received: no 100 before it
+  EXPECT_EQ(response->body, "who are you");
+  EXPECT_EQ(response->header("connection"), "close");
+  std::string received;
+  EXPECT_TRUE(client.WaitClosed(&received));
+  EXPECT_EQ(received, "");
+}
+
+TEST(ServerTest, SmallUnreadBodyIsDrainedAndTheConnectionKept) {
+  ServerOptions options = FastOptions();
+  options.max_drain_bytes = 64 * 1024;
+  TestServer server(options, EchoPath());
+  Client client(server.port());
+  const std::string body = Pattern(40 * 1024);
+  ASSERT_TRUE(client.Send("POST /ignored HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+                          "\r\n\r\n" + body));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "POST /ignored");
+  EXPECT_FALSE(response->header("connection"));
+  ASSERT_TRUE(client.Send(Get("/next")));
+  const auto next = client.ReadResponse();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "GET /next");
+}
+
+TEST(ServerTest, EarlyPayloadTooLargeReachesAClientStillSending) {
+  ServerOptions options = FastOptions();
+  options.max_drain_bytes = 64 * 1024;
+  TestServer server(options, EchoBody(256 * 1024));
+  constexpr std::uint64_t kDeclared = 64ull << 20;
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(kDeclared) +
+                          "\r\n\r\n"));
+  std::atomic<std::uint64_t> written{0};
+  std::thread writer([&] {
+    const std::string chunk = Pattern(64 * 1024);
+    while (written < kDeclared) {
+      const ssize_t n = ::send(client.fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      written += static_cast<std::uint64_t>(n);
+    }
+  });
+  const auto response = client.ReadResponse();
+  writer.join();
+  ASSERT_TRUE(response) << "no response, only a reset";
+  EXPECT_EQ(response->status, 413);
+  EXPECT_EQ(response->body, "Request body too large");
+  EXPECT_EQ(response->header("connection"), "close");
+  // The server stopped reading early: what got through is its small read and
+  // discard budgets plus the kernel's socket buffers, far below the declared size.
+  EXPECT_LT(written.load(), kDeclared / 2);
+}
+
+TEST(ServerTest, StalledBodyGivesTheHandlerRequestTimeout) {
+  ServerOptions options = FastOptions();
+  options.body_read_timeout = 1s;
+  std::promise<Status> result;
+  TestServer server(options, [&](http::Request& request) {
+    auto body = http::ReadAll(*request.body, 1 << 20);
+    result.set_value(body.ok() ? Status::Ok() : body.status());
+    return TextResponse(408, "too slow");
+  });
+  Client client(server.port());
+  const auto start = Clock::now();
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"));
+  auto future = result.get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(future.get().code(), Code::kRequestTimeout);
+  EXPECT_GE(Clock::now() - start, 900ms);
+  EXPECT_TRUE(client.WaitClosed());
+}
+
+class FileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/imgsvc-server-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+    path_ = dir_ / "blob";
+    std::ofstream(path_, std::ios::binary) << content_;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  const std::string content_ = Pattern(300000);
+  std::filesystem::path dir_;
+  std::filesystem::path path_;
+};
+
+TEST_F(FileTest, StreamsExactFileRanges) {
+  std::mutex mu;
+  http::FileBody next;
+  TestServer server(FastOptions(), [&](http::Request&) {
+    http::Response response = TextResponse(200, "");
+    std::lock_guard lock(mu);
+    response.file = next;
+    return response;
+  });
+  Client client(server.port());
+  for (const auto& [offset, length] : std::vector<std::pair<std::uint64_t, std::uint64_t>>{
+           {0, 300000}, {1000, 200000}, {299999, 1}, {5, 0}, {65536, 65536}}) {
+    {
+      std::lock_guard lock(mu);
+      next = {path_.string(), offset, length};
+    }
+    ASSERT_TRUE(client.Send(Get("/file")));
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 200);
+    EXPECT_EQ(response->header("content-length"), std::to_string(length));
+    EXPECT_TRUE(response->body == content_.substr(offset, length)) << offset << "+" << length;
+  }
+  {
+    std::lock_guard lock(mu);
+    next = {(dir_ / "missing").string(), 0, 10};
+  }
+  ASSERT_TRUE(client.Send(Get("/file")));
+  const auto missing = client.ReadResponse();
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(missing->body, "error 404: File not found");
+}
+
+TEST_F(FileTest, HeadSendsTheFullLengthWithoutABody) {
+  TestServer server(FastOptions(), [&](http::Request& request) {
+    http::Response response = TextResponse(200, "0123456789");
+    if (request.path == "/file") response.file = http::FileBody{path_.string(), 10, 5000};
+    return response;
+  });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send("HEAD /text HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto response = client.ReadResponse(/*head_request=*/true);
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->header("content-length"), "10");
+  ASSERT_TRUE(client.Send("HEAD /file HTTP/1.1\r\nHost: t\r\n\r\n"));
+  response = client.ReadResponse(/*head_request=*/true);
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->header("content-length"), "5000");
+  // Had a body followed either head, this response would not parse.
+  ASSERT_TRUE(client.Send(Get("/text")));
+  response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "0123456789");
+}
+
+TEST(ServerTest, ThrowingHandlerGets500FromTheErrorResponder) {
+  TestServer server(FastOptions(), [](http::Request&) -> http::Response { throw std::runtime_error("boom"); });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/")));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 500);
+  EXPECT_EQ(response->body, "error 500: Internal server error");
+}
+
+// Blocks requests to /slow until released, reporting when one started.
+struct SlowHandler {
+  std::promise<void> started;
+  std::chrono::milliseconds delay;
+  http::Response operator()(http::Request& request) {
+    if (request.path == "/slow") {
+      started.set_value();
+      std::this_thread::sleep_for(delay);
+      return TextResponse(200, "slow done");
+    }
+    return TextResponse(200, "quick");
+  }
+};
+
+bool ConnectionRefusedWithin(std::uint16_t port, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    Client probe(port);
+    if (!probe.connected()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+TEST(ServerTest, GracefulShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
+  auto slow = std::make_shared<SlowHandler>();
+  slow->delay = 1000ms;
+  auto started = slow->started.get_future();
+  TestServer server(FastOptions(), [slow](http::Request& request) { return (*slow)(request); });
+  Client idle(server.port());
+  ASSERT_TRUE(idle.Send(Get("/")));
+  ASSERT_TRUE(idle.ReadResponse());
+  Client busy(server.port());
+  ASSERT_TRUE(busy.Send(Get("/slow")));
+  ASSERT_EQ(started.wait_for(5s), std::future_status::ready);
+
+  server.Stop();
+  EXPECT_TRUE(idle.WaitClosed());
+  EXPECT_TRUE(ConnectionRefusedWithin(server.port(), 1s));
+  EXPECT_FALSE(server.RunReturnsWithin(0ms));
+  const auto response = busy.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body, "slow done");
+  EXPECT_EQ(response->header("connection"), "close");
+  EXPECT_TRUE(busy.WaitClosed());
+  EXPECT_TRUE(server.RunReturnsWithin(3s));
+  EXPECT_EQ(server.stopping_calls(), 1);
+}
+
+TEST(ServerTest, RequestArrivingDuringShutdownGets503) {
+  auto slow = std::make_shared<SlowHandler>();
+  slow->delay = 1500ms;
+  auto started = slow->started.get_future();
+  TestServer server(FastOptions(), [slow](http::Request& request) { return (*slow)(request); });
+  Client late(server.port());
+  ASSERT_TRUE(late.Send(Get("/")));
+  ASSERT_TRUE(late.ReadResponse());
+  // The next request's head is under way when the shutdown begins.
+  ASSERT_TRUE(late.Send("GET /late HTTP/1.1\r\nHost: t\r\n"));
+  Client busy(server.port());
+  ASSERT_TRUE(busy.Send(Get("/slow")));
+  ASSERT_EQ(started.wait_for(5s), std::future_status::ready);
+  server.Stop();
+  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(late.Send("\r\n"));
+  const auto response = late.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 503);
+  EXPECT_EQ(response->body, "error 503: Server is shutting down");
+  EXPECT_EQ(response->header("connection"), "close");
+  EXPECT_TRUE(late.WaitClosed());
+  EXPECT_TRUE(busy.ReadResponse());
+  EXPECT_TRUE(server.RunReturnsWithin(3s));
+}
+
+TEST(ServerTest, ShutdownGraceBoundsTheWaitForStuckRequests) {
+  ServerOptions options = FastOptions();
+  options.shutdown_grace = 1s;
+  options.body_read_timeout = 30s;
+  auto slow = std::make_shared<SlowHandler>();
+  slow->delay = 2500ms;
+  auto started = slow->started.get_future();
+  std::promise<Status> body_result;
+  TestServer server(options, [&, slow](http::Request& request) {
+    if (request.path == "/upload") {
+      auto body = http::ReadAll(*request.body, 1 << 20);
+      body_result.set_value(body.ok() ? Status::Ok() : body.status());
+      return TextResponse(200, "uploaded");
+    }
+    return (*slow)(request);
+  });
+  Client stuck(server.port());
+  ASSERT_TRUE(stuck.Send(Get("/slow")));
+  ASSERT_EQ(started.wait_for(5s), std::future_status::ready);
+  Client stalled(server.port());
+  ASSERT_TRUE(stalled.Send("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc"));
+  std::this_thread::sleep_for(200ms);
+
+  const auto stop = Clock::now();
+  server.Stop();
+  ASSERT_TRUE(server.RunReturnsWithin(2500ms));
+  EXPECT_GE(Clock::now() - stop, 900ms);
+  // The handler blocked on the body is released rather than left waiting 30 s.
+  auto result = body_result.get_future();
+  ASSERT_EQ(result.wait_for(1s), std::future_status::ready);
+  EXPECT_FALSE(result.get().ok());
+  EXPECT_TRUE(stuck.WaitClosed());
+  EXPECT_TRUE(stalled.WaitClosed());
+}
+
+TEST(ServerTest, ListenFailsWhenThePortIsTaken) {
+  TestServer first(FastOptions(), EchoPath());
+  ServerOptions options = FastOptions();
+  options.port = first.port();
+  Server second(options, EchoPath(), [](int status, std::string_view) { return TextResponse(status, ""); });
+  const Status status = second.Listen();
+  EXPECT_EQ(status.code(), Code::kUnavailable);
+}
+
+TEST(RaiseOpenFileLimitTest, RaisesTheSoftLimitToTheHardLimit) {
+  rlimit limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  const rlim_t hard = limit.rlim_max;
+  limit.rlim_cur = std::min<rlim_t>(hard, 512);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &limit), 0);
+  EXPECT_EQ(RaiseOpenFileLimit(), hard);
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  EXPECT_EQ(limit.rlim_cur, hard);
+}
+
+}  // namespace
+}  // namespace imgsvc::server

@@ -1,0 +1,318 @@
+// The embedded blob store's own mechanics: temp files, durability layout,
+// the signing key, key validation and download URL verification.
+
+#include "storage/embedded/file_blob_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "crypto/crypto.h"
+#include "storage/manual_clock.h"
+#include "storage/temp_dir.h"
+
+namespace imgsvc::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::MatchesRegex;
+
+constexpr char kPublicUrl[] = "http://127.0.0.1:8000";
+constexpr core::Micros kStart = 1'767'225'600'250'000;  // 2026-01-01T00:00:00.25Z
+
+std::span<const std::byte> AsBytes(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> Entries(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  return names;
+}
+
+unsigned ModeOf(const fs::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+std::string Query(const std::string& url, const std::string& name) {
+  const std::size_t at = url.find(name + "=");
+  if (at == std::string::npos) return {};
+  const std::size_t begin = at + name.size() + 1;
+  return url.substr(begin, url.find('&', begin) - begin);
+}
+
+class FileBlobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    Reopen();
+  }
+
+  void Reopen() {
+    store_.reset();
+    auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(*opened);
+  }
+
+  Status Put(const std::string& key, std::string_view bytes) {
+    IMGSVC_ASSIGN_OR_RETURN(auto upload, store_->StartUpload(key, "image/png"));
+    IMGSVC_RETURN_IF_ERROR(upload->Append(AsBytes(bytes)));
+    return upload->Commit();
+  }
+
+  std::string SignFor(std::string_view key, std::string_view expires) const {
+    const crypto::Sha256Digest mac =
+        crypto::HmacSha256(store_->signing_key(), "GET\n" + std::string(key) + "\n" + std::string(expires));
+    return crypto::HexEncode(std::span<const std::uint8_t>(mac));
+  }
+
+  fs::path Blobs() const { return fs::path(dir_.path()) / "blobs"; }
+  fs::path Tmp() const { return fs::path(dir_.path()) / "tmp"; }
+
+  testing::TempDir dir_;
+  testing::ManualClock clock_{kStart};
+  std::unique_ptr<FileBlobStore> store_;
+};
+
+TEST_F(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
+  const std::string key = "images/alice/one.png";
+  auto upload = store_->StartUpload(key, "image/png");
+  ASSERT_TRUE(upload.ok()) << upload.status().ToString();
+  ASSERT_TRUE((*upload)->Append(AsBytes("hello ")).ok());
+  ASSERT_TRUE((*upload)->Append(AsBytes("world")).ok());
+
+  EXPECT_FALSE(fs::exists(Blobs() / key));
+  const std::vector<std::string> in_progress = Entries(Tmp());
+  ASSERT_EQ(in_progress.size(), 1u);
+  EXPECT_EQ(ModeOf(Tmp() / in_progress[0]) & ~0640u, 0u);
+
+  ASSERT_TRUE((*upload)->Commit().ok());
+  EXPECT_EQ(ReadFile(Blobs() / key), "hello world");
+  EXPECT_THAT(Entries(Tmp()), IsEmpty());
+  EXPECT_FALSE((*upload)->Append(AsBytes("more")).ok());
+  EXPECT_FALSE((*upload)->Commit().ok());
+}
+
+TEST_F(FileBlobStoreTest, DestroyingAnUncommittedUploadRemovesItsTempFile) {
+  {
+    auto upload = store_->StartUpload("images/alice/two.png", "image/png");
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append(AsBytes("partial")).ok());
+    ASSERT_EQ(Entries(Tmp()).size(), 1u);
+  }
+  EXPECT_THAT(Entries(Tmp()), IsEmpty());
+  EXPECT_FALSE(fs::exists(Blobs() / "images/alice/two.png"));
+}
+
+TEST_F(FileBlobStoreTest, AnUploadMayOutliveItsStore) {
+  auto upload = store_->StartUpload("images/alice/late.png", "image/png");
+  ASSERT_TRUE(upload.ok());
+  store_.reset();
+  ASSERT_TRUE((*upload)->Append(AsBytes("late")).ok());
+  ASSERT_TRUE((*upload)->Commit().ok());
+  EXPECT_EQ(ReadFile(Blobs() / "images/alice/late.png"), "late");
+}
+
+TEST_F(FileBlobStoreTest, CommittingToAnExistingKeyIsConflictAndKeepsTheOriginal) {
+  const std::string key = "images/alice/same.png";
+  ASSERT_TRUE(Put(key, "first").ok());
+  const Status second = Put(key, "second");
+  EXPECT_EQ(second.code(), Code::kConflict) << second.ToString();
+  EXPECT_EQ(ReadFile(Blobs() / key), "first");
+  EXPECT_THAT(Entries(Tmp()), IsEmpty());
+}
+
+TEST_F(FileBlobStoreTest, CommitCreatesMissingParentDirectories) {
+  ASSERT_TRUE(Put("renditions/abc/deep/er/thumb.webp", "t").ok());
+  EXPECT_EQ(ReadFile(Blobs() / "renditions/abc/deep/er/thumb.webp"), "t");
+}
+
+TEST_F(FileBlobStoreTest, OpenRemovesUploadsLeftByACrash) {
+  ASSERT_TRUE(Put("images/alice/kept.png", "kept").ok());
+  std::ofstream(Tmp() / "0123abcd.part") << "half an upload";
+  std::ofstream(Tmp() / "signing-dead.key") << "half a key";
+  Reopen();
+  EXPECT_THAT(Entries(Tmp()), IsEmpty());
+  EXPECT_EQ(ReadFile(Blobs() / "images/alice/kept.png"), "kept");
+}
+
+TEST_F(FileBlobStoreTest, TheSigningKeyIsPrivateAndSurvivesReopening) {
+  const fs::path key_file = fs::path(dir_.path()) / "signing.key";
+  EXPECT_EQ(ModeOf(key_file), 0600u);
+  const std::string key = store_->signing_key();
+  ASSERT_EQ(key.size(), 32u);
+  std::string text = ReadFile(key_file);
+  ASSERT_EQ(text.size(), 65u);
+  EXPECT_EQ(crypto::HexDecode(text.substr(0, 64)), key);
+
+  ASSERT_TRUE(Put("images/alice/a.png", "a").ok());
+  auto url = store_->PresignGet("images/alice/a.png", 60s);
+  ASSERT_TRUE(url.ok());
+  Reopen();
+  EXPECT_EQ(store_->signing_key(), key);
+  EXPECT_TRUE(store_->OpenSigned("images/alice/a.png", Query(url->url, "expires"), Query(url->url, "signature")).ok());
+
+  testing::TempDir other;
+  auto elsewhere = FileBlobStore::Open(other.path(), kPublicUrl, clock_);
+  ASSERT_TRUE(elsewhere.ok());
+  EXPECT_NE((*elsewhere)->signing_key(), key);
+}
+
+TEST_F(FileBlobStoreTest, RefusesASigningKeyOthersCanRead) {
+  store_.reset();
+  fs::permissions(fs::path(dir_.path()) / "signing.key", fs::perms(0644));
+  auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_THAT(opened.status().message(), HasSubstr("chmod 600"));
+}
+
+TEST_F(FileBlobStoreTest, RefusesAMalformedSigningKey) {
+  store_.reset();
+  const fs::path key_file = fs::path(dir_.path()) / "signing.key";
+  std::ofstream(key_file, std::ios::trunc) << "abc\n";
+  auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_);
+  EXPECT_FALSE(opened.ok());
+}
+
+TEST_F(FileBlobStoreTest, RejectsKeysThatCouldEscapeOrNeedEscaping) {
+  ASSERT_TRUE(Put("images/u@x.y_z-1/ok.png", "ok").ok());
+  for (const std::string key : {"", "/etc/passwd", "../signing.key", "images/../../signing.key", "a/./b", "a//b",
+                                "a/", ".", "..", "a b", "a\\b", "a?b", "caf\xc3\xa9", std::string("a\0b", 3),
+                                std::string(1100, 'a')}) {
+    SCOPED_TRACE(key);
+    EXPECT_EQ(store_->StartUpload(key, "image/png").status().code(), Code::kBadRequest);
+    EXPECT_EQ(store_->PresignGet(key, 60s).status().code(), Code::kBadRequest);
+    EXPECT_EQ(store_->Delete(std::vector{key})[0].code(), Code::kBadRequest);
+    // Even a correct signature does not open a malformed key.
+    EXPECT_EQ(store_->OpenSigned(key, "9999999999", SignFor(key, "9999999999")).status().code(), Code::kForbidden);
+  }
+  EXPECT_TRUE(fs::exists(fs::path(dir_.path()) / "signing.key"));
+}
+
+TEST_F(FileBlobStoreTest, PresignedUrlsHaveTheDocumentedShape) {
+  store_.reset();
+  auto opened = FileBlobStore::Open(dir_.path(), std::string(kPublicUrl) + "/", clock_);
+  ASSERT_TRUE(opened.ok());
+  store_ = std::move(*opened);
+
+  auto url = store_->PresignGet("images/alice/a.png", 100s);
+  ASSERT_TRUE(url.ok());
+  const std::int64_t expires = kStart / 1'000'000 + 100;
+  EXPECT_EQ(url->url, std::string(kPublicUrl) + "/files/images/alice/a.png?expires=" + std::to_string(expires) +
+                          "&signature=" + SignFor("images/alice/a.png", std::to_string(expires)));
+  EXPECT_EQ(url->expires_at, expires * 1'000'000);
+}
+
+TEST_F(FileBlobStoreTest, OpenSignedDescribesTheFile) {
+  ASSERT_TRUE(Put("images/alice/pic.png", "0123456789").ok());
+  ASSERT_TRUE(Put("images/alice/blob.bin", "x").ok());
+  ASSERT_TRUE(Put("images/alice/noext", "x").ok());
+
+  auto url = store_->PresignGet("images/alice/pic.png", 60s);
+  ASSERT_TRUE(url.ok());
+  auto file = store_->OpenSigned("images/alice/pic.png", Query(url->url, "expires"), Query(url->url, "signature"));
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(fs::path(file->path), Blobs() / "images/alice/pic.png");
+  EXPECT_EQ(file->size, 10u);
+  EXPECT_EQ(file->content_type, "image/png");
+  struct stat st {};
+  ASSERT_EQ(::stat(file->path.c_str(), &st), 0);
+  EXPECT_EQ(file->mtime_seconds, st.st_mtim.tv_sec);
+  char etag[64];
+  std::snprintf(etag, sizeof etag, "\"a-%llx\"",
+                static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1'000'000'000ull +
+                    static_cast<unsigned long long>(st.st_mtim.tv_nsec));
+  EXPECT_EQ(file->etag, etag);
+
+  for (const std::string key : {"images/alice/blob.bin", "images/alice/noext"}) {
+    auto other = store_->PresignGet(key, 60s);
+    ASSERT_TRUE(other.ok());
+    auto opened = store_->OpenSigned(key, Query(other->url, "expires"), Query(other->url, "signature"));
+    ASSERT_TRUE(opened.ok());
+    EXPECT_EQ(opened->content_type, "application/octet-stream");
+  }
+}
+
+TEST_F(FileBlobStoreTest, AUrlIsValidThroughItsExpirySecond) {
+  ASSERT_TRUE(Put("images/alice/a.png", "a").ok());
+  auto url = store_->PresignGet("images/alice/a.png", 10s);
+  ASSERT_TRUE(url.ok());
+  const std::string expires = Query(url->url, "expires");
+  const std::string signature = Query(url->url, "signature");
+
+  clock_.Set(url->expires_at);
+  EXPECT_TRUE(store_->OpenSigned("images/alice/a.png", expires, signature).ok());
+  clock_.Set(url->expires_at + 1);
+  const Status expired = store_->OpenSigned("images/alice/a.png", expires, signature).status();
+  EXPECT_EQ(expired.code(), Code::kForbidden);
+  EXPECT_EQ(expired.message(), "Download URL expired");
+}
+
+TEST_F(FileBlobStoreTest, RefusesMalformedOrAlteredSignatures) {
+  const std::string key = "images/alice/a.png";
+  ASSERT_TRUE(Put(key, "a").ok());
+  auto url = store_->PresignGet(key, 60s);
+  ASSERT_TRUE(url.ok());
+  const std::string expires = Query(url->url, "expires");
+  const std::string signature = Query(url->url, "signature");
+  std::string upper = signature;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  ASSERT_NE(upper, signature);
+  const std::string later = std::to_string(std::stoll(expires) + 1000);
+
+  const std::pair<std::string, std::string> attempts[] = {
+      {expires, ""},          {expires, upper},       {expires, signature.substr(1)},
+      {later, signature},     {"0" + expires, signature}, {"", signature},
+      {expires + "x", signature}, {"-" + expires, signature}, {"1234567890123", SignFor(key, "1234567890123")},
+  };
+  for (const auto& [expires_text, signature_text] : attempts) {
+    SCOPED_TRACE(expires_text + " " + signature_text);
+    const Status refused = store_->OpenSigned(key, expires_text, signature_text).status();
+    EXPECT_EQ(refused.code(), Code::kForbidden);
+    EXPECT_EQ(refused.message(), "Invalid download signature");
+  }
+}
+
+TEST_F(FileBlobStoreTest, AValidUrlForAMissingFileIsNotFound) {
+  const std::string key = "images/alice/never.png";
+  auto url = store_->PresignGet(key, 60s);
+  ASSERT_TRUE(url.ok());
+  const Status missing = store_->OpenSigned(key, Query(url->url, "expires"), Query(url->url, "signature")).status();
+  EXPECT_EQ(missing.code(), Code::kNotFound);
+  EXPECT_EQ(missing.message(), "File not found");
+}
+
+TEST_F(FileBlobStoreTest, DeleteRemovesTheFileAndKeepsItsDirectory) {
+  ASSERT_TRUE(Put("images/alice/a.png", "a").ok());
+  const std::vector<Status> results = store_->Delete(std::vector<std::string>{"images/alice/a.png"});
+  ASSERT_TRUE(results[0].ok());
+  EXPECT_FALSE(fs::exists(Blobs() / "images/alice/a.png"));
+  EXPECT_TRUE(fs::is_directory(Blobs() / "images/alice"));
+  EXPECT_TRUE(Put("images/alice/b.png", "b").ok());
+}
+
+TEST_F(FileBlobStoreTest, ReadinessNeedsAWritableTmpDirectory) {
+  EXPECT_TRUE(store_->CheckReady().ok());
+  EXPECT_THAT(Entries(Tmp()), IsEmpty());  // the probe cleans up
+  fs::remove_all(Tmp());
+  const Status ready = store_->CheckReady();
+  EXPECT_EQ(ready.code(), Code::kUnavailable);
+  EXPECT_THAT(ready.message(), MatchesRegex("blob store: .*"));
+  EXPECT_THAT(ready.message(), ::testing::Not(HasSubstr(dir_.path())));
+}
+
+}  // namespace
+}  // namespace imgsvc::storage
