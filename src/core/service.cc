@@ -128,7 +128,7 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
   return file;
 }
 
-void ImageService::DiscardBlobs(const std::vector<StoredFile>& files) {
+void ImageService::DiscardBlobs(std::span<const StoredFile> files) {
   std::vector<std::string> keys;
   for (const auto& f : files) keys.push_back(f.record.StorageKey());
   const auto results = blobs_.Delete(keys);
@@ -216,7 +216,7 @@ StatusOr<std::vector<ImageRecord>> ImageService::Upload(const Caller& caller, Fo
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (Status st = files[i].upload->Commit(); !st.ok()) {
       // The uncommitted ones clean themselves up when destroyed.
-      DiscardBlobs({files.begin(), files.begin() + static_cast<std::ptrdiff_t>(i)});
+      DiscardBlobs(std::span<const StoredFile>(files.data(), i));
       return st;
     }
   }

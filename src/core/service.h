@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -90,7 +91,7 @@ class ImageService {
   struct StoredFile;
   StatusOr<StoredFile> StoreFile(const std::string& user_id, const FormPart& part, FormSource& form,
                                  std::size_t index);
-  void DiscardBlobs(const std::vector<StoredFile>& files);
+  void DiscardBlobs(std::span<const StoredFile> files);
 
   BlobStore& blobs_;
   MetadataStore& records_;
