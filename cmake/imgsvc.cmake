@@ -1,8 +1,9 @@
 # One way to declare every library, binary and test, so flags stay alike.
 #   imgsvc_library(NAME [SOURCES ...] DEPS ...) -> static library imgsvc_<NAME>; without
 #                                               SOURCES, every .cc/.S of the calling folder
-#   imgsvc_test(NAME SOURCES ... DEPS ... [LABELS ...] [PROPERTIES ...])
+#   imgsvc_test(NAME SOURCES ... DEPS ... [ARGS ...] [LABELS ...] [PROPERTIES ...])
 #                                               -> gtest executable, registered with CTest
+#   imgsvc_test_code(TARGET)                    -> compile TARGET as test code (below)
 set(IMGSVC_WARNINGS -Wall -Wextra -Werror -Wpedantic -Wshadow -Wnon-virtual-dtor
     -Wold-style-cast -Wcast-align -Wunused -Woverloaded-virtual -Wimplicit-fallthrough)
 
@@ -25,11 +26,21 @@ function(imgsvc_library name)
   target_link_libraries(imgsvc_${name} PUBLIC ${ARG_DEPS})
 endfunction()
 
+# Test code is built unoptimised and as one translation unit per target (a
+# unity build): on two slow cores GoogleTest's headers and templates, parsed
+# and instantiated once per file, dominate the build, and optimising test code
+# buys nothing. The code under test keeps the build type's optimisation.
+function(imgsvc_test_code target)
+  target_compile_options(${target} PRIVATE -O0)
+  set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0)
+endfunction()
+
 function(imgsvc_test name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS;PROPERTIES" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;ARGS;LABELS;PROPERTIES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   imgsvc_apply_flags(${name})
+  imgsvc_test_code(${name})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
-  add_test(NAME ${name} COMMAND ${name})
+  add_test(NAME ${name} COMMAND ${name} ${ARG_ARGS})
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" ${ARG_PROPERTIES})
 endfunction()

@@ -396,7 +396,7 @@ Response Router::Patch(Context& ctx, std::string_view id) {
         std::vector<std::string> raw;
         int index = 0;
         for (const auto& item : value.get_array()) {
-          if (auto s = StringOf(item)) raw.emplace_back(*s);
+          if (auto tag = StringOf(item)) raw.emplace_back(*tag);
           else errors.push_back(StringTypeError({"body", "tags", index}));
           ++index;
         }

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,10 @@ using testing::MultipartBuilder;
 
 // The documented local token, accepted while bound to loopback (shared mode).
 inline constexpr std::string_view kLocalToken = "6f0ced3f-5028-4b1c-8294-3d894c48c645";
+// A well-formed image id that no test ever creates.
+inline constexpr std::string_view kUnknownId = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
+// RFC 3339 UTC with microseconds, fixed width.
+inline const std::regex kTimestamp(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$)");
 
 std::string BinaryPath();
 // "alice" -> "alice-3f9a0c1e": user ids no other test (or run) shares.

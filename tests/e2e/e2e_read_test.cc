@@ -25,8 +25,6 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-const std::regex kTimestamp(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$)");
-constexpr std::string_view kUnknownId = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
 
 // An uploaded image and its bytes.
 struct Stored {

@@ -14,7 +14,6 @@ using ::testing::ElementsAre;
 using ::testing::StartsWith;
 using ::testing::UnorderedElementsAreArray;
 
-constexpr std::string_view kUnknownId = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
 
 std::vector<std::string> Strings(const boost::json::value& array) {
   std::vector<std::string> out;

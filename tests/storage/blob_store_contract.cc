@@ -12,10 +12,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-core::RandomIdGenerator g_ids;
+core::RandomIdGenerator g_key_ids;
 
 std::string NewKey(const std::string& user, const std::string& ext = ".png") {
-  return "images/" + user + "/" + g_ids.NewId() + ext;
+  return "images/" + user + "/" + g_key_ids.NewId() + ext;
 }
 
 // Every byte value, in an order that no off-by-one copy reproduces.
@@ -77,7 +77,7 @@ TEST_P(BlobStoreContract, AnEmptyObjectDownloadsEmpty) {
 }
 
 TEST_P(BlobStoreContract, ObjectsUnderDifferentKeysStayApart) {
-  const std::string id = g_ids.NewId();
+  const std::string id = g_key_ids.NewId();
   const std::string alice_key = "images/alice/" + id + ".png";
   const std::string bob_key = "images/bob/" + id + ".png";
   ASSERT_TRUE(Put(*harness_.store, alice_key, Bytes(1000, 2)).ok());
@@ -173,7 +173,7 @@ TEST_P(BlobStoreContract, ATamperedSignatureIsForbidden) {
 }
 
 TEST_P(BlobStoreContract, AUrlForOneKeyDoesNotOpenAnother) {
-  const std::string id = g_ids.NewId();
+  const std::string id = g_key_ids.NewId();
   const std::string signed_key = "images/alice/" + id + ".png";
   const std::string other_key = "images/bobby/" + id + ".png";
   ASSERT_TRUE(Put(*harness_.store, signed_key, "alice's").ok());

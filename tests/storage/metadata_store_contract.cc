@@ -36,8 +36,8 @@ struct Spec {
   std::string user;
   std::int64_t second = 0;
   Visibility visibility = Visibility::kPublic;
-  std::optional<std::string> category;
-  std::vector<std::string> tags;
+  std::optional<std::string> category = std::nullopt;
+  std::vector<std::string> tags = {};
 };
 
 ImageRecord MakeRecord(const Spec& spec) {

@@ -73,7 +73,8 @@ Status SendAll(int fd, std::string_view bytes) {
   return Status::Ok();
 }
 
-enum : long { kReceiveError = -1, kReceiveTimeout = -2 };
+constexpr long kReceiveError = -1;
+constexpr long kReceiveTimeout = -2;
 
 // Appends what arrives to `pending`: the byte count, 0 on EOF, or a negative kReceive*.
 long ReceiveInto(int fd, std::string& pending, Clock::time_point deadline) {
