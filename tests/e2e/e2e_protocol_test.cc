@@ -129,14 +129,14 @@ TEST_F(ServiceEndpointsTest, NoCorsHeadersWhenCorsIsOff) {
 class RequestIdTest : public ServerSuite {};
 
 TEST_F(RequestIdTest, SaneIdIsEchoed) {
-  for (const std::string id : {std::string("e2e-Trace_1.2:3"), std::string("x"), std::string(128, 'a')}) {
+  for (const std::string& id : {std::string("e2e-Trace_1.2:3"), std::string("x"), std::string(128, 'a')}) {
     HttpResponse r = Get(server(), "/health", {}, {{"x-request-id", id}});
     EXPECT_EQ(r.header("x-request-id"), id);
   }
 }
 
 TEST_F(RequestIdTest, InsaneIdIsReplacedWithASaneOne) {
-  for (const std::string id : {std::string(129, 'a'), std::string("bad id"), std::string("a/b"),
+  for (const std::string& id : {std::string(129, 'a'), std::string("bad id"), std::string("a/b"),
                                std::string("semi;colon"), std::string("\xc3\xa9t\xc3\xa9")}) {
     HttpResponse r = Get(server(), "/health", {}, {{"x-request-id", id}});
     auto echoed = r.header("x-request-id");
@@ -213,7 +213,7 @@ TEST_F(RobustnessTest, HugeHeaderIs431AndServerKeepsServing) {
 }
 
 TEST_F(RobustnessTest, GarbageRequestLineIs400AndServerKeepsServing) {
-  for (const std::string garbage : {std::string("HELLO THERE\r\n\r\n"), std::string("GET\r\n\r\n"),
+  for (const std::string& garbage : {std::string("HELLO THERE\r\n\r\n"), std::string("GET\r\n\r\n"),
                                     std::string("\x01\x02\x03 / HTTP/1.1\r\n\r\n")}) {
     auto raw = testing::RawExchange(server().host(), server().port(), garbage);
     ASSERT_TRUE(raw.ok()) << raw.status().ToString();
@@ -225,7 +225,7 @@ TEST_F(RobustnessTest, GarbageRequestLineIs400AndServerKeepsServing) {
 }
 
 TEST_F(RobustnessTest, ExpectContinueWithBadKeyIs401WithoutContinue) {
-  for (const std::string key_header : {std::string("x-api-key: alice:wrong-token\r\n"), std::string()}) {
+  for (const std::string& key_header : {std::string("x-api-key: alice:wrong-token\r\n"), std::string()}) {
     auto connection = testing::HttpConnection::Open(server().host(), server().port(),
                                                     std::chrono::milliseconds(5000));
     ASSERT_TRUE(connection.ok());

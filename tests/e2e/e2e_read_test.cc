@@ -149,7 +149,9 @@ TEST_F(GetImageTest, ExpiredPresignedUrlIs403) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   HttpResponse expired = FetchUrl(url);
   EXPECT_EQ(expired.status, 403);
-  if (IsEmbeddedUrl(url)) EXPECT_FALSE(DetailMessage(expired).empty()) << expired.body;
+  if (IsEmbeddedUrl(url)) {
+    EXPECT_FALSE(DetailMessage(expired).empty()) << expired.body;
+  }
 }
 
 TEST_F(GetImageTest, ExpiresInOutOfRangeIs422) {
@@ -217,8 +219,8 @@ TEST_F(GetImageTest, NotAUuidIs422AndUnknownIs404) {
 TEST_F(GetImageTest, SentButBadKeyIs401OnReads) {
   const std::string alice = UniqueUser("alice");
   Stored img = UploadPng(server(), alice, "public");
-  for (const std::string key : {alice + ":wrong-token", alice, std::string(":") + std::string(kLocalToken)}) {
-    for (const std::string target : {"/api/v1/images/" + img.id(), "/api/v1/images/" + img.id() + "/content",
+  for (const std::string& key : {alice + ":wrong-token", alice, std::string(":") + std::string(kLocalToken)}) {
+    for (const std::string& target : {"/api/v1/images/" + img.id(), "/api/v1/images/" + img.id() + "/content",
                                      "/api/v1/images?user_id=" + alice, std::string("/api/v1/images")}) {
       HttpResponse r = Get(server(), target, key);
       EXPECT_EQ(r.status, 401) << target << " with " << key;

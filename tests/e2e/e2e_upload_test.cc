@@ -295,7 +295,7 @@ TEST_F(UploadTest, MissingUserIdIs422) {
 
 TEST_F(UploadTest, MalformedUserIdIs422) {
   const std::string user = UniqueUser("alice");
-  for (const std::string bad : {user + ":x", std::string(129, 'a'), std::string("al ice"), std::string("")}) {
+  for (const std::string& bad : {user + ":x", std::string(129, 'a'), std::string("al ice"), std::string("")}) {
     UploadForm form;
     form.user_id = bad;
     form.files.push_back({"a.png", "image/png", Png()});
@@ -319,7 +319,7 @@ TEST_F(UploadTest, TooManyOrTooLongTagsAre422) {
   const std::string user = UniqueUser("alice");
   std::string twenty_one;
   for (int i = 0; i < 21; ++i) twenty_one += "t" + std::to_string(i) + ",";
-  for (const std::string tags : {twenty_one, "ok," + std::string(65, 'x')}) {
+  for (const std::string& tags : {twenty_one, "ok," + std::string(65, 'x')}) {
     UploadForm form;
     form.user_id = user;
     form.tags = tags;
@@ -420,7 +420,7 @@ TEST_F(UploadTest, MissingWrongOrMalformedKeyIs401) {
   UploadForm form;
   form.user_id = user;
   form.files.push_back({"a.png", "image/png", Png()});
-  for (const std::optional<std::string> key :
+  for (const std::optional<std::string>& key :
        {std::optional<std::string>(), std::optional<std::string>(user + ":wrong-token"),
         std::optional<std::string>(std::string(kLocalToken)), std::optional<std::string>(user),
         std::optional<std::string>(user + ":"), std::optional<std::string>(""),

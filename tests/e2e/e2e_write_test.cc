@@ -242,9 +242,8 @@ TEST_F(BulkDeleteTest, IdCountMustBe1To100) {
   EXPECT_THAT(ErrorLocs(none), ElementsAre("body/image_ids"));
   std::vector<std::string> many(101, std::string(kUnknownId));
   for (std::size_t i = 0; i < many.size(); ++i) {
-    char suffix[13];
-    std::snprintf(suffix, sizeof suffix, "%012zx", i);
-    many[i] = "0b6f5c8e-6d2c-4c55-9a37-" + std::string(suffix);
+    const std::string digits = std::to_string(i);
+    many[i] = "0b6f5c8e-6d2c-4c55-9a37-" + std::string(12 - digits.size(), '0') + digits;
   }
   HttpResponse too_many = BulkDelete(KeyFor(alice), Body(alice, many));
   EXPECT_EQ(too_many.status, 422) << too_many.body;

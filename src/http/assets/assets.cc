@@ -99,7 +99,10 @@ StatusOr<std::string> Inflate(const Asset& asset) {
   const std::uint32_t expected_crc = LittleEndian32(trailer.substr(0, 4));
   const std::uint32_t expected_size = LittleEndian32(trailer.substr(4));  // size mod 2^32
 
-  std::string out(expected_size, '\0');
+  // One spare byte of output: Beast's inflater stops as soon as the output is
+  // full, before it reads the final block's end code, and would then report
+  // no end of stream for a stream that is whole.
+  std::string out(std::size_t{expected_size} + 1, '\0');
   boost::beast::zlib::z_params zs;
   zs.next_in = gz.data() + offset;
   zs.avail_in = gz.size() - 8 - offset;
@@ -109,7 +112,8 @@ StatusOr<std::string> Inflate(const Asset& asset) {
   boost::beast::error_code ec;
   inflater.write(zs, boost::beast::zlib::Flush::finish, ec);
   if (ec != boost::beast::zlib::error::end_of_stream) return Corrupt(asset, "bad deflate stream");
-  if (zs.avail_in != 0 || zs.avail_out != 0) return Corrupt(asset, "length differs from the trailer");
+  if (zs.avail_in != 0 || zs.avail_out != 1) return Corrupt(asset, "length differs from the trailer");
+  out.pop_back();
 
   boost::crc_32_type crc;
   crc.process_bytes(out.data(), out.size());
