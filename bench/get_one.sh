@@ -9,8 +9,9 @@ SECS=${2:-10}
 command -v wrk >/dev/null && command -v nginx >/dev/null || {
   apt-get install -y -qq wrk nginx-light >/dev/null
 }
+# Release by default; BUILD_DIR=build BUILD_TYPE=RelWithDebInfo reuses the test build.
 BUILD_DIR=${BUILD_DIR:-build-release}
-BUILD_DIR=$BUILD_DIR BUILD_TYPE=Release scripts/build >/dev/null
+BUILD_DIR=$BUILD_DIR BUILD_TYPE=${BUILD_TYPE:-Release} TARGET=imgsvc scripts/build >/dev/null
 BIN=$BUILD_DIR/src/app/imgsvc
 
 WORK=$(mktemp -d)
@@ -37,6 +38,7 @@ URL="http://127.0.0.1:$SVC_PORT/api/v1/images/$ID"
 
 mkdir -p "$WORK/www"
 curl -sf "$URL" >"$WORK/www/image.json"
+chmod -R a+rX "$WORK"  # nginx's workers run unprivileged
 sed -e "s|@DIR@|$WORK|g" -e "s|@PORT@|$NGINX_PORT|g" bench/nginx.conf.in >"$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 

@@ -301,14 +301,12 @@ Status MultipartParser::BeginPart() {
   return Status::Ok();
 }
 
+// Control characters are allowed in a header's value: clients send file
+// names as they are, and the service removes them from the stored name.
 Status MultipartParser::ParseHeaderLine(std::string_view line) {
-  const bool has_control_char = std::any_of(line.begin(), line.end(), [](char c) {
-    return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
-  });
   const std::size_t colon = line.find(':');
   const std::string_view name = line.substr(0, colon);
-  if (has_control_char || colon == std::string_view::npos || name.empty() ||
-      !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+  if (colon == std::string_view::npos || name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
     return Fail("Malformed multipart part header");
   }
   const std::string_view value = TrimSpaces(line.substr(colon + 1));
@@ -402,6 +400,20 @@ struct MultipartForm::Impl {
     return Status::Ok();
   }
 
+  // Reads and discards the rest of the body, up to kMaxEpilogue bytes.
+  Status DrainEpilogue() {
+    std::size_t epilogue = 0;
+    while (!end_of_body) {
+      begin = end = 0;
+      IMGSVC_ASSIGN_OR_RETURN(const std::size_t n, body.Read({buffer.get(), capacity}));
+      end_of_body = n == 0;
+      epilogue += n;
+      if (epilogue > kMaxEpilogue) return Status(Code::kBadRequest, "Multipart epilogue too large");
+    }
+    begin = end = 0;
+    return Status::Ok();
+  }
+
   Status Fail(Status status) {
     error = std::move(status);
     return error;
@@ -438,10 +450,14 @@ StatusOr<std::optional<core::FormPart>> MultipartForm::NextPart() {
       case MultipartParser::EventKind::kPartBegin:
         m.in_part = true;
         return std::optional<core::FormPart>(m.parser.part());
-      case MultipartParser::EventKind::kEnd:
+      case MultipartParser::EventKind::kEnd: {
         m.in_part = false;
+        // The form is whole only if the body is: a body cut short after the
+        // closing delimiter (less than its Content-Length) must store nothing.
+        if (Status whole = m.DrainEpilogue(); !whole.ok()) return m.Fail(std::move(whole));
         m.finished = true;
         return std::optional<core::FormPart>();
+      }
       case MultipartParser::EventKind::kPartEnd:
         m.in_part = false;
         break;

@@ -92,11 +92,13 @@ class MultipartParser {
 };
 
 // core::FormSource over a request body. Reads the body in chunks of
-// kReadSize into a buffer allocated once; stops reading at the closing
-// boundary (the transport discards any epilogue).
+// kReadSize into a buffer allocated once. At the closing boundary it reads
+// the body to its end, discarding up to kMaxEpilogue bytes of epilogue, so a
+// body cut short there is an error rather than a complete form.
 class MultipartForm final : public core::FormSource {
  public:
   static constexpr std::size_t kReadSize = 64 * 1024;
+  static constexpr std::size_t kMaxEpilogue = 64 * 1024;
 
   MultipartForm(BodySource& body, std::string boundary, MultipartLimits limits = {});
   ~MultipartForm() override;

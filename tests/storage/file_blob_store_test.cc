@@ -189,7 +189,7 @@ TEST_F(FileBlobStoreTest, RefusesAMalformedSigningKey) {
 
 TEST_F(FileBlobStoreTest, RejectsKeysThatCouldEscapeOrNeedEscaping) {
   ASSERT_TRUE(Put("images/u@x.y_z-1/ok.png", "ok").ok());
-  for (const std::string key : {"", "/etc/passwd", "../signing.key", "images/../../signing.key", "a/./b", "a//b",
+  for (const std::string& key : std::vector<std::string>{"", "/etc/passwd", "../signing.key", "images/../../signing.key", "a/./b", "a//b",
                                 "a/", ".", "..", "a b", "a\\b", "a?b", "caf\xc3\xa9", std::string("a\0b", 3),
                                 std::string(1100, 'a')}) {
     SCOPED_TRACE(key);

@@ -99,20 +99,26 @@ StatusOr<std::string> Inflate(const Asset& asset) {
   const std::uint32_t expected_crc = LittleEndian32(trailer.substr(0, 4));
   const std::uint32_t expected_size = LittleEndian32(trailer.substr(4));  // size mod 2^32
 
-  // One spare byte of output: Beast's inflater stops as soon as the output is
-  // full, before it reads the final block's end code, and would then report
-  // no end of stream for a stream that is whole.
+  // One spare byte of output, so that a stream that would overrun the trailer's
+  // length is caught rather than cut. Beast's inflater reads ahead of the final
+  // end code, so it is given the trailer too (it may consume some of it) and
+  // fed until it reports the end of the stream or stops making progress.
   std::string out(std::size_t{expected_size} + 1, '\0');
   boost::beast::zlib::z_params zs;
   zs.next_in = gz.data() + offset;
-  zs.avail_in = gz.size() - 8 - offset;
+  zs.avail_in = gz.size() - offset;
   zs.next_out = out.data();
   zs.avail_out = out.size();
   boost::beast::zlib::inflate_stream inflater;
-  boost::beast::error_code ec;
-  inflater.write(zs, boost::beast::zlib::Flush::finish, ec);
-  if (ec != boost::beast::zlib::error::end_of_stream) return Corrupt(asset, "bad deflate stream");
-  if (zs.avail_in != 0 || zs.avail_out != 1) return Corrupt(asset, "length differs from the trailer");
+  for (;;) {
+    const std::size_t in_before = zs.avail_in, out_before = zs.avail_out;
+    boost::beast::error_code ec;
+    inflater.write(zs, boost::beast::zlib::Flush::none, ec);
+    if (ec == boost::beast::zlib::error::end_of_stream) break;
+    if (ec && ec != boost::beast::zlib::error::need_buffers) return Corrupt(asset, "bad deflate stream: " + ec.message());
+    if (zs.avail_in == in_before && zs.avail_out == out_before) return Corrupt(asset, "truncated deflate stream");
+  }
+  if (zs.avail_in > 8 || zs.avail_out != 1) return Corrupt(asset, "length differs from the trailer");
   out.pop_back();
 
   boost::crc_32_type crc;
