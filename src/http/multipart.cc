@@ -301,12 +301,15 @@ Status MultipartParser::BeginPart() {
   return Status::Ok();
 }
 
-// Control characters are allowed in a header's value: clients send file
-// names as they are, and the service removes them from the stored name.
+// Control characters other than CR and NUL are allowed in a header's value:
+// clients send file names as they are, and the service removes them from the
+// stored name. A bare CR or a NUL still makes the header malformed.
 Status MultipartParser::ParseHeaderLine(std::string_view line) {
+  const bool has_cr_or_nul = line.find_first_of(std::string_view("\r\0", 2)) != std::string_view::npos;
   const std::size_t colon = line.find(':');
   const std::string_view name = line.substr(0, colon);
-  if (colon == std::string_view::npos || name.empty() || !std::all_of(name.begin(), name.end(), IsTokenChar)) {
+  if (has_cr_or_nul || colon == std::string_view::npos || name.empty() ||
+      !std::all_of(name.begin(), name.end(), IsTokenChar)) {
     return Fail("Malformed multipart part header");
   }
   const std::string_view value = TrimSpaces(line.substr(colon + 1));

