@@ -151,11 +151,14 @@ ServerOptions FastOptions() {
   options.port = 0;
   options.io_threads = 1;
   options.worker_threads = 4;
-  options.header_timeout = 2s;
-  options.idle_timeout = 5s;
-  options.body_read_timeout = 2s;
-  options.send_timeout = 5s;
-  options.shutdown_grace = 5s;
+  // Generous: on a loaded VM a client's 50 ms sleep was seen to return after
+  // 1 s, which a 2 s body timeout turned into a closed connection. Tests of
+  // the timeouts themselves set their own short ones.
+  options.header_timeout = 10s;
+  options.idle_timeout = 10s;
+  options.body_read_timeout = 10s;
+  options.send_timeout = 10s;
+  options.shutdown_grace = 10s;
   return options;
 }
 
