@@ -1,0 +1,604 @@
+#include "net/http_client.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <cctype>
+#include <charconv>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <variant>
+
+namespace imgsvc::net {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using ErrorCode = boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+// No value: no deadline (a zero timeout).
+using Deadline = std::optional<Clock::time_point>;
+using TlsStream = ssl::stream<beast::tcp_stream>;
+
+// AWS answers carry a handful of headers; this only stops a runaway peer.
+constexpr std::uint32_t kResponseHeaderLimit = 64 * 1024;
+
+// Beyond OpenSSL's compiled-in default paths: with IMGSVC_STATIC_DEPS the
+// library is Debian's libssl.a, whose OPENSSLDIR (/usr/lib/ssl) does not exist
+// on Amazon Linux (Lambda), so both distributions' bundles are named here.
+constexpr std::array<const char*, 2> kCaBundles = {
+    "/etc/ssl/certs/ca-certificates.crt",  // Debian, Ubuntu
+    "/etc/pki/tls/certs/ca-bundle.crt",    // Amazon Linux, Fedora
+};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+std::string ToLower(std::string_view text) {
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
+bool IsIpLiteral(const std::string& host) {
+  ErrorCode not_an_address;
+  asio::ip::make_address(host, not_an_address);
+  return !not_an_address;
+}
+
+// A DNS name or an IP literal; anything else ('@', '/', spaces...) would
+// change the meaning of the URL or of the Host header.
+bool IsValidHost(const std::string& host) {
+  if (host.empty()) return false;
+  if (IsIpLiteral(host)) return true;
+  for (const char c : host) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
+  }
+  return true;
+}
+
+std::uint16_t DefaultPort(std::string_view scheme) { return scheme == "https" ? 443 : 80; }
+
+Status CheckEndpoint(const Endpoint& endpoint) {
+  if (endpoint.scheme != "http" && endpoint.scheme != "https") {
+    return Status(Code::kBadRequest, "unsupported scheme \"" + endpoint.scheme + "\" (http or https)");
+  }
+  if (!IsValidHost(endpoint.host)) return Status(Code::kBadRequest, "invalid host \"" + endpoint.host + "\"");
+  if (endpoint.port == 0) return Status(Code::kBadRequest, "port 0 in endpoint");
+  return Status::Ok();
+}
+
+// RFC 9110 token characters: methods and header names.
+bool IsToken(std::string_view text) {
+  if (text.empty()) return false;
+  for (const char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c))) continue;
+    if (std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+bool HasControlOrSpace(std::string_view text) {
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+bool HasLineBreakOrNul(std::string_view text) {
+  return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
+}
+
+// The request line and headers. The body travels after it, framed by
+// Content-Length only: whatever could make the peer read the message
+// differently from how it is sent (header injection, a length that lies,
+// another framing) is refused, since on a kept-alive connection it would
+// corrupt the next exchange too.
+StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientRequest& request) {
+  if (!IsToken(request.method)) return Status(Code::kBadRequest, "invalid method \"" + request.method + "\"");
+  if (request.target.empty() || request.target.front() != '/' || HasControlOrSpace(request.target)) {
+    return Status(Code::kBadRequest, "invalid request target \"" + request.target + "\"");
+  }
+  bool has_host = false;
+  bool has_content_length = false;
+  for (const Header& header : request.headers) {
+    if (!IsToken(header.name) || HasLineBreakOrNul(header.value)) {
+      return Status(Code::kBadRequest, "invalid header \"" + header.name + "\"");
+    }
+    if (EqualsIgnoreCase(header.name, "host")) has_host = true;
+    if (EqualsIgnoreCase(header.name, "transfer-encoding")) {
+      return Status(Code::kBadRequest, "Transfer-Encoding is not supported for requests");
+    }
+    if (EqualsIgnoreCase(header.name, "content-length")) {
+      if (header.value != std::to_string(request.body.size())) {
+        return Status(Code::kBadRequest, "Content-Length " + header.value + " does not match the body (" +
+                                             std::to_string(request.body.size()) + " bytes)");
+      }
+      has_content_length = true;
+    }
+  }
+
+  std::string head;
+  head.reserve(256);
+  head.append(request.method).append(" ").append(request.target).append(" HTTP/1.1\r\n");
+  if (!has_host) head.append("Host: ").append(endpoint.Authority()).append("\r\n");
+  for (const Header& header : request.headers)
+    head.append(header.name).append(": ").append(header.value).append("\r\n");
+  const bool needs_length = !request.body.empty() || request.method == "POST" || request.method == "PUT";
+  if (needs_length && !has_content_length) {
+    head.append("Content-Length: ").append(std::to_string(request.body.size())).append("\r\n");
+  }
+  head.append("\r\n");
+  return head;
+}
+
+Deadline DeadlineAfter(std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return std::nullopt;
+  return Clock::now() + timeout;
+}
+
+Deadline Earlier(Deadline a, Deadline b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::min(*a, *b);
+}
+
+void ExpireAt(beast::tcp_stream& stream, Deadline deadline) {
+  if (deadline) {
+    stream.expires_at(*deadline);
+  } else {
+    stream.expires_never();
+  }
+}
+
+// One keep-alive connection. It owns its io_context so a call drives its own
+// I/O on its own thread (the API is synchronous) and no thread is shared or
+// started for the client; the deadline of each operation is the stream's.
+class Connection {
+ public:
+  explicit Connection(ssl::context* tls) : stream_(std::in_place_type<beast::tcp_stream>, io_) {
+    if (tls != nullptr) stream_.emplace<TlsStream>(io_, *tls);
+  }
+
+  beast::tcp_stream& tcp() {
+    return std::visit([](auto& stream) -> beast::tcp_stream& { return beast::get_lowest_layer(stream); }, stream_);
+  }
+  TlsStream* tls() { return std::get_if<TlsStream>(&stream_); }
+  std::variant<beast::tcp_stream, TlsStream>& stream() { return stream_; }
+
+  // Runs the operations started on this connection until all completed.
+  void Run() {
+    io_.restart();
+    io_.run();
+  }
+
+ private:
+  asio::io_context io_{1};
+  std::variant<beast::tcp_stream, TlsStream> stream_;
+};
+
+// getaddrinfo has no timeout and cannot be cancelled, so it runs on a thread
+// of its own that the caller stops waiting for at the deadline; the thread
+// ends when the lookup does and keeps the shared state alive until then.
+struct Lookup {
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  ErrorCode error;
+  std::vector<tcp::endpoint> addresses;
+
+  void Run(const std::string& host, std::uint16_t port) {
+    asio::io_context io{1};
+    tcp::resolver resolver(io);
+    ErrorCode lookup_error;
+    // No AI_ADDRCONFIG (asio's default): in a container with loopback only it
+    // can hide "localhost"; an unreachable family just fails over at connect.
+    const auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::numeric_service, lookup_error);
+    std::lock_guard lock(mutex);
+    error = lookup_error;
+    for (const auto& entry : results) addresses.push_back(entry.endpoint());
+    done = true;
+    finished.notify_all();
+  }
+};
+
+StatusOr<std::vector<tcp::endpoint>> Resolve(const Endpoint& endpoint, Deadline deadline) {
+  ErrorCode not_an_address;
+  const asio::ip::address address = asio::ip::make_address(endpoint.host, not_an_address);
+  if (!not_an_address) return std::vector<tcp::endpoint>{tcp::endpoint(address, endpoint.port)};
+
+  auto lookup = std::make_shared<Lookup>();
+  try {
+    std::thread([lookup, host = endpoint.host, port = endpoint.port] { lookup->Run(host, port); }).detach();
+  } catch (const std::system_error& e) {
+    return Status(Code::kUnavailable, "cannot resolve " + endpoint.host + ": " + e.what());
+  }
+  std::unique_lock lock(lookup->mutex);
+  const auto done = [&] { return lookup->done; };
+  if (deadline) {
+    if (!lookup->finished.wait_until(lock, *deadline, done)) {
+      return Status(Code::kDeadlineExceeded, "resolving " + endpoint.host + " timed out");
+    }
+  } else {
+    lookup->finished.wait(lock, done);
+  }
+  if (lookup->error) {
+    return Status(Code::kUnavailable, "cannot resolve " + endpoint.host + ": " + lookup->error.message());
+  }
+  if (lookup->addresses.empty()) return Status(Code::kUnavailable, "no address for " + endpoint.host);
+  return std::move(lookup->addresses);
+}
+
+// The handshake's error says little ("certificate verify failed"); the
+// verification result says why (unknown issuer, hostname mismatch, expired).
+std::string TlsFailure(SSL* ssl, const ErrorCode& error) {
+  std::string message = error.message();
+  const long verify_result = SSL_get_verify_result(ssl);
+  if (verify_result != X509_V_OK) message.append(": ").append(X509_verify_cert_error_string(verify_result));
+  return message;
+}
+
+Status Handshake(Connection& connection, TlsStream& stream, const Endpoint& endpoint, Deadline deadline) {
+  SSL* ssl = stream.native_handle();
+  if (IsIpLiteral(endpoint.host)) {
+    // No SNI for addresses (RFC 6066); the certificate must name the IP.
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), endpoint.host.c_str()) != 1) {
+      return Status(Code::kUnavailable, "cannot check the TLS certificate against " + endpoint.host);
+    }
+  } else {
+    // SSL_set_tlsext_host_name is a macro casting away const; same call.
+    if (SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                 const_cast<char*>(endpoint.host.c_str())) != 1 ||
+        SSL_set1_host(ssl, endpoint.host.c_str()) != 1) {
+      return Status(Code::kUnavailable, "cannot set the TLS server name " + endpoint.host);
+    }
+  }
+  ExpireAt(connection.tcp(), deadline);
+  ErrorCode error;
+  stream.async_handshake(ssl::stream_base::client, [&](const ErrorCode& result) { error = result; });
+  connection.Run();
+  if (error == beast::error::timeout) {
+    return Status(Code::kDeadlineExceeded, "TLS handshake with " + endpoint.Authority() + " timed out");
+  }
+  if (error) {
+    return Status(Code::kUnavailable,
+                  "TLS handshake with " + endpoint.Authority() + " failed: " + TlsFailure(ssl, error));
+  }
+  return Status::Ok();
+}
+
+// What one request/answer exchange on a connection gave.
+struct Exchange {
+  Status status;
+  ClientResponse response;      // when status is OK
+  bool answer_started = false;  // a byte of the answer arrived
+  bool reusable = false;        // the connection may carry another request
+};
+
+ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
+  ClientResponse response;
+  response.status = static_cast<int>(message.result_int());
+  for (const auto& field : message)
+    response.headers.push_back({std::string(field.name_string()), std::string(field.value())});
+  response.body = std::move(message.body());
+  return response;
+}
+
+// Writes the request while reading the answer: a peer may answer early (an
+// error before the whole body arrived) and stop reading; the answer is then
+// taken and the rest of the request abandoned with the connection.
+template <class Stream>
+Exchange RunExchange(Connection& connection, Stream& stream, const Endpoint& endpoint, const std::string& head,
+                     const ClientRequest& request, std::size_t max_body, Deadline deadline) {
+  beast::tcp_stream& transport = connection.tcp();
+  ExpireAt(transport, deadline);
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.header_limit(kResponseHeaderLimit);
+  parser.body_limit(max_body);
+  // A HEAD answer's Content-Length describes the GET body, which never comes.
+  parser.skip(request.method == "HEAD");
+
+  const std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(request.body)};
+  ErrorCode write_error;
+  ErrorCode read_error;
+  bool written = false;
+  bool read_done = false;
+  asio::async_write(stream, wire, [&](const ErrorCode& result, std::size_t) {
+    written = true;
+    write_error = result;
+    // A dead connection: stop waiting for an answer that cannot come.
+    if (result && !read_done) transport.close();
+  });
+  bhttp::async_read(stream, buffer, parser, [&](const ErrorCode& result, std::size_t) {
+    read_done = true;
+    read_error = result;
+    if (!written) transport.close();
+  });
+  connection.Run();
+
+  Exchange exchange;
+  exchange.answer_started = parser.got_some();
+  if (read_error == beast::error::timeout || write_error == beast::error::timeout) {
+    exchange.status = Status(Code::kDeadlineExceeded, "no complete answer from " + endpoint.Authority() + " in time");
+  } else if (read_error == bhttp::error::body_limit) {
+    exchange.status = Status(Code::kUnavailable, "answer body from " + endpoint.Authority() + " exceeds " +
+                                                     std::to_string(max_body) + " bytes");
+  } else if (read_error) {
+    const ErrorCode& cause = (read_error == asio::error::operation_aborted && write_error) ? write_error : read_error;
+    exchange.status =
+        Status(Code::kUnavailable, "HTTP exchange with " + endpoint.Authority() + " failed: " + cause.message());
+  } else {
+    exchange.reusable = written && !write_error && parser.keep_alive() && buffer.size() == 0;
+    exchange.response = ToClientResponse(parser.release());
+  }
+  return exchange;
+}
+
+}  // namespace
+
+StatusOr<Endpoint> Endpoint::Parse(std::string_view url) {
+  const auto refuse = [&](std::string_view why) {
+    return Status(Code::kBadRequest, "invalid endpoint \"" + std::string(url) + "\": " + std::string(why));
+  };
+  const std::size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return refuse("no scheme");
+  Endpoint endpoint;
+  endpoint.scheme = ToLower(url.substr(0, scheme_end));
+  if (endpoint.scheme != "http" && endpoint.scheme != "https") return refuse("scheme must be http or https");
+
+  std::string_view rest = url.substr(scheme_end + 3);
+  const std::size_t authority_end = rest.find('/');
+  std::string_view authority = rest.substr(0, authority_end);
+  if (authority_end != std::string_view::npos && rest.substr(authority_end) != "/") {
+    return refuse("only a bare origin is accepted (no path or query)");
+  }
+
+  std::string_view port_text;
+  if (authority.starts_with('[')) {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return refuse("unterminated IPv6 address");
+    endpoint.host = std::string(authority.substr(1, close - 1));
+    ErrorCode not_v6;
+    asio::ip::make_address_v6(endpoint.host, not_v6);
+    if (not_v6) return refuse("invalid IPv6 address");
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (!after.starts_with(':')) return refuse("garbage after the IPv6 address");
+      port_text = after.substr(1);
+      if (port_text.empty()) return refuse("empty port");
+    }
+  } else {
+    const std::size_t colon = authority.find(':');
+    endpoint.host = ToLower(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.empty()) return refuse("empty port");
+    }
+    if (!IsValidHost(endpoint.host)) return refuse("invalid host");
+  }
+
+  endpoint.port = DefaultPort(endpoint.scheme);
+  if (!port_text.empty()) {
+    unsigned port = 0;
+    const auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (error != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+      return refuse("invalid port");
+    }
+    endpoint.port = static_cast<std::uint16_t>(port);
+  }
+  return endpoint;
+}
+
+std::string Endpoint::Authority() const {
+  std::string authority = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (port != DefaultPort(scheme)) authority.append(":").append(std::to_string(port));
+  return authority;
+}
+
+std::string Endpoint::Origin() const { return scheme + "://" + Authority(); }
+
+bool Endpoint::IsIpLiteralOrLocalhost() const { return IsIpLiteral(host) || EqualsIgnoreCase(host, "localhost"); }
+
+std::string_view ClientResponse::HeaderValue(std::string_view name) const {
+  for (const Header& header : headers) {
+    if (EqualsIgnoreCase(header.name, name)) return header.value;
+  }
+  return {};
+}
+
+struct HttpClient::Impl {
+  explicit Impl(HttpClientOptions client_options) : options(std::move(client_options)) {}
+
+  StatusOr<ssl::context*> TlsContext();
+  StatusOr<std::unique_ptr<Connection>> Open(const Endpoint& endpoint, Deadline total_deadline);
+  std::unique_ptr<Connection> TakeIdle(const std::string& origin);
+  void ReturnIdle(const std::string& origin, std::unique_ptr<Connection> connection);
+  Exchange Run(Connection& connection, const Endpoint& endpoint, const std::string& head, const ClientRequest& request,
+               Deadline deadline);
+
+  const HttpClientOptions options;
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> connections_opened{0};
+  std::atomic<std::uint64_t> stale_replays{0};
+
+  std::mutex tls_mutex;
+  // Made at the first https call: plain-http deployments (local stacks, the
+  // Lambda Runtime API) never pay for loading the CA bundle. Declared before
+  // the pool, whose TLS streams were made from it.
+  std::unique_ptr<ssl::context> tls_context;
+
+  std::mutex pool_mutex;
+  // Idle connections by Endpoint::Origin(); the most recently used last.
+  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
+};
+
+StatusOr<ssl::context*> HttpClient::Impl::TlsContext() {
+  std::lock_guard lock(tls_mutex);
+  if (tls_context) return tls_context.get();
+  std::unique_ptr<ssl::context> context;
+  try {
+    context = std::make_unique<ssl::context>(ssl::context::tls_client);
+  } catch (const std::exception& e) {
+    return Status(Code::kUnavailable, std::string("cannot create a TLS context: ") + e.what());
+  }
+  SSL_CTX* native = context->native_handle();
+  if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
+    return Status(Code::kUnavailable, "cannot require TLS 1.2 or later");
+  }
+  context->set_verify_mode(ssl::verify_peer);
+  ErrorCode error;
+  if (!options.ca_file.empty()) {
+    context->load_verify_file(options.ca_file, error);
+    if (error) {
+      return Status(Code::kUnavailable, "cannot load the CA file " + options.ca_file + ": " + error.message());
+    }
+  } else {
+    // Failures here leave fewer trusted CAs: the handshake then says which
+    // certificate could not be verified, which is the useful message.
+    context->set_default_verify_paths(error);
+    for (const char* bundle : kCaBundles) {
+      if (std::filesystem::exists(bundle, error)) context->load_verify_file(bundle, error);
+    }
+  }
+  tls_context = std::move(context);
+  return tls_context.get();
+}
+
+StatusOr<std::unique_ptr<Connection>> HttpClient::Impl::Open(const Endpoint& endpoint, Deadline total_deadline) {
+  const Deadline deadline = Earlier(DeadlineAfter(options.connect_timeout), total_deadline);
+  ssl::context* tls = nullptr;
+  if (endpoint.scheme == "https") {
+    IMGSVC_ASSIGN_OR_RETURN(tls, TlsContext());
+  }
+  IMGSVC_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> addresses, Resolve(endpoint, deadline));
+
+  auto connection = std::make_unique<Connection>(tls);
+  beast::tcp_stream& stream = connection->tcp();
+  ExpireAt(stream, deadline);
+  ErrorCode error;
+  // Tries each address in turn (IPv6 and IPv4 alike) until one accepts.
+  stream.async_connect(addresses, [&](const ErrorCode& result, const tcp::endpoint&) { error = result; });
+  connection->Run();
+  if (error == beast::error::timeout) {
+    return Status(Code::kDeadlineExceeded, "connecting to " + endpoint.Authority() + " timed out");
+  }
+  if (error) return Status(Code::kUnavailable, "cannot connect to " + endpoint.Authority() + ": " + error.message());
+  ErrorCode ignored;
+  // Requests go out in one or two writes; waiting to coalesce them only adds latency.
+  stream.socket().set_option(tcp::no_delay(true), ignored);
+
+  if (TlsStream* tls_stream = connection->tls()) {
+    IMGSVC_RETURN_IF_ERROR(Handshake(*connection, *tls_stream, endpoint, deadline));
+  }
+  connections_opened.fetch_add(1, std::memory_order_relaxed);
+  return connection;
+}
+
+std::unique_ptr<Connection> HttpClient::Impl::TakeIdle(const std::string& origin) {
+  std::lock_guard lock(pool_mutex);
+  const auto found = idle.find(origin);
+  if (found == idle.end() || found->second.empty()) return nullptr;
+  std::unique_ptr<Connection> connection = std::move(found->second.back());
+  found->second.pop_back();
+  return connection;
+}
+
+void HttpClient::Impl::ReturnIdle(const std::string& origin, std::unique_ptr<Connection> connection) {
+  std::lock_guard lock(pool_mutex);
+  std::vector<std::unique_ptr<Connection>>& connections = idle[origin];
+  if (connections.size() < options.max_idle_per_endpoint) connections.push_back(std::move(connection));
+}
+
+Exchange HttpClient::Impl::Run(Connection& connection, const Endpoint& endpoint, const std::string& head,
+                               const ClientRequest& request, Deadline deadline) {
+  return std::visit(
+      [&](auto& stream) {
+        return RunExchange(connection, stream, endpoint, head, request, options.max_response_body, deadline);
+      },
+      connection.stream());
+}
+
+HttpClient::HttpClient(HttpClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+HttpClient::~HttpClient() = default;
+
+StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const ClientRequest& request) {
+  impl_->requests.fetch_add(1, std::memory_order_relaxed);
+  IMGSVC_RETURN_IF_ERROR(CheckEndpoint(endpoint));
+  IMGSVC_ASSIGN_OR_RETURN(const std::string head, SerializeHead(endpoint, request));
+  const Deadline deadline = DeadlineAfter(request.timeout.value_or(impl_->options.total_timeout));
+  const std::string origin = endpoint.Origin();
+
+  std::unique_ptr<Connection> connection = impl_->TakeIdle(origin);
+  const bool reused = connection != nullptr;
+  if (!reused) {
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, deadline));
+  }
+  Exchange exchange = impl_->Run(*connection, endpoint, head, request, deadline);
+
+  // A pooled connection the peer closed while it sat idle (its idle timer, a
+  // Lambda freeze) fails before any byte of the answer; the request may or
+  // may not have been seen, so only a replayable one is sent again.
+  const bool stale =
+      reused && !exchange.status.ok() && !exchange.answer_started && exchange.status.code() != Code::kDeadlineExceeded;
+  if (stale) {
+    if (!request.replayable) {
+      return Status(Code::kUnavailable, "pooled connection to " + endpoint.Authority() +
+                                            " failed before an answer; request not replayable, not resent (" +
+                                            exchange.status.message() + ")");
+    }
+    impl_->stale_replays.fetch_add(1, std::memory_order_relaxed);
+    connection.reset();
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, deadline));
+    exchange = impl_->Run(*connection, endpoint, head, request, deadline);
+  }
+
+  if (!exchange.status.ok()) return exchange.status;
+  if (exchange.reusable) impl_->ReturnIdle(origin, std::move(connection));
+  return std::move(exchange.response);
+}
+
+HttpClient::Stats HttpClient::stats() const {
+  Stats stats;
+  stats.requests = impl_->requests.load(std::memory_order_relaxed);
+  stats.connections_opened = impl_->connections_opened.load(std::memory_order_relaxed);
+  stats.stale_replays = impl_->stale_replays.load(std::memory_order_relaxed);
+  return stats;
+}
+
+}  // namespace imgsvc::net
