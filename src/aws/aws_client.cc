@@ -1,0 +1,362 @@
+#include "aws/aws_client.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include <boost/json.hpp>
+
+#include "core/log.h"
+#include "crypto/crypto.h"
+
+namespace imgsvc::aws {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::string_view kUserAgent = "imgsvc/0.1";
+// A presigned URL must stop working before the credentials that signed it,
+// or its last seconds would answer ExpiredToken instead of the object.
+constexpr std::chrono::seconds kPresignCredentialMargin{30};
+// Seconds a client is told to wait after AWS throttled us. AWS's limits are
+// per-second token buckets (DynamoDB partitions, S3 prefixes) and Send already
+// backed off, so capacity is usually back within a second; a longer hint
+// would only idle clients.
+constexpr int kThrottleRetryAfterSeconds = 1;
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+std::string_view FindHeader(const std::vector<net::Header>& headers, std::string_view name) {
+  for (const net::Header& header : headers) {
+    if (EqualsIgnoreCase(header.name, name)) return header.value;
+  }
+  return {};
+}
+
+std::string_view TrimWhitespace(std::string_view text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return {};
+  const auto last = text.find_last_not_of(" \t\r\n");
+  return text.substr(first, last - first + 1);
+}
+
+std::string XmlUnescape(std::string_view text) {
+  static constexpr std::array<std::pair<std::string_view, char>, 5> kEntities{{
+      {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}}};
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    bool replaced = false;
+    if (text[i] == '&') {
+      for (const auto& [entity, character] : kEntities) {
+        if (text.substr(i, entity.size()) == entity) {
+          out += character;
+          i += entity.size();
+          replaced = true;
+          break;
+        }
+      }
+    }
+    if (!replaced) out += text[i++];
+  }
+  return out;
+}
+
+// The text of the first <name>...</name> element; S3's error documents are
+// flat enough that no XML parser is needed.
+std::string XmlElementText(std::string_view xml, std::string_view name) {
+  const std::string open = "<" + std::string(name) + ">";
+  const std::string close = "</" + std::string(name) + ">";
+  const auto start = xml.find(open);
+  if (start == std::string_view::npos) return {};
+  const auto text_start = start + open.size();
+  const auto end = xml.find(close, text_start);
+  if (end == std::string_view::npos) return {};
+  return XmlUnescape(xml.substr(text_start, end - text_start));
+}
+
+// "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException" and
+// "ValidationException:http://internal.amazon.com/..." both name their code
+// the way the SDKs read it: before any ':' and after the last '#'.
+std::string SanitizeErrorCode(std::string_view raw) {
+  raw = raw.substr(0, raw.find(':'));
+  if (const auto hash = raw.rfind('#'); hash != std::string_view::npos) raw = raw.substr(hash + 1);
+  return std::string(TrimWhitespace(raw));
+}
+
+std::string JsonString(const boost::json::object& object, std::string_view key) {
+  const boost::json::value* value = object.if_contains(key);
+  if (value == nullptr || !value->is_string()) return {};
+  return std::string(value->get_string());
+}
+
+void ParseJsonError(std::string_view body, AwsError& error) {
+  boost::system::error_code ec;
+  const boost::json::value parsed = boost::json::parse(body, ec);
+  if (ec || !parsed.is_object()) return;
+  const boost::json::object& object = parsed.get_object();
+  std::string type = JsonString(object, "__type");
+  if (type.empty()) type = JsonString(object, "code");
+  error.code = SanitizeErrorCode(type);
+  error.message = JsonString(object, "message");
+  if (error.message.empty()) error.message = JsonString(object, "Message");
+}
+
+// Answers without a body (HEAD, some proxies) still need a code to act on.
+std::string CodeForStatus(int status) {
+  switch (status) {
+    case 400: return "BadRequest";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "NotFound";
+    case 405: return "MethodNotAllowed";
+    case 409: return "Conflict";
+    case 412: return "PreconditionFailed";
+    case 500: return "InternalError";
+    case 503: return "ServiceUnavailable";
+    default: return "Http" + std::to_string(status);
+  }
+}
+
+bool IsOneOf(std::string_view code, std::initializer_list<std::string_view> codes) {
+  return std::find(codes.begin(), codes.end(), code) != codes.end();
+}
+
+std::uint64_t RandomBelow(std::uint64_t bound) {
+  thread_local std::mt19937_64 engine = [] {
+    std::array<std::uint8_t, sizeof(std::uint64_t)> seed_bytes{};
+    crypto::RandomBytes(seed_bytes);
+    std::uint64_t seed = 0;
+    std::memcpy(&seed, seed_bytes.data(), sizeof seed);
+    return std::mt19937_64(seed);
+  }();
+  return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(engine);
+}
+
+// A random (version 4) UUID: the SDKs' amz-sdk-invocation-id, which ties the
+// attempts of one call together in AWS's logs.
+std::string NewInvocationId() {
+  std::array<std::uint8_t, 16> bytes{};
+  crypto::RandomBytes(bytes);
+  bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0f) | 0x40);
+  bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3f) | 0x80);
+  const std::string hex = crypto::HexEncode(bytes);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+         hex.substr(20);
+}
+
+std::string WireTarget(const AwsRequest& request) {
+  std::string target = request.path;
+  char separator = '?';
+  for (const auto& [name, value] : request.query) {
+    target += separator;
+    target += UriEncode(name, false);
+    target += '=';
+    target += UriEncode(value, false);
+    separator = '&';
+  }
+  return target;
+}
+
+}  // namespace
+
+std::string_view AwsResponse::HeaderValue(std::string_view name) const { return FindHeader(headers, name); }
+
+AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std::string_view body) {
+  AwsError error;
+  const std::string_view trimmed = TrimWhitespace(body);
+  if (trimmed.starts_with('<')) {
+    error.code = XmlElementText(trimmed, "Code");
+    error.message = XmlElementText(trimmed, "Message");
+    error.request_id = XmlElementText(trimmed, "RequestId");
+  } else if (trimmed.starts_with('{')) {
+    ParseJsonError(trimmed, error);
+  }
+  if (const std::string_view type = FindHeader(headers, "x-amzn-ErrorType"); !type.empty()) {
+    error.code = SanitizeErrorCode(type);
+  }
+  if (error.code.empty()) error.code = CodeForStatus(status);
+  for (std::string_view header : {"x-amzn-RequestId", "x-amz-request-id"}) {
+    if (const std::string_view id = FindHeader(headers, header); !id.empty()) {
+      error.request_id = std::string(id);
+      break;
+    }
+  }
+  return error;
+}
+
+bool IsThrottling(const AwsError& error) {
+  return IsOneOf(error.code, {"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+                              "TooManyRequestsException", "ProvisionedThroughputExceededException",
+                              "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+                              "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+                              "EC2ThrottledException"});
+}
+
+bool IsRetryable(int status, const AwsError& error) {
+  if (IsThrottling(error)) return true;
+  if (IsOneOf(error.code, {"RequestTimeout", "RequestTimeoutException", "InternalError", "InternalServerError",
+                           "InternalFailure", "ServiceUnavailable", "IDPCommunicationError"})) {
+    return true;
+  }
+  return status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+Status ToStatus(std::string_view operation, const AwsResponse& response) {
+  const AwsError& error = response.error;
+  const std::string answered =
+      std::string(operation) + ": AWS answered " + std::to_string(response.status) + " " + error.code;
+  if (IsThrottling(error)) {
+    return Status(Code::kUnavailable, answered + " (throttled)").set_retry_after(kThrottleRetryAfterSeconds);
+  }
+  if (response.status >= 500 || IsRetryable(response.status, error)) return Status(Code::kUnavailable, answered);
+  log::Warn("unexpected AWS error", {{"operation", operation},
+                                     {"aws_code", error.code},
+                                     {"http_status", response.status},
+                                     {"aws_request_id", error.request_id},
+                                     {"aws_message", error.message}});
+  return Status(Code::kInternal, answered + " (request id " + error.request_id + ")");
+}
+
+AwsClient::AwsClient(std::shared_ptr<net::HttpClient> http, std::shared_ptr<CredentialsProvider> credentials,
+                     RetryOptions retry, SleepFunction sleep)
+    : http_(std::move(http)),
+      credentials_(std::move(credentials)),
+      retry_(retry),
+      sleep_(sleep ? std::move(sleep) : SleepFunction([](milliseconds delay) { std::this_thread::sleep_for(delay); })),
+      quota_left_(retry.quota) {}
+
+Signer& AwsClient::SignerFor(const std::string& service) { return service == "s3" ? s3_signer_ : default_signer_; }
+
+std::chrono::milliseconds AwsClient::Backoff(int attempt, bool throttled) {
+  milliseconds ceiling = throttled ? retry_.throttle_base_delay : retry_.base_delay;
+  for (int doubled = 1; doubled < attempt && ceiling < retry_.max_delay; ++doubled) ceiling *= 2;
+  ceiling = std::min(ceiling, retry_.max_delay);
+  if (ceiling.count() <= 0) return milliseconds{0};
+  return milliseconds{static_cast<milliseconds::rep>(RandomBelow(static_cast<std::uint64_t>(ceiling.count())))};
+}
+
+bool AwsClient::TakeRetryQuota(int cost) {
+  std::lock_guard lock(quota_mutex_);
+  if (quota_left_ < cost) return false;
+  quota_left_ -= cost;
+  return true;
+}
+
+void AwsClient::RefundRetryQuota() {
+  std::lock_guard lock(quota_mutex_);
+  quota_left_ = std::min(retry_.quota, quota_left_ + retry_.success_refund);
+}
+
+StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest request) {
+  ++calls_;
+  const std::string invocation_id = NewInvocationId();
+  const std::string wire_target = WireTarget(request);
+  const std::string payload_hash = crypto::HexEncode(crypto::Sha256Of(request.body));
+  const SigningScope scope{target.region, target.service};
+  Signer& signer = SignerFor(target.service);
+
+  for (int attempt = 1;; ++attempt) {
+    // Asked per attempt: temporary credentials may be refreshed in between.
+    IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
+
+    SignableRequest signable{request.method, request.path, request.query, {}, payload_hash};
+    signable.headers.reserve(request.headers.size() + 3);
+    for (const net::Header& header : request.headers) signable.headers.emplace_back(header.name, header.value);
+    signable.headers.emplace_back("host", target.endpoint.Authority());
+    signable.headers.emplace_back("amz-sdk-invocation-id", invocation_id);
+    signable.headers.emplace_back("amz-sdk-request", "attempt=" + std::to_string(attempt) +
+                                                         "; max=" + std::to_string(retry_.max_attempts));
+    signer.Sign(signable, credentials, scope, std::chrono::system_clock::now());
+
+    net::ClientRequest wire;
+    wire.method = request.method;
+    wire.target = wire_target;
+    wire.body = request.body;
+    wire.replayable = request.replayable;
+    wire.headers.reserve(signable.headers.size() + 1);
+    for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
+    // Not signed, as in the SDKs: proxies may rewrite it.
+    wire.headers.push_back({"user-agent", std::string(kUserAgent)});
+
+    ++attempts_;
+    StatusOr<net::ClientResponse> answer = http_->Send(target.endpoint, wire);
+    const bool last_attempt = attempt >= retry_.max_attempts;
+
+    if (!answer.ok()) {
+      const Status& failure = answer.status();
+      const int cost =
+          failure.code() == Code::kDeadlineExceeded ? retry_.timeout_retry_cost : retry_.retry_cost;
+      if (!request.replayable || last_attempt || !TakeRetryQuota(cost)) {
+        return failure.WithContext(target.service + " " + request.method + " after " + std::to_string(attempt) +
+                                   (attempt == 1 ? " attempt" : " attempts"));
+      }
+      log::Debug("AWS call retried", {{"service", target.service}, {"attempt", attempt}, {"error", failure.message()}});
+      sleep_(Backoff(attempt, false));
+      continue;
+    }
+
+    AwsResponse response{answer->status, std::move(answer->headers), std::move(answer->body), {}, attempt};
+    if (response.ok()) {
+      RefundRetryQuota();
+      return response;
+    }
+    response.error = ParseAwsError(response.status, response.headers, response.body);
+    if (!IsRetryable(response.status, response.error) || last_attempt || !TakeRetryQuota(retry_.retry_cost)) {
+      return response;
+    }
+    log::Debug("AWS call retried", {{"service", target.service},
+                                    {"attempt", attempt},
+                                    {"http_status", response.status},
+                                    {"aws_code", response.error.code}});
+    sleep_(Backoff(attempt, IsThrottling(response.error)));
+  }
+}
+
+StatusOr<AwsResponse> AwsClient::CallJson(const ServiceTarget& target, std::string_view amz_target,
+                                          std::string_view json_version, std::string body) {
+  AwsRequest request;
+  request.method = "POST";
+  request.path = "/";
+  request.headers = {{"content-type", "application/x-amz-json-" + std::string(json_version)},
+                     {"x-amz-target", std::string(amz_target)}};
+  request.body = std::move(body);
+  return Send(target, std::move(request));
+}
+
+StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target, std::string_view path,
+                                                     std::chrono::seconds expires) {
+  IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
+  // X-Amz-Date has whole seconds; the URL lives `expires` from that instant.
+  const auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+  if (credentials.expiration) {
+    const auto usable =
+        std::chrono::floor<std::chrono::seconds>(*credentials.expiration - kPresignCredentialMargin - now);
+    if (usable < std::chrono::seconds{1}) {
+      return Status(Code::kUnavailable, "AWS credentials (" + credentials_->Source() +
+                                            ") expire too soon to presign a URL");
+    }
+    expires = std::min(expires, usable);
+  }
+  const SignableRequest signable{"GET", std::string(path), {}, {{"host", target.endpoint.Authority()}}, {}};
+  IMGSVC_ASSIGN_OR_RETURN(const std::string query,
+                          SignerFor(target.service)
+                              .PresignQuery(signable, credentials, {target.region, target.service}, now, expires));
+  return Presigned{target.endpoint.Origin() + std::string(path) + "?" + query, now + expires};
+}
+
+AwsClient::Stats AwsClient::stats() const {
+  std::lock_guard lock(quota_mutex_);
+  return {calls_.load(), attempts_.load(), quota_left_};
+}
+
+}  // namespace imgsvc::aws

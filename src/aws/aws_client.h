@@ -1,0 +1,145 @@
+// One signed, retried call to an AWS service: what the S3, DynamoDB and
+// Secrets Manager adapters are built on.
+//
+// Send() signs the request with SigV4 (S3's path rule for service "s3"),
+// sends it through the shared net::HttpClient and retries as the AWS SDKs'
+// "standard" retry mode does:
+//  - at most 3 attempts; transient errors only: 5xx, throttling codes
+//    (ThrottlingException, ProvisionedThroughputExceededException, SlowDown,
+//    RequestLimitExceeded, ...), transient codes (RequestTimeout,
+//    InternalError, ...), and transport failures of replayable requests;
+//  - full-jitter exponential backoff: random in [0, min(20 s, base * 2^n)),
+//    base 100 ms, 500 ms after a throttling answer;
+//  - a retry quota shared by every call of the client (500 tokens; a retry
+//    costs 5, 10 after a timeout; a success returns 1), so a failing
+//    dependency is not hammered.
+// AWS's error answers are parsed (S3's XML <Error>, the JSON protocols'
+// `__type`, the x-amzn-ErrorType header) into AwsError; ToStatus maps them
+// onto our codes: throttling -> 503 with Retry-After, 5xx and transport
+// failures -> 503, anything unexpected -> 500 naming the AWS code and
+// request id (which is also logged).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aws/credentials.h"
+#include "aws/sigv4.h"
+#include "core/status.h"
+#include "net/http_client.h"
+
+namespace imgsvc::aws {
+
+// Where a service is reached and how it is signed.
+struct ServiceTarget {
+  net::Endpoint endpoint;
+  std::string region;
+  std::string service;  // signing name: "s3", "dynamodb", "secretsmanager"
+};
+
+struct AwsRequest {
+  std::string method = "POST";
+  std::string path = "/";        // wire path, percent-encoded where needed
+  std::vector<NameValue> query;  // decoded names and values
+  std::vector<net::Header> headers;
+  std::string body;
+  bool replayable = true;
+};
+
+struct AwsError {
+  std::string code;  // "ConditionalCheckFailedException", "NoSuchKey", ...
+  std::string message;
+  std::string request_id;
+};
+
+struct AwsResponse {
+  int status = 0;
+  std::vector<net::Header> headers;
+  std::string body;
+  AwsError error;    // set when status is not 2xx
+  int attempts = 0;  // how many times the request was sent
+  bool ok() const { return status >= 200 && status < 300; }
+  std::string_view HeaderValue(std::string_view name) const;
+};
+
+struct RetryOptions {
+  int max_attempts = 3;
+  std::chrono::milliseconds base_delay{100};
+  std::chrono::milliseconds throttle_base_delay{500};
+  std::chrono::milliseconds max_delay{20000};
+  int quota = 500;
+  int retry_cost = 5;
+  int timeout_retry_cost = 10;
+  int success_refund = 1;
+};
+
+// Waits between attempts; tests record the delays instead of sleeping.
+using SleepFunction = std::function<void(std::chrono::milliseconds)>;
+
+AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std::string_view body);
+bool IsThrottling(const AwsError& error);
+// Whether an answer with this status and error is worth another attempt.
+bool IsRetryable(int status, const AwsError& error);
+// The Status for a failed answer of `operation` ("DynamoDB PutItem").
+Status ToStatus(std::string_view operation, const AwsResponse& response);
+
+class AwsClient {
+ public:
+  AwsClient(std::shared_ptr<net::HttpClient> http, std::shared_ptr<CredentialsProvider> credentials,
+            RetryOptions retry = {}, SleepFunction sleep = {});
+
+  // Signs and sends `request`, retrying as above. An AWS error answer is a
+  // response (check ok()); a Status is returned only when no answer came
+  // (transport failure, timeout, credentials unavailable).
+  StatusOr<AwsResponse> Send(const ServiceTarget& target, AwsRequest request);
+
+  // The JSON protocols (DynamoDB: "DynamoDB_20120810.PutItem", version
+  // "1.0"; Secrets Manager: "secretsmanager.GetSecretValue", "1.1").
+  StatusOr<AwsResponse> CallJson(const ServiceTarget& target, std::string_view amz_target,
+                                 std::string_view json_version, std::string body);
+
+  // A presigned GET URL for `path` on `target` (S3), valid for `expires`,
+  // never beyond the signing credentials' expiration (it is shortened to
+  // fit). Returns the URL and when it really expires.
+  struct Presigned {
+    std::string url;
+    std::chrono::system_clock::time_point expires_at;
+  };
+  StatusOr<Presigned> PresignGet(const ServiceTarget& target, std::string_view path,
+                                 std::chrono::seconds expires);
+
+  CredentialsProvider& credentials() { return *credentials_; }
+
+  struct Stats {
+    std::uint64_t calls = 0;     // Send()
+    std::uint64_t attempts = 0;  // requests put on the wire
+    int quota_left = 0;
+  };
+  Stats stats() const;
+
+ private:
+  Signer& SignerFor(const std::string& service);
+  std::chrono::milliseconds Backoff(int attempt, bool throttled);
+  // Takes `cost` tokens from the shared retry quota; false when too few are left.
+  bool TakeRetryQuota(int cost);
+  void RefundRetryQuota();
+
+  std::shared_ptr<net::HttpClient> http_;
+  std::shared_ptr<CredentialsProvider> credentials_;
+  RetryOptions retry_;
+  SleepFunction sleep_;
+  Signer s3_signer_{PathRule::kAsIs};
+  Signer default_signer_{PathRule::kNormaliseAndEncode};
+  mutable std::mutex quota_mutex_;
+  int quota_left_;
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> attempts_{0};
+};
+
+}  // namespace imgsvc::aws

@@ -1,0 +1,296 @@
+#include "aws/sigv4.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <iterator>
+#include <span>
+
+#include "crypto/crypto.h"
+
+namespace imgsvc::aws {
+namespace {
+
+constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
+constexpr std::string_view kUnsignedPayload = "UNSIGNED-PAYLOAD";
+constexpr std::string_view kEmptyBodyHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+constexpr std::size_t kMaxCachedKeys = 8;
+
+// Headers a proxy, load balancer or the transport may add, drop or rewrite:
+// signing them would break the signature in transit for no gain.
+constexpr std::string_view kUnsignedHeaders[] = {
+    "authorization", "connection", "expect",  "keep-alive", "proxy-authorization", "te",
+    "trailer",       "transfer-encoding",     "upgrade",    "user-agent",          "x-amzn-trace-id",
+};
+
+bool IsUnreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == '~';
+}
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+std::string ToLower(std::string_view text) {
+  std::string lower(text);
+  for (char& c : lower) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return lower;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ToLower(a) == ToLower(b);
+}
+
+// Trimmed, with every run of whitespace inside reduced to one space (an
+// obsolete folded value included).
+std::string CanonicalHeaderValue(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  bool pending_space = false;
+  for (char c : value) {
+    if (IsSpace(c)) {
+      pending_space = !out.empty();
+      continue;
+    }
+    if (pending_space) out.push_back(' ');
+    pending_space = false;
+    out.push_back(c);
+  }
+  return out;
+}
+
+bool IsSigned(std::string_view lower_name) {
+  return std::find(std::begin(kUnsignedHeaders), std::end(kUnsignedHeaders), lower_name) ==
+         std::end(kUnsignedHeaders);
+}
+
+// RFC 3986 dot-segment removal plus the collapsing of empty segments that AWS
+// services apply; a trailing slash survives unless nothing is left.
+std::string NormalisePath(std::string_view path) {
+  std::vector<std::string_view> segments;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    std::string_view segment = path.substr(start, end - start);
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+    } else if (!segment.empty() && segment != ".") {
+      segments.push_back(segment);
+    }
+    start = end + 1;
+  }
+  std::string out = "/";
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    if (i > 0) out.push_back('/');
+    out.append(segments[i]);
+  }
+  if (!segments.empty() && path.ends_with('/')) out.push_back('/');
+  return out;
+}
+
+std::string_view EffectivePayloadHash(const SignableRequest& request) {
+  return request.payload_hash.empty() ? kEmptyBodyHash : std::string_view(request.payload_hash);
+}
+
+std::string CredentialScope(std::string_view date, const SigningScope& scope) {
+  std::string out(date);
+  out.append("/").append(scope.region).append("/").append(scope.service).append("/aws4_request");
+  return out;
+}
+
+struct CanonicalHeaders {
+  std::string lines;           // "name:value\n" per header, sorted
+  std::string signed_headers;  // "name;name"
+};
+
+CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
+  std::vector<NameValue> lowered;
+  lowered.reserve(headers.size());
+  for (const auto& [name, value] : headers) {
+    std::string lower = ToLower(name);
+    if (IsSigned(lower)) lowered.emplace_back(std::move(lower), CanonicalHeaderValue(value));
+  }
+  // Stable: repeated headers keep the order they are sent in.
+  std::stable_sort(lowered.begin(), lowered.end(),
+                   [](const NameValue& a, const NameValue& b) { return a.first < b.first; });
+  CanonicalHeaders out;
+  for (std::size_t i = 0; i < lowered.size(); ++i) {
+    const bool same_as_previous = i > 0 && lowered[i].first == lowered[i - 1].first;
+    if (same_as_previous) {
+      out.lines.back() = ',';
+    } else {
+      if (!out.signed_headers.empty()) out.signed_headers.push_back(';');
+      out.signed_headers.append(lowered[i].first);
+      out.lines.append(lowered[i].first).push_back(':');
+    }
+    out.lines.append(lowered[i].second).push_back('\n');
+  }
+  return out;
+}
+
+std::string CanonicalQuery(const std::vector<NameValue>& query) {
+  std::vector<NameValue> encoded;
+  encoded.reserve(query.size());
+  for (const auto& [name, value] : query) encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
+  std::sort(encoded.begin(), encoded.end());
+  std::string out;
+  for (const auto& [name, value] : encoded) {
+    if (!out.empty()) out.push_back('&');
+    out.append(name).append("=").append(value);
+  }
+  return out;
+}
+
+void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
+  std::erase_if(headers, [name](const NameValue& header) { return EqualsIgnoreCase(header.first, name); });
+}
+
+}  // namespace
+
+std::string UriEncode(std::string_view text, bool keep_slash) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (IsUnreserved(byte) || (keep_slash && c == '/')) {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[byte >> 4]);
+      out.push_back(kHex[byte & 0x0F]);
+    }
+  }
+  return out;
+}
+
+std::string AmzDate(std::chrono::system_clock::time_point when) {
+  const auto whole_seconds = std::chrono::floor<std::chrono::seconds>(when);
+  const auto day = std::chrono::floor<std::chrono::days>(whole_seconds);
+  const std::chrono::year_month_day date{day};
+  const std::chrono::hh_mm_ss clock_time{whole_seconds - day};
+  char text[32];
+  std::snprintf(text, sizeof text, "%04d%02u%02uT%02d%02d%02dZ", static_cast<int>(date.year()),
+                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
+                static_cast<int>(clock_time.hours().count()), static_cast<int>(clock_time.minutes().count()),
+                static_cast<int>(clock_time.seconds().count()));
+  return text;
+}
+
+std::string Signer::CanonicalRequest(const SignableRequest& request) const {
+  std::string path;
+  if (path_rule_ == PathRule::kNormaliseAndEncode) {
+    path = UriEncode(NormalisePath(request.path), true);
+  } else {
+    path = request.path.empty() ? "/" : request.path;
+  }
+  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
+  std::string out;
+  out.append(request.method).push_back('\n');
+  out.append(path).push_back('\n');
+  out.append(CanonicalQuery(request.query)).push_back('\n');
+  out.append(headers.lines).push_back('\n');
+  out.append(headers.signed_headers).push_back('\n');
+  out.append(EffectivePayloadHash(request));
+  return out;
+}
+
+std::string Signer::StringToSign(const SignableRequest& request, const SigningScope& scope,
+                                 std::chrono::system_clock::time_point when) const {
+  const std::string amz_date = AmzDate(when);
+  std::string out(kAlgorithm);
+  out.push_back('\n');
+  out.append(amz_date).push_back('\n');
+  out.append(CredentialScope(std::string_view(amz_date).substr(0, 8), scope)).push_back('\n');
+  out.append(crypto::HexEncode(crypto::Sha256Of(CanonicalRequest(request))));
+  return out;
+}
+
+std::string Signer::Signature(const SignableRequest& request, const Credentials& credentials,
+                              const SigningScope& scope, std::chrono::system_clock::time_point when) {
+  const std::string key = SigningKey(credentials, scope, AmzDate(when).substr(0, 8));
+  const auto key_bytes = std::span(reinterpret_cast<const std::uint8_t*>(key.data()), key.size());
+  return crypto::HexEncode(crypto::HmacSha256(key_bytes, StringToSign(request, scope, when)));
+}
+
+void Signer::Sign(SignableRequest& request, const Credentials& credentials, const SigningScope& scope,
+                  std::chrono::system_clock::time_point when) {
+  const std::string amz_date = AmzDate(when);
+  RemoveHeader(request.headers, "authorization");
+  RemoveHeader(request.headers, "x-amz-date");
+  RemoveHeader(request.headers, "x-amz-security-token");
+  request.headers.emplace_back("x-amz-date", amz_date);
+  if (!credentials.session_token.empty()) {
+    request.headers.emplace_back("x-amz-security-token", credentials.session_token);
+  }
+  if (path_rule_ == PathRule::kAsIs) {
+    RemoveHeader(request.headers, "x-amz-content-sha256");
+    request.headers.emplace_back("x-amz-content-sha256", std::string(EffectivePayloadHash(request)));
+  }
+  const std::string signature = Signature(request, credentials, scope, when);
+  std::string authorization(kAlgorithm);
+  authorization.append(" Credential=").append(credentials.access_key_id).append("/");
+  authorization.append(CredentialScope(std::string_view(amz_date).substr(0, 8), scope));
+  authorization.append(", SignedHeaders=").append(BuildCanonicalHeaders(request.headers).signed_headers);
+  authorization.append(", Signature=").append(signature);
+  request.headers.emplace_back("authorization", std::move(authorization));
+}
+
+StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const Credentials& credentials,
+                                           const SigningScope& scope,
+                                           std::chrono::system_clock::time_point when,
+                                           std::chrono::seconds expires) {
+  if (expires < std::chrono::seconds(1) || expires > kMaxPresignExpiry) {
+    return Status(Code::kBadRequest, "a presigned URL must expire after 1 second to 7 days, not " +
+                                         std::to_string(expires.count()) + " seconds");
+  }
+  const std::string amz_date = AmzDate(when);
+  std::vector<NameValue> added = {
+      {"X-Amz-Algorithm", std::string(kAlgorithm)},
+      {"X-Amz-Credential", credentials.access_key_id + "/" +
+                               CredentialScope(std::string_view(amz_date).substr(0, 8), scope)},
+      {"X-Amz-Date", amz_date},
+      {"X-Amz-Expires", std::to_string(expires.count())},
+      {"X-Amz-SignedHeaders", BuildCanonicalHeaders(request.headers).signed_headers},
+  };
+  if (!credentials.session_token.empty()) added.emplace_back("X-Amz-Security-Token", credentials.session_token);
+
+  SignableRequest signed_request = request;
+  signed_request.query.insert(signed_request.query.end(), added.begin(), added.end());
+  if (path_rule_ == PathRule::kAsIs) signed_request.payload_hash = kUnsignedPayload;
+  added.emplace_back("X-Amz-Signature", Signature(signed_request, credentials, scope, when));
+
+  std::string out;
+  for (const auto& [name, value] : added) {
+    if (!out.empty()) out.push_back('&');
+    out.append(name).append("=").append(UriEncode(value, false));
+  }
+  return out;
+}
+
+std::string Signer::SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date) {
+  std::lock_guard lock(cache_mutex_);
+  for (const CachedKey& cached : cached_keys_) {
+    if (cached.date == date && cached.region == scope.region && cached.service == scope.service &&
+        cached.secret_access_key == credentials.secret_access_key) {
+      return cached.key;
+    }
+  }
+  std::string key = "AWS4" + credentials.secret_access_key;
+  for (std::string_view part : {date, std::string_view(scope.region), std::string_view(scope.service),
+                                std::string_view("aws4_request")}) {
+    const crypto::Sha256Digest digest = crypto::HmacSha256(key, part);
+    key.assign(reinterpret_cast<const char*>(digest.data()), digest.size());
+  }
+  if (cached_keys_.size() >= kMaxCachedKeys) cached_keys_.erase(cached_keys_.begin());
+  cached_keys_.push_back(CachedKey{.secret_access_key = credentials.secret_access_key,
+                                   .date = std::string(date),
+                                   .region = scope.region,
+                                   .service = scope.service,
+                                   .key = key});
+  return key;
+}
+
+}  // namespace imgsvc::aws

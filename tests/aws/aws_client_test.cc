@@ -1,0 +1,448 @@
+#include "aws/aws_client.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "aws/scripted_server.h"
+#include "core/log.h"
+#include "crypto/crypto.h"
+#include "net/http_client.h"
+
+namespace imgsvc::aws {
+namespace aws_client_test {
+
+using namespace std::chrono_literals;
+using scripted_server::RecordedRequest;
+using scripted_server::Response;
+using scripted_server::ScriptedServer;
+using std::chrono::milliseconds;
+using std::chrono::system_clock;
+
+Credentials LongTermCredentials() {
+  return {"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "", std::nullopt};
+}
+
+std::string JsonError(const std::string& type) {
+  return R"({"__type":"com.amazonaws.dynamodb.v20120810#)" + type + R"("})";
+}
+
+// A client against a scripted server; the delays it would sleep are recorded.
+class Harness {
+ public:
+  explicit Harness(RetryOptions retry = {}, Credentials credentials = LongTermCredentials(),
+                   net::HttpClientOptions http_options = {})
+      : http_(std::make_shared<net::HttpClient>(http_options)),
+        client_(http_, std::make_shared<StaticCredentialsProvider>(std::move(credentials)), retry,
+                [this](milliseconds delay) { delays_.push_back(delay); }) {}
+
+  ServiceTarget Target(const std::string& service) const { return {server_.endpoint(), "us-east-1", service}; }
+
+  ScriptedServer server_;
+  std::vector<milliseconds> delays_;
+  std::shared_ptr<net::HttpClient> http_;
+  AwsClient client_;
+};
+
+AwsRequest Request(std::string body = "{}") {
+  AwsRequest request;
+  request.body = std::move(body);
+  return request;
+}
+
+system_clock::time_point ParseAmzDate(std::string_view text) {  // "20150830T123600Z"
+  const auto number = [&](std::size_t pos, std::size_t count) {
+    return std::stoi(std::string(text.substr(pos, count)));
+  };
+  const std::chrono::year_month_day date{std::chrono::year{number(0, 4)},
+                                         std::chrono::month{static_cast<unsigned>(number(4, 2))},
+                                         std::chrono::day{static_cast<unsigned>(number(6, 2))}};
+  return std::chrono::sys_days{date} + std::chrono::hours{number(9, 2)} + std::chrono::minutes{number(11, 2)} +
+         std::chrono::seconds{number(13, 2)};
+}
+
+std::vector<std::string> SignedHeaderNames(std::string_view authorization) {
+  const auto start = authorization.find("SignedHeaders=") + std::string_view("SignedHeaders=").size();
+  std::istringstream list(std::string(authorization.substr(start, authorization.find(',', start) - start)));
+  std::vector<std::string> names;
+  for (std::string name; std::getline(list, name, ';');) names.push_back(name);
+  return names;
+}
+
+// Signs again what the server received (every signed header with its wire
+// value, the wire path, the body) at the request's own x-amz-date: equal
+// Authorization values prove the wire request is exactly what was signed.
+std::string ResignAsReceived(const RecordedRequest& received, const std::vector<NameValue>& query, PathRule rule,
+                             const Credentials& credentials, const SigningScope& scope) {
+  SignableRequest request{received.method, received.target.substr(0, received.target.find('?')), query, {},
+                          crypto::HexEncode(crypto::Sha256Of(received.body))};
+  for (const std::string& name : SignedHeaderNames(received.Header("authorization"))) {
+    // Sign() adds these itself.
+    if (name == "x-amz-date" || name == "x-amz-security-token" || name == "x-amz-content-sha256") continue;
+    request.headers.emplace_back(name, std::string(received.Header(name)));
+  }
+  Signer signer(rule);
+  signer.Sign(request, credentials, scope, ParseAmzDate(received.Header("x-amz-date")));
+  for (const auto& [name, value] : request.headers) {
+    if (name == "authorization") return value;
+  }
+  return "(no authorization)";
+}
+
+long ExpiresParameter(const std::string& url) {
+  const auto start = url.find("X-Amz-Expires=");
+  if (start == std::string::npos) return -1;
+  return std::stol(url.substr(start + std::string_view("X-Amz-Expires=").size()));
+}
+
+// --- error parsing ----------------------------------------------------------
+
+TEST(AwsErrorParsingTest, S3XmlWithDeclarationAndEntities) {
+  const std::string body =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
+      "<Message>The key &lt;a&amp;b&gt; &quot;x&quot; &apos;y&apos; is missing</Message>"
+      "<Key>a&amp;b</Key><RequestId>4442587FB7D0A2F9</RequestId><HostId>h</HostId></Error>";
+  const AwsError error = ParseAwsError(404, {}, body);
+  EXPECT_EQ(error.code, "NoSuchKey");
+  EXPECT_EQ(error.message, "The key <a&b> \"x\" 'y' is missing");
+  EXPECT_EQ(error.request_id, "4442587FB7D0A2F9");
+}
+
+TEST(AwsErrorParsingTest, JsonTypeAfterTheLastHash) {
+  const AwsError error =
+      ParseAwsError(400, {{"x-amzn-RequestId", "RID-1"}},
+                    R"({"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",)"
+                    R"("message":"The conditional request failed"})");
+  EXPECT_EQ(error.code, "ConditionalCheckFailedException");
+  EXPECT_EQ(error.message, "The conditional request failed");
+  EXPECT_EQ(error.request_id, "RID-1");
+
+  const AwsError capitalised =
+      ParseAwsError(400, {}, R"({"__type":"ResourceNotFoundException","Message":"Secret not found"})");
+  EXPECT_EQ(capitalised.code, "ResourceNotFoundException");
+  EXPECT_EQ(capitalised.message, "Secret not found");
+}
+
+TEST(AwsErrorParsingTest, ErrorTypeHeaderWinsAndLosesItsSuffix) {
+  const AwsError error = ParseAwsError(
+      400,
+      {{"X-Amzn-ErrorType", "ValidationException:http://internal.amazon.com/coral/com.amazon.coral.validate/"}},
+      R"({"__type":"com.amazonaws.dynamodb.v20120810#SerializationException","message":"bad"})");
+  EXPECT_EQ(error.code, "ValidationException");
+  EXPECT_EQ(error.message, "bad");
+}
+
+TEST(AwsErrorParsingTest, HeadErrorWithoutBodyTakesItsCodeFromTheStatus) {
+  const AwsError missing = ParseAwsError(404, {{"x-amz-request-id", "REQ404"}}, "");
+  EXPECT_EQ(missing.code, "NotFound");
+  EXPECT_EQ(missing.request_id, "REQ404");
+  EXPECT_EQ(ParseAwsError(403, {}, "").code, "Forbidden");
+}
+
+TEST(AwsErrorParsingTest, ThrottlingAndRetryableCodes) {
+  for (const char* code : {"ThrottlingException", "ProvisionedThroughputExceededException", "SlowDown",
+                           "RequestLimitExceeded", "TooManyRequestsException"}) {
+    EXPECT_TRUE(IsThrottling({code, "", ""})) << code;
+    EXPECT_TRUE(IsRetryable(400, {code, "", ""})) << code;
+  }
+  EXPECT_FALSE(IsThrottling({"ValidationException", "", ""}));
+  EXPECT_TRUE(IsRetryable(400, {"RequestTimeout", "", ""}));
+  EXPECT_TRUE(IsRetryable(500, {"InternalError", "", ""}));
+  EXPECT_TRUE(IsRetryable(502, {"Http502", "", ""}));
+  EXPECT_FALSE(IsRetryable(400, {"ValidationException", "", ""}));
+  EXPECT_FALSE(IsRetryable(404, {"NoSuchKey", "", ""}));
+}
+
+// --- signing and the wire request --------------------------------------------
+
+TEST(AwsClientTest, JsonCallIsSignedWithoutContentHash) {
+  Harness harness;
+  harness.server_.Push(Response(200, "{}", {{"x-amzn-RequestId", "R-OK"}}));
+  auto response = harness.client_.CallJson(harness.Target("dynamodb"), "DynamoDB_20120810.GetItem", "1.0",
+                                           R"({"TableName":"t"})");
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->ok());
+  EXPECT_EQ(response->attempts, 1);
+  EXPECT_EQ(response->HeaderValue("X-AMZN-REQUESTID"), "R-OK");
+
+  const auto requests = harness.server_.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const RecordedRequest& sent = requests[0];
+  EXPECT_EQ(sent.method, "POST");
+  EXPECT_EQ(sent.target, "/");
+  EXPECT_EQ(sent.body, R"({"TableName":"t"})");
+  EXPECT_EQ(sent.Header("x-amz-target"), "DynamoDB_20120810.GetItem");
+  EXPECT_EQ(sent.Header("content-type"), "application/x-amz-json-1.0");
+  EXPECT_EQ(sent.Header("user-agent"), "imgsvc/0.1");
+  EXPECT_EQ(sent.Header("amz-sdk-request"), "attempt=1; max=3");
+  EXPECT_FALSE(sent.Header("amz-sdk-invocation-id").empty());
+  EXPECT_FALSE(sent.Header("x-amz-date").empty());
+  EXPECT_TRUE(sent.Header("x-amz-content-sha256").empty());
+  EXPECT_TRUE(sent.Header("x-amz-security-token").empty());
+  EXPECT_TRUE(sent.Header("authorization").starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+  EXPECT_NE(sent.Header("authorization").find("/us-east-1/dynamodb/aws4_request"), std::string_view::npos);
+  EXPECT_EQ(ResignAsReceived(sent, {}, PathRule::kNormaliseAndEncode, LongTermCredentials(),
+                             {"us-east-1", "dynamodb"}),
+            sent.Header("authorization"));
+}
+
+TEST(AwsClientTest, S3RequestCarriesContentHashQueryAndSessionToken) {
+  Credentials temporary = LongTermCredentials();
+  temporary.session_token = "SESSION/TOKEN";
+  Harness harness({}, temporary);
+  harness.server_.Push(Response(200));
+  AwsRequest request;
+  request.method = "PUT";
+  request.path = "/bucket/images/key%20name.png";
+  request.query = {{"partNumber", "1"}, {"uploadId", "a b/c"}};
+  request.headers = {{"content-type", "image/png"}};
+  request.body = "png-bytes";
+  const std::vector<NameValue> query = request.query;
+  auto response = harness.client_.Send(harness.Target("s3"), request);
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+
+  const auto requests = harness.server_.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const RecordedRequest& sent = requests[0];
+  EXPECT_EQ(sent.method, "PUT");
+  EXPECT_EQ(sent.target, "/bucket/images/key%20name.png?partNumber=1&uploadId=a%20b%2Fc");
+  EXPECT_EQ(sent.Header("x-amz-content-sha256"), crypto::HexEncode(crypto::Sha256Of("png-bytes")));
+  EXPECT_EQ(sent.Header("x-amz-security-token"), "SESSION/TOKEN");
+  EXPECT_NE(sent.Header("authorization").find("/us-east-1/s3/aws4_request"), std::string_view::npos);
+  EXPECT_EQ(ResignAsReceived(sent, query, PathRule::kAsIs, temporary, {"us-east-1", "s3"}),
+            sent.Header("authorization"));
+}
+
+// --- retries ------------------------------------------------------------------
+
+TEST(AwsClientTest, ThrottlingRetriedWithJitteredBackoffThenSucceeds) {
+  Harness harness;
+  harness.server_.Push(Response(400, JsonError("ThrottlingException")));
+  harness.server_.Push(Response(400, JsonError("ProvisionedThroughputExceededException")));
+  harness.server_.Push(Response(200, "{}"));
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->ok());
+  EXPECT_EQ(response->attempts, 3);
+
+  // Full jitter below the ceiling: 500 ms after throttling, doubled per attempt.
+  ASSERT_EQ(harness.delays_.size(), 2u);
+  EXPECT_LT(harness.delays_[0], 500ms);
+  EXPECT_LT(harness.delays_[1], 1000ms);
+
+  const auto requests = harness.server_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[1].Header("amz-sdk-request"), "attempt=2; max=3");
+  EXPECT_EQ(requests[2].Header("amz-sdk-request"), "attempt=3; max=3");
+  EXPECT_EQ(requests[0].Header("amz-sdk-invocation-id"), requests[2].Header("amz-sdk-invocation-id"));
+  EXPECT_NE(requests[0].Header("x-amz-date").size(), 0u);
+
+  const AwsClient::Stats stats = harness.client_.stats();
+  EXPECT_EQ(stats.calls, 1u);
+  EXPECT_EQ(stats.attempts, 3u);
+  EXPECT_EQ(stats.quota_left, 500 - 2 * 5 + 1);
+}
+
+TEST(AwsClientTest, ThrottlingBacksOffFromTheLongerBase) {
+  RetryOptions retry;
+  retry.max_attempts = 6;
+  retry.base_delay = 0ms;  // other errors: no wait at all
+  Harness harness(retry);
+  for (int i = 0; i < 5; ++i) harness.server_.Push(Response(503, JsonError("ServiceUnavailableException")));
+  harness.server_.Push(Response(200, "{}"));
+  ASSERT_TRUE(harness.client_.Send(harness.Target("dynamodb"), Request()).ok());
+  ASSERT_EQ(harness.delays_.size(), 5u);
+  for (milliseconds delay : harness.delays_) EXPECT_EQ(delay, 0ms);
+
+  harness.delays_.clear();
+  for (int i = 0; i < 5; ++i) harness.server_.Push(Response(400, JsonError("ThrottlingException")));
+  harness.server_.Push(Response(200, "{}"));
+  ASSERT_TRUE(harness.client_.Send(harness.Target("dynamodb"), Request()).ok());
+  ASSERT_EQ(harness.delays_.size(), 5u);
+  milliseconds ceiling = 500ms;
+  for (milliseconds delay : harness.delays_) {
+    EXPECT_LT(delay, ceiling);
+    ceiling *= 2;
+  }
+  // Five draws from [0, 500 ms), [0, 1 s), ... are not all zero unless the
+  // throttling base was ignored.
+  EXPECT_GT(*std::max_element(harness.delays_.begin(), harness.delays_.end()), 0ms);
+}
+
+TEST(AwsClientTest, GivesUpAfterThreeAttemptsWithTheLastAnswer) {
+  Harness harness;
+  for (const char* id : {"R1", "R2", "R3"}) {
+    harness.server_.Push(Response(503, JsonError("InternalServerError"), {{"x-amzn-RequestId", id}}));
+  }
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_FALSE(response->ok());
+  EXPECT_EQ(response->status, 503);
+  EXPECT_EQ(response->attempts, 3);
+  EXPECT_EQ(response->error.code, "InternalServerError");
+  EXPECT_EQ(response->error.request_id, "R3");
+  EXPECT_EQ(harness.server_.requests().size(), 3u);
+  EXPECT_EQ(harness.delays_.size(), 2u);
+}
+
+TEST(AwsClientTest, ClientErrorIsNotRetried) {
+  Harness harness;
+  harness.server_.Push(Response(400, JsonError("ValidationException")));
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_EQ(response->status, 400);
+  EXPECT_EQ(response->error.code, "ValidationException");
+  EXPECT_EQ(response->attempts, 1);
+  EXPECT_EQ(harness.server_.requests().size(), 1u);
+  EXPECT_TRUE(harness.delays_.empty());
+}
+
+TEST(AwsClientTest, ExhaustedRetryQuotaStopsRetries) {
+  RetryOptions retry;
+  retry.quota = 5;  // one retry's worth
+  Harness harness(retry);
+  harness.server_.Push(Response(503, JsonError("ServiceUnavailableException")));
+  harness.server_.Push(Response(503, JsonError("ServiceUnavailableException")));
+  auto first = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->attempts, 2);
+  EXPECT_EQ(harness.client_.stats().quota_left, 0);
+
+  harness.server_.Push(Response(503, JsonError("ServiceUnavailableException")));
+  auto second = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->attempts, 1);
+
+  harness.server_.Push(Response(200, "{}"));
+  ASSERT_TRUE(harness.client_.Send(harness.Target("dynamodb"), Request()).ok());
+  const AwsClient::Stats stats = harness.client_.stats();
+  EXPECT_EQ(stats.quota_left, 1);  // a success gives one token back
+  EXPECT_EQ(stats.calls, 3u);
+  EXPECT_EQ(stats.attempts, 4u);
+}
+
+TEST(AwsClientTest, TransportFailureRetriedOnlyWhenReplayable) {
+  Harness harness;
+  const ServiceTarget closed{{"http", "127.0.0.1", scripted_server::ClosedPort()}, "us-east-1", "dynamodb"};
+  auto replayable = harness.client_.Send(closed, Request());
+  ASSERT_FALSE(replayable.ok());
+  EXPECT_EQ(replayable.status().code(), Code::kUnavailable);
+  EXPECT_EQ(harness.client_.stats().attempts, 3u);
+  EXPECT_EQ(harness.delays_.size(), 2u);
+
+  AwsRequest once = Request();
+  once.replayable = false;
+  auto not_replayable = harness.client_.Send(closed, once);
+  ASSERT_FALSE(not_replayable.ok());
+  EXPECT_EQ(harness.client_.stats().attempts, 4u);
+  EXPECT_EQ(harness.delays_.size(), 2u);
+}
+
+TEST(AwsClientTest, TimeoutCostsMoreRetryQuota) {
+  RetryOptions retry;
+  retry.quota = 10;  // two ordinary retries, or one after a timeout
+  net::HttpClientOptions http_options;
+  http_options.total_timeout = 300ms;
+  Harness harness(retry, LongTermCredentials(), http_options);
+  for (int i = 0; i < 3; ++i) harness.server_.PushSilence();
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded);
+  EXPECT_EQ(harness.client_.stats().attempts, 2u);
+  EXPECT_EQ(harness.client_.stats().quota_left, 0);
+}
+
+// --- mapping onto our codes -------------------------------------------------------
+
+AwsResponse Answer(int status, const std::string& code, const std::string& request_id) {
+  AwsResponse response;
+  response.status = status;
+  response.error = {code, "details", request_id};
+  response.attempts = 3;
+  return response;
+}
+
+TEST(AwsToStatusTest, ThrottlingIsUnavailableWithRetryAfter) {
+  const Status status = ToStatus("DynamoDB PutItem", Answer(400, "ProvisionedThroughputExceededException", "R"));
+  EXPECT_EQ(status.code(), Code::kUnavailable);
+  EXPECT_EQ(status.retry_after(), 1);
+}
+
+TEST(AwsToStatusTest, ServerErrorIsUnavailable) {
+  const Status status = ToStatus("S3 PutObject", Answer(500, "InternalError", "R"));
+  EXPECT_EQ(status.code(), Code::kUnavailable);
+  EXPECT_FALSE(status.retry_after().has_value());
+  EXPECT_EQ(ToStatus("S3 PutObject", Answer(501, "NotImplemented", "R")).code(), Code::kUnavailable);
+}
+
+TEST(AwsToStatusTest, UnexpectedClientErrorIsInternalAndLogged) {
+  char path[] = "/tmp/imgsvc-aws-log-XXXXXX";
+  const int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  log::SetFd(fd);
+  const Status status = ToStatus("DynamoDB Query", Answer(400, "UnrecognizedClientException", "RID-400"));
+  log::SetFd(STDOUT_FILENO);
+  ::close(fd);
+  std::ifstream file(path);
+  const std::string logged{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  ::unlink(path);
+
+  EXPECT_EQ(status.code(), Code::kInternal);
+  EXPECT_NE(status.message().find("UnrecognizedClientException"), std::string::npos);
+  EXPECT_NE(status.message().find("RID-400"), std::string::npos);
+  EXPECT_NE(logged.find("RID-400"), std::string::npos) << logged;
+  EXPECT_NE(logged.find("DynamoDB Query"), std::string::npos) << logged;
+  EXPECT_NE(logged.find("UnrecognizedClientException"), std::string::npos) << logged;
+}
+
+// --- presigning -----------------------------------------------------------------
+
+const ServiceTarget kS3Target{{"https", "examplebucket.s3.amazonaws.com", 443}, "us-east-1", "s3"};
+
+TEST(AwsPresignTest, LongTermCredentialsGiveTheFullExpiry) {
+  Harness harness;
+  const auto before = system_clock::now();
+  auto presigned = harness.client_.PresignGet(kS3Target, "/images/a%20b.png", 3600s);
+  ASSERT_TRUE(presigned.ok()) << presigned.status().ToString();
+  EXPECT_TRUE(presigned->url.starts_with("https://examplebucket.s3.amazonaws.com/images/a%20b.png?X-Amz-"))
+      << presigned->url;
+  EXPECT_EQ(ExpiresParameter(presigned->url), 3600);
+  EXPECT_GE(presigned->expires_at, before + 3600s - 1s);
+  EXPECT_LE(presigned->expires_at, system_clock::now() + 3600s);
+}
+
+TEST(AwsPresignTest, ExpiryClampedToTheCredentials) {
+  Credentials temporary = LongTermCredentials();
+  temporary.session_token = "TOKEN";
+  temporary.expiration = system_clock::now() + 10min;
+  Harness harness({}, temporary);
+  auto presigned = harness.client_.PresignGet(kS3Target, "/images/a.png", 3600s);
+  ASSERT_TRUE(presigned.ok()) << presigned.status().ToString();
+  EXPECT_LE(presigned->expires_at, *temporary.expiration);
+  const long expires = ExpiresParameter(presigned->url);
+  EXPECT_LT(expires, 600);
+  EXPECT_GT(expires, 300);  // only a small safety margin (and a slow VM) is taken off
+  EXPECT_NE(presigned->url.find("X-Amz-Security-Token="), std::string::npos);
+}
+
+TEST(AwsPresignTest, ExpiredCredentialsCannotPresign) {
+  Credentials expired = LongTermCredentials();
+  expired.session_token = "TOKEN";
+  expired.expiration = system_clock::now() - 1s;
+  Harness harness({}, expired);
+  auto presigned = harness.client_.PresignGet(kS3Target, "/images/a.png", 60s);
+  ASSERT_FALSE(presigned.ok());
+  EXPECT_EQ(presigned.status().code(), Code::kUnavailable);
+}
+
+}  // namespace aws_client_test
+}  // namespace imgsvc::aws
