@@ -1,0 +1,740 @@
+#include "storage/aws/dynamodb_metadata_store.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include "core/log.h"
+
+namespace imgsvc::storage {
+namespace {
+
+namespace json = boost::json;
+
+constexpr char kUserIndex[] = "UserIdIndex";
+constexpr char kConditionFailed[] = "ConditionalCheckFailedException";
+// Limit counts the items a read evaluates, not those that pass the filter:
+// filtered reads ask for at least kMinFilteredRead so a sparse match does not
+// cost one round trip per item.
+constexpr std::size_t kMaxRead = 1000;
+constexpr std::size_t kMinFilteredRead = 100;
+constexpr std::chrono::milliseconds kPollInterval{200};
+constexpr std::chrono::seconds kActiveTimeout{120};
+
+constexpr std::array kAllFormats = {core::ImageFormat::kJpeg, core::ImageFormat::kPng,  core::ImageFormat::kGif,
+                                    core::ImageFormat::kWebp, core::ImageFormat::kAvif, core::ImageFormat::kHeic,
+                                    core::ImageFormat::kTiff};
+
+json::string_view Js(std::string_view text) { return {text.data(), text.size()}; }
+
+Status NotFound() { return Status(Code::kNotFound, "Image not found"); }
+
+// Attribute values ----------------------------------------------------------
+
+json::value StringValue(std::string_view text) {
+  json::object attribute;
+  attribute["S"] = Js(text);
+  return attribute;
+}
+
+json::value NumberValue(std::uint64_t number) {
+  json::object attribute;
+  attribute["N"] = Js(std::to_string(number));
+  return attribute;
+}
+
+json::value TagsValue(const std::vector<std::string>& tags) {
+  json::array list;
+  list.reserve(tags.size());
+  for (const std::string& tag : tags) list.push_back(StringValue(tag));
+  json::object attribute;
+  attribute["L"] = std::move(list);
+  return attribute;
+}
+
+json::object KeyOf(std::string_view image_id) {
+  json::object key;
+  key["image_id"] = StringValue(image_id);
+  return key;
+}
+
+json::object ItemOf(const core::ImageRecord& record) {
+  json::object item;
+  item["image_id"] = StringValue(record.image_id);
+  item["user_id"] = StringValue(record.user_id);
+  item["filename"] = StringValue(record.filename);
+  item["format"] = StringValue(core::FormatName(record.format));
+  // What the original service stored and read: items stay readable by it.
+  item["content_type"] = StringValue(core::FormatContentType(record.format));
+  item["size_bytes"] = NumberValue(record.size_bytes);
+  item["width"] = NumberValue(record.width);
+  item["height"] = NumberValue(record.height);
+  item["sha256"] = StringValue(record.sha256);
+  if (record.category) item["category"] = StringValue(*record.category);
+  item["tags"] = TagsValue(record.tags);
+  item["visibility"] = StringValue(core::VisibilityName(record.visibility));
+  item["created_at"] = StringValue(record.created_at);
+  item["updated_at"] = StringValue(record.updated_at);
+  return item;
+}
+
+// Reading items ---------------------------------------------------------------
+
+// An item as read: the record, and its key as stored (which the listing
+// resumes from, whatever the timestamp's format).
+struct StoredItem {
+  core::ImageRecord record;
+  core::Position key;
+};
+
+Status Malformed(std::string_view image_id, std::string_view what) {
+  return Status(Code::kInternal, "DynamoDB: malformed item " + std::string(image_id) + ": " + std::string(what));
+}
+
+// The payload of attribute `name` when it has DynamoDB type `type`.
+const json::value* Typed(const json::object& item, std::string_view name, std::string_view type) {
+  const json::value* attribute = item.if_contains(Js(name));
+  if (attribute == nullptr || !attribute->is_object()) return nullptr;
+  return attribute->get_object().if_contains(Js(type));
+}
+
+std::optional<std::string> StringAttribute(const json::object& item, std::string_view name) {
+  const json::value* text = Typed(item, name, "S");
+  if (text == nullptr || !text->is_string()) return std::nullopt;
+  return std::string(text->get_string().data(), text->get_string().size());
+}
+
+// A non-negative integer at most `max`; 0 when absent (items of the original
+// service may lack the dimensions).
+StatusOr<std::uint64_t> CountAttribute(const json::object& item, std::string_view name, std::string_view image_id,
+                                       std::uint64_t max) {
+  if (!item.contains(Js(name))) return std::uint64_t{0};
+  const json::value* number = Typed(item, name, "N");
+  if (number == nullptr || !number->is_string()) return Malformed(image_id, std::string(name) + " is not a number");
+  const std::string_view text(number->get_string().data(), number->get_string().size());
+  std::uint64_t count = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
+  if (error != std::errc() || end != text.data() + text.size() || count > max) {
+    return Malformed(image_id, std::string(name) + " is out of range");
+  }
+  return count;
+}
+
+// A list of strings (ours) or a string set (the original service's).
+StatusOr<std::vector<std::string>> TagsAttribute(const json::object& item, std::string_view image_id) {
+  std::vector<std::string> tags;
+  const json::value* list = Typed(item, "tags", "L");
+  const json::value* set = Typed(item, "tags", "SS");
+  const json::value* elements = list != nullptr ? list : set;
+  if (elements == nullptr) {
+    if (item.contains("tags") && Typed(item, "tags", "NULL") == nullptr) return Malformed(image_id, "tags");
+    return tags;
+  }
+  if (!elements->is_array()) return Malformed(image_id, "tags");
+  for (const json::value& element : elements->get_array()) {
+    const json::value* text = &element;
+    if (list != nullptr) text = element.is_object() ? element.get_object().if_contains("S") : nullptr;
+    if (text == nullptr || !text->is_string()) return Malformed(image_id, "a tag is not a string");
+    tags.emplace_back(text->get_string().data(), text->get_string().size());
+  }
+  return tags;
+}
+
+// "png", "JPEG", "jpg" (an extension), ...
+std::optional<core::ImageFormat> FormatNamed(std::string_view name) {
+  const std::string lower = core::LowerAscii(name);
+  for (const core::ImageFormat format : kAllFormats) {
+    if (core::FormatName(format) == lower) return format;
+  }
+  return core::FormatFromExtension("." + lower);
+}
+
+// `format`, else the original service's `content_type` ("image/png").
+std::optional<core::ImageFormat> FormatAttribute(const json::object& item) {
+  if (const std::optional<std::string> name = StringAttribute(item, "format")) return FormatNamed(*name);
+  const std::optional<std::string> content_type = StringAttribute(item, "content_type");
+  if (!content_type) return std::nullopt;
+  std::string_view media = *content_type;
+  media = media.substr(0, media.find(';'));
+  constexpr std::string_view kImage = "image/";
+  if (media.size() <= kImage.size() || core::LowerAscii(media.substr(0, kImage.size())) != kImage) {
+    return std::nullopt;
+  }
+  return FormatNamed(media.substr(kImage.size()));
+}
+
+StatusOr<StoredItem> Decode(const json::value* value) {
+  if (value == nullptr || !value->is_object()) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
+  const json::object& item = value->get_object();
+  std::optional<std::string> image_id = StringAttribute(item, "image_id");
+  std::optional<std::string> user_id = StringAttribute(item, "user_id");
+  std::optional<std::string> created_at = StringAttribute(item, "created_at");
+  if (!image_id || !user_id || !created_at) {
+    return Malformed(image_id.value_or("?"), "image_id, user_id or created_at is missing");
+  }
+
+  StoredItem stored;
+  core::ImageRecord& record = stored.record;
+  record.image_id = *image_id;
+  record.user_id = *user_id;
+  record.created_at = core::NormaliseStoredTimestamp(*created_at);
+  const std::optional<std::string> updated_at = StringAttribute(item, "updated_at");
+  record.updated_at = updated_at ? core::NormaliseStoredTimestamp(*updated_at) : record.created_at;
+  record.filename = StringAttribute(item, "filename").value_or("");
+  const std::optional<core::ImageFormat> format = FormatAttribute(item);
+  if (!format) return Malformed(record.image_id, "unknown format");
+  record.format = *format;
+  IMGSVC_ASSIGN_OR_RETURN(record.size_bytes, CountAttribute(item, "size_bytes", record.image_id,
+                                                            std::numeric_limits<std::uint64_t>::max()));
+  constexpr std::uint64_t kMaxDimension = std::numeric_limits<std::uint32_t>::max();
+  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t width, CountAttribute(item, "width", record.image_id, kMaxDimension));
+  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t height, CountAttribute(item, "height", record.image_id, kMaxDimension));
+  record.width = static_cast<std::uint32_t>(width);
+  record.height = static_cast<std::uint32_t>(height);
+  record.sha256 = StringAttribute(item, "sha256").value_or("");
+  record.category = StringAttribute(item, "category");  // absent, or NULL as boto3 writes None
+  IMGSVC_ASSIGN_OR_RETURN(record.tags, TagsAttribute(item, record.image_id));
+  record.visibility =
+      StringAttribute(item, "visibility") == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+
+  stored.key = core::Position{std::move(*user_id), std::move(*created_at), std::move(*image_id)};
+  return stored;
+}
+
+// Calls -----------------------------------------------------------------------
+
+// One table's calls through the signed client.
+class Table {
+ public:
+  Table(aws::AwsClient& client, const aws::ServiceTarget& target, const std::string& name)
+      : client_(client), target_(target), name_(name) {}
+
+  const std::string& name() const { return name_; }
+
+  // A request body naming the table.
+  json::object Body() const {
+    json::object body;
+    body["TableName"] = Js(name_);
+    return body;
+  }
+
+  // The answer, error answers included; a Status only when none came.
+  StatusOr<aws::AwsResponse> Send(std::string_view operation, const json::object& body) {
+    StatusOr<aws::AwsResponse> response =
+        client_.CallJson(target_, "DynamoDB_20120810." + std::string(operation), "1.0", json::serialize(body));
+    if (!response.ok()) return response.status().WithContext("DynamoDB " + std::string(operation));
+    return response;
+  }
+
+  // Send, with an error answer turned into its Status.
+  StatusOr<json::object> Call(std::string_view operation, const json::object& body) {
+    IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, Send(operation, body));
+    if (!response.ok()) return aws::ToStatus("DynamoDB " + std::string(operation), response);
+    return Parse(operation, response);
+  }
+
+  static StatusOr<json::object> Parse(std::string_view operation, const aws::AwsResponse& response) {
+    boost::system::error_code error;
+    json::value answer = json::parse(Js(response.body), error);
+    if (error || !answer.is_object()) {
+      return Status(Code::kInternal, "DynamoDB " + std::string(operation) + ": the answer is not a JSON object");
+    }
+    return std::move(answer.get_object());
+  }
+
+ private:
+  aws::AwsClient& client_;
+  const aws::ServiceTarget& target_;
+  const std::string& name_;
+};
+
+// The placeholders of one request's expressions. Every attribute name goes
+// through one, so none can collide with DynamoDB's reserved words.
+class Placeholders {
+ public:
+  std::string Name(std::string_view attribute) {
+    for (const json::key_value_pair& entry : names_) {
+      if (entry.value().as_string() == Js(attribute)) return std::string(entry.key());
+    }
+    std::string placeholder = "#n" + std::to_string(names_.size());
+    names_[Js(placeholder)] = Js(attribute);
+    return placeholder;
+  }
+
+  std::string Value(json::value attribute_value) {
+    std::string placeholder = ":v" + std::to_string(values_.size());
+    values_[Js(placeholder)] = std::move(attribute_value);
+    return placeholder;
+  }
+
+  void AddTo(json::object& body) const {
+    if (!names_.empty()) body["ExpressionAttributeNames"] = names_;
+    if (!values_.empty()) body["ExpressionAttributeValues"] = values_;
+  }
+
+ private:
+  json::object names_;
+  json::object values_;
+};
+
+std::string Join(const std::vector<std::string>& parts, std::string_view separator) {
+  std::string joined;
+  for (const std::string& part : parts) {
+    if (!joined.empty()) joined += separator;
+    joined += part;
+  }
+  return joined;
+}
+
+// The stored item (strongly consistent); nullopt when absent.
+StatusOr<std::optional<json::object>> GetItem(Table& table, std::string_view image_id) {
+  json::object body = table.Body();
+  body["Key"] = KeyOf(image_id);
+  body["ConsistentRead"] = true;
+  IMGSVC_ASSIGN_OR_RETURN(json::object answer, table.Call("GetItem", body));
+  json::value* item = answer.if_contains("Item");
+  if (item == nullptr || !item->is_object()) return std::optional<json::object>();
+  return std::optional<json::object>(std::move(item->get_object()));
+}
+
+// Writing ---------------------------------------------------------------------
+
+struct PutOutcome {
+  Status status;
+  // The failed put may have been applied (no answer, a 5xx, an unreadable
+  // check): compensation must try to remove it.
+  bool maybe_written = false;
+};
+
+PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
+  json::object body = table.Body();
+  body["Item"] = ItemOf(record);
+  Placeholders placeholders;
+  body["ConditionExpression"] = Js("attribute_not_exists(" + placeholders.Name("image_id") + ")");
+  placeholders.AddTo(body);
+  StatusOr<aws::AwsResponse> response = table.Send("PutItem", body);
+  if (!response.ok()) return {response.status(), true};
+  if (response->ok()) return {};
+  if (response->error.code != kConditionFailed) {
+    return {aws::ToStatus("DynamoDB PutItem", *response), response->status >= 500};
+  }
+
+  // An earlier attempt whose answer was lost may have written this very
+  // record: then the put succeeded. Image ids are random, so an equal record
+  // under the id is ours.
+  StatusOr<std::optional<json::object>> stored = GetItem(table, record.image_id);
+  if (!stored.ok()) return {stored.status(), true};
+  if (stored->has_value()) {
+    const json::value item(std::move(**stored));
+    StatusOr<StoredItem> decoded = Decode(&item);
+    if (decoded.ok() && decoded->record == record) {
+      log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
+                {{"image_id", record.image_id}, {"attempts", response->attempts}});
+      return {};
+    }
+  }
+  return {Status(Code::kConflict, "image id already exists: " + record.image_id), false};
+}
+
+// Removes records a failed PutNew wrote. Conditional on the record's own
+// fields: a put whose outcome is unknown may have met someone else's item.
+void Compensate(Table& table, std::span<const core::ImageRecord* const> records) {
+  for (const core::ImageRecord* record : records) {
+    json::object body = table.Body();
+    body["Key"] = KeyOf(record->image_id);
+    Placeholders placeholders;
+    const std::vector<std::string> condition = {
+        placeholders.Name("user_id") + " = " + placeholders.Value(StringValue(record->user_id)),
+        placeholders.Name("sha256") + " = " + placeholders.Value(StringValue(record->sha256)),
+        placeholders.Name("created_at") + " = " + placeholders.Value(StringValue(record->created_at)),
+    };
+    body["ConditionExpression"] = Js(Join(condition, " AND "));
+    placeholders.AddTo(body);
+    const StatusOr<aws::AwsResponse> response = table.Send("DeleteItem", body);
+    if (response.ok() && (response->ok() || response->error.code == kConditionFailed)) continue;
+    const Status failure = response.ok() ? aws::ToStatus("DynamoDB DeleteItem", *response) : response.status();
+    log::Error("DynamoDB: a record of a failed upload could not be removed",
+               {{"image_id", record->image_id}, {"error", failure.message()}});
+  }
+}
+
+core::DeleteOutcome DeleteOne(Table& table, std::string_view owner, const std::string& image_id) {
+  core::DeleteOutcome outcome;
+  outcome.image_id = image_id;
+  const auto failed = [&outcome](const Status& status) {
+    outcome.result = core::DeleteResult::kFailed;
+    outcome.detail = status.message();
+    return outcome;
+  };
+
+  json::object body = table.Body();
+  body["Key"] = KeyOf(image_id);
+  Placeholders placeholders;
+  body["ConditionExpression"] = Js(placeholders.Name("user_id") + " = " + placeholders.Value(StringValue(owner)));
+  body["ReturnValues"] = "ALL_OLD";
+  placeholders.AddTo(body);
+  const StatusOr<aws::AwsResponse> response = table.Send("DeleteItem", body);
+  if (!response.ok()) return failed(response.status());
+  if (!response->ok()) {
+    if (response->error.code != kConditionFailed) return failed(aws::ToStatus("DynamoDB DeleteItem", *response));
+    outcome.result = core::DeleteResult::kNotFound;  // absent or someone else's
+    return outcome;
+  }
+  StatusOr<json::object> answer = Table::Parse("DeleteItem", *response);
+  if (!answer.ok()) return failed(answer.status());
+  StatusOr<StoredItem> deleted = Decode(answer->if_contains("Attributes"));
+  if (!deleted.ok()) return failed(deleted.status().WithContext("deleted, but the old record is unreadable"));
+  outcome.result = core::DeleteResult::kDeleted;
+  outcome.record = std::move(deleted->record);
+  return outcome;
+}
+
+// Listing -----------------------------------------------------------------------
+
+struct ReadPlan {
+  std::string operation;  // "Query" or "Scan"
+  json::object body;      // all but Limit and ExclusiveStartKey
+  bool filtered = false;
+  bool by_user = false;
+};
+
+// The read for `query`; nullopt when nothing can match (an empty date range,
+// someone else's private images).
+std::optional<ReadPlan> PlanRead(const Table& table, const core::ListQuery& query) {
+  if (query.created_from && query.created_to && *query.created_from > *query.created_to) return std::nullopt;
+  Placeholders placeholders;
+  const auto name = [&placeholders](std::string_view attribute) { return placeholders.Name(attribute); };
+  const auto value = [&placeholders](std::string_view text) { return placeholders.Value(StringValue(text)); };
+
+  std::string range;
+  if (query.created_from && query.created_to) {
+    range = name("created_at") + " BETWEEN " + value(*query.created_from) + " AND " + value(*query.created_to);
+  } else if (query.created_from) {
+    range = name("created_at") + " >= " + value(*query.created_from);
+  } else if (query.created_to) {
+    range = name("created_at") + " <= " + value(*query.created_to);
+  }
+  const auto is_public = [&] { return name("visibility") + " = " + value("public"); };
+  // Items of the original service have no visibility: private.
+  const auto is_private = [&] {
+    const std::string visibility = name("visibility");
+    return "(attribute_not_exists(" + visibility + ") OR " + visibility + " <> " + value("public") + ")";
+  };
+
+  ReadPlan plan;
+  plan.by_user = query.user_id.has_value();
+  plan.body = table.Body();
+  std::vector<std::string> filters;
+  if (plan.by_user) {
+    // user_id is the index key here, so it cannot be filtered on; the viewer
+    // rule needs no filter on it: the owner sees all of theirs, others public.
+    const bool owner_views = query.viewer == query.user_id;
+    if (query.visibility == core::Visibility::kPrivate && !owner_views) return std::nullopt;
+    if (query.visibility == core::Visibility::kPublic || !owner_views) {
+      filters.push_back(is_public());
+    } else if (query.visibility == core::Visibility::kPrivate) {
+      filters.push_back(is_private());
+    }
+    std::string key = name("user_id") + " = " + value(*query.user_id);
+    if (!range.empty()) key += " AND " + range;
+    plan.operation = "Query";
+    plan.body["IndexName"] = kUserIndex;
+    plan.body["KeyConditionExpression"] = Js(key);
+    plan.body["ScanIndexForward"] = false;  // newest first
+  } else {
+    if (!range.empty()) filters.push_back(range);
+    if (query.visibility == core::Visibility::kPublic) {
+      filters.push_back(is_public());
+    } else if (query.visibility == core::Visibility::kPrivate) {
+      if (!query.viewer) return std::nullopt;
+      filters.push_back(is_private());
+      filters.push_back(name("user_id") + " = " + value(*query.viewer));
+    } else if (query.viewer) {
+      filters.push_back("(" + is_public() + " OR " + name("user_id") + " = " + value(*query.viewer) + ")");
+    } else {
+      filters.push_back(is_public());
+    }
+    plan.operation = "Scan";
+  }
+  if (query.category) filters.push_back(name("category") + " = " + value(*query.category));
+  for (const std::string& tag : query.tags) filters.push_back("contains(" + name("tags") + ", " + value(tag) + ")");
+
+  plan.filtered = !filters.empty();
+  if (plan.filtered) plan.body["FilterExpression"] = Js(Join(filters, " AND "));
+  placeholders.AddTo(plan.body);
+  return plan;
+}
+
+// A Query on the index resumes from the table key and the index key; a Scan
+// from the table key alone.
+json::object StartKey(const core::Position& position, bool by_user) {
+  json::object key = KeyOf(position.image_id);
+  if (by_user) {
+    key["user_id"] = StringValue(position.user_id);
+    key["created_at"] = StringValue(position.created_at);
+  }
+  return key;
+}
+
+StatusOr<core::Position> PositionOfKey(const json::value& key) {
+  if (!key.is_object()) return Status(Code::kInternal, "DynamoDB: malformed LastEvaluatedKey");
+  const json::object& attributes = key.get_object();
+  std::optional<std::string> image_id = StringAttribute(attributes, "image_id");
+  if (!image_id) return Status(Code::kInternal, "DynamoDB: LastEvaluatedKey lacks image_id");
+  return core::Position{StringAttribute(attributes, "user_id").value_or(""),
+                        StringAttribute(attributes, "created_at").value_or(""), std::move(*image_id)};
+}
+
+json::value KeyElement(std::string_view attribute, std::string_view key_type) {
+  json::object element;
+  element["AttributeName"] = Js(attribute);
+  element["KeyType"] = Js(key_type);
+  return element;
+}
+
+json::object CreateTableBody(const Table& table) {
+  json::object body = table.Body();
+  body["BillingMode"] = "PAY_PER_REQUEST";
+  json::array definitions;
+  for (const std::string_view attribute : {"image_id", "user_id", "created_at"}) {
+    json::object definition;
+    definition["AttributeName"] = Js(attribute);
+    definition["AttributeType"] = "S";
+    definitions.push_back(std::move(definition));
+  }
+  body["AttributeDefinitions"] = std::move(definitions);
+  json::array table_key;
+  table_key.push_back(KeyElement("image_id", "HASH"));
+  body["KeySchema"] = std::move(table_key);
+
+  json::object index;
+  index["IndexName"] = kUserIndex;
+  json::array index_key;
+  index_key.push_back(KeyElement("user_id", "HASH"));
+  index_key.push_back(KeyElement("created_at", "RANGE"));
+  index["KeySchema"] = std::move(index_key);
+  json::object projection;
+  projection["ProjectionType"] = "ALL";
+  index["Projection"] = std::move(projection);
+  json::array indexes;
+  indexes.push_back(std::move(index));
+  body["GlobalSecondaryIndexes"] = std::move(indexes);
+  return body;
+}
+
+// The table's description; kNotFound when it does not exist.
+StatusOr<json::object> Describe(Table& table) {
+  IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, table.Send("DescribeTable", table.Body()));
+  if (!response.ok()) {
+    if (response.error.code == "ResourceNotFoundException") {
+      return Status(Code::kNotFound, "DynamoDB table " + table.name() + " does not exist");
+    }
+    return aws::ToStatus("DynamoDB DescribeTable", response);
+  }
+  IMGSVC_ASSIGN_OR_RETURN(json::object answer, Table::Parse("DescribeTable", response));
+  json::value* description = answer.if_contains("Table");
+  if (description == nullptr || !description->is_object()) {
+    return Status(Code::kInternal, "DynamoDB DescribeTable: the answer has no Table");
+  }
+  return std::move(description->get_object());
+}
+
+std::string_view StatusField(const json::object& object, std::string_view field) {
+  const json::value* status = object.if_contains(Js(field));
+  if (status == nullptr || !status->is_string()) return {};
+  return {status->get_string().data(), status->get_string().size()};
+}
+
+// Whether table and index serve; an error when the table has no UserIdIndex.
+StatusOr<bool> TableAndIndexActive(const Table& table, const json::object& description) {
+  const json::value* indexes = description.if_contains("GlobalSecondaryIndexes");
+  if (indexes != nullptr && indexes->is_array()) {
+    for (const json::value& index : indexes->get_array()) {
+      if (!index.is_object() || StatusField(index.get_object(), "IndexName") != kUserIndex) continue;
+      return StatusField(description, "TableStatus") == "ACTIVE" &&
+             StatusField(index.get_object(), "IndexStatus") == "ACTIVE";
+    }
+  }
+  return Status(Code::kInternal, "DynamoDB table " + table.name() + " has no index " + kUserIndex +
+                                     " (see the storage layout in API.md)");
+}
+
+}  // namespace
+
+DynamoDbMetadataStore::DynamoDbMetadataStore(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target,
+                                             std::string table)
+    : client_(std::move(client)), target_(std::move(target)), table_(std::move(table)) {}
+
+Status DynamoDbMetadataStore::CreateTableIfMissing() {
+  Table table(*client_, target_, table_);
+  StatusOr<json::object> description = Describe(table);
+  if (!description.ok()) {
+    if (description.status().code() != Code::kNotFound) return description.status();
+    IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse created, table.Send("CreateTable", CreateTableBody(table)));
+    if (created.ok()) {
+      log::Info("DynamoDB table created", {{"table", table_}});
+    } else if (created.error.code != "ResourceInUseException") {  // someone else just created it
+      return aws::ToStatus("DynamoDB CreateTable", created);
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kActiveTimeout;
+  for (;;) {
+    if (description.ok()) {
+      IMGSVC_ASSIGN_OR_RETURN(const bool active, TableAndIndexActive(table, *description));
+      if (active) return Status::Ok();
+    } else if (description.status().code() != Code::kNotFound) {  // a new table may not be visible at once
+      return description.status();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(Code::kUnavailable, "DynamoDB table " + table_ + " did not become ACTIVE within " +
+                                            std::to_string(kActiveTimeout.count()) + " s");
+    }
+    std::this_thread::sleep_for(kPollInterval);
+    description = Describe(table);
+  }
+}
+
+Status DynamoDbMetadataStore::PutNew(std::span<const core::ImageRecord> records) {
+  Table table(*client_, target_, table_);
+  std::vector<const core::ImageRecord*> written;
+  written.reserve(records.size());
+  for (const core::ImageRecord& record : records) {
+    PutOutcome outcome = PutOne(table, record);
+    if (outcome.status.ok()) {
+      written.push_back(&record);
+      continue;
+    }
+    if (outcome.maybe_written) written.push_back(&record);
+    Compensate(table, written);
+    return outcome.status;
+  }
+  return Status::Ok();
+}
+
+StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id) {
+  Table table(*client_, target_, table_);
+  IMGSVC_ASSIGN_OR_RETURN(std::optional<json::object> item, GetItem(table, image_id));
+  if (!item) return NotFound();
+  const json::value value(std::move(*item));
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&value));
+  return std::move(stored.record);
+}
+
+StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image_id, std::string_view owner,
+                                                          const core::RecordPatch& patch,
+                                                          std::string_view updated_at) {
+  Table table(*client_, target_, table_);
+  Placeholders placeholders;
+  std::vector<std::string> assignments = {placeholders.Name("updated_at") + " = " +
+                                          placeholders.Value(StringValue(updated_at))};
+  std::string removal;
+  if (patch.category && *patch.category) {
+    assignments.push_back(placeholders.Name("category") + " = " + placeholders.Value(StringValue(**patch.category)));
+  } else if (patch.category) {
+    removal = " REMOVE " + placeholders.Name("category");  // null is stored as absent
+  }
+  if (patch.tags) {
+    assignments.push_back(placeholders.Name("tags") + " = " + placeholders.Value(TagsValue(*patch.tags)));
+  }
+  if (patch.visibility) {
+    assignments.push_back(placeholders.Name("visibility") + " = " +
+                          placeholders.Value(StringValue(core::VisibilityName(*patch.visibility))));
+  }
+
+  json::object body = table.Body();
+  body["Key"] = KeyOf(image_id);
+  body["UpdateExpression"] = Js("SET " + Join(assignments, ", ") + removal);
+  // attribute_exists: an update must never create an item.
+  body["ConditionExpression"] = Js("attribute_exists(" + placeholders.Name("image_id") + ") AND " +
+                                   placeholders.Name("user_id") + " = " + placeholders.Value(StringValue(owner)));
+  body["ReturnValues"] = "ALL_NEW";
+  placeholders.AddTo(body);
+  IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, table.Send("UpdateItem", body));
+  if (!response.ok()) {
+    if (response.error.code == kConditionFailed) return NotFound();
+    return aws::ToStatus("DynamoDB UpdateItem", response);
+  }
+  IMGSVC_ASSIGN_OR_RETURN(json::object answer, Table::Parse("UpdateItem", response));
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(answer.if_contains("Attributes")));
+  return std::move(stored.record);
+}
+
+std::vector<core::DeleteOutcome> DynamoDbMetadataStore::DeleteOwned(std::string_view owner,
+                                                                    std::span<const std::string> image_ids) {
+  Table table(*client_, target_, table_);
+  std::vector<core::DeleteOutcome> outcomes;
+  outcomes.reserve(image_ids.size());
+  for (const std::string& image_id : image_ids) outcomes.push_back(DeleteOne(table, owner, image_id));
+  return outcomes;
+}
+
+StatusOr<core::ListPage> DynamoDbMetadataStore::List(const core::ListQuery& query,
+                                                     const std::optional<core::Position>& start, std::size_t limit,
+                                                     std::size_t max_reads) {
+  if (limit == 0) return Status(Code::kBadRequest, "metadata store: limit must be at least 1");
+  if (start && query.user_id && start->user_id != *query.user_id) {
+    return Status(Code::kBadRequest, "metadata store: the position belongs to another listing");
+  }
+  Table table(*client_, target_, table_);
+  core::ListPage page;
+  const std::optional<ReadPlan> plan = PlanRead(table, query);
+  if (!plan) return page;
+
+  std::optional<core::Position> position = start;
+  std::optional<core::Position> last_returned;
+  for (std::size_t reads = 1;; ++reads) {
+    // One item more than the page still needs tells whether the page ends
+    // the listing (no trailing empty page).
+    std::size_t read_limit = std::min(limit - page.items.size(), kMaxRead - 1) + 1;
+    if (plan->filtered) read_limit = std::max(read_limit, kMinFilteredRead);
+    json::object body = plan->body;
+    body["Limit"] = read_limit;
+    if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user);
+    IMGSVC_ASSIGN_OR_RETURN(const json::object answer, table.Call(plan->operation, body));
+
+    const json::value* items = answer.if_contains("Items");
+    if (items != nullptr && items->is_array()) {
+      for (const json::value& item : items->get_array()) {
+        if (page.items.size() == limit) {  // more follows; the rest of this read is dropped
+          page.next = std::move(last_returned);
+          return page;
+        }
+        IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&item));
+        page.items.push_back(std::move(stored.record));
+        last_returned = std::move(stored.key);
+      }
+    }
+    const json::value* last_evaluated = answer.if_contains("LastEvaluatedKey");
+    if (last_evaluated == nullptr) return page;  // exhausted
+    if (page.items.size() == limit) {
+      page.next = std::move(last_returned);
+      return page;
+    }
+    IMGSVC_ASSIGN_OR_RETURN(position, PositionOfKey(*last_evaluated));
+    if (reads >= max_reads) {  // the budget is spent: resume after what was read
+      page.next = std::move(position);
+      return page;
+    }
+  }
+}
+
+Status DynamoDbMetadataStore::CheckReady() {
+  Table table(*client_, target_, table_);
+  StatusOr<json::object> description = Describe(table);
+  if (!description.ok()) {
+    return Status(Code::kUnavailable, "DynamoDB is not ready: " + description.status().message());
+  }
+  const std::string_view status = StatusField(*description, "TableStatus");
+  if (status == "ACTIVE" || status == "UPDATING") return Status::Ok();
+  return Status(Code::kUnavailable, "DynamoDB table " + table_ + " is " + std::string(status));
+}
+
+}  // namespace imgsvc::storage

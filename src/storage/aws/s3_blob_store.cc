@@ -1,0 +1,498 @@
+#include "storage/aws/s3_blob_store.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <unordered_map>
+#include <utility>
+
+#include "aws/sigv4.h"
+#include "crypto/crypto.h"
+
+namespace imgsvc::storage {
+namespace {
+
+constexpr std::size_t kMaxKeysPerDelete = 1000;  // DeleteObjects' limit
+constexpr std::size_t kMaxParts = 10000;         // a multipart upload's limit
+constexpr std::size_t kMaxKeyBytes = 1024;       // S3's key limit
+constexpr char kXmlNamespace[] = "http://s3.amazonaws.com/doc/2006-03-01/";
+constexpr char kDefaultRegion[] = "us-east-1";
+
+// XML ----------------------------------------------------------------------
+// Just enough for S3's documents: elements without CDATA, and the entities
+// XML defines plus character references.
+
+void AppendXmlEscaped(std::string& out, std::string_view text) {
+  for (const char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      case '\r': out += "&#13;"; break;  // a literal CR would be normalised away
+      default: out += c;
+    }
+  }
+}
+
+void AppendUtf8(std::string& out, std::uint32_t code_point) {
+  if (code_point < 0x80) {
+    out += static_cast<char>(code_point);
+  } else if (code_point < 0x800) {
+    out += static_cast<char>(0xC0 | (code_point >> 6));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else if (code_point < 0x10000) {
+    out += static_cast<char>(0xE0 | (code_point >> 12));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (code_point >> 18));
+    out += static_cast<char>(0x80 | ((code_point >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((code_point >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (code_point & 0x3F));
+  }
+}
+
+// "#38" or "#x26" (without '&' and ';').
+std::optional<std::uint32_t> CharacterReference(std::string_view entity) {
+  if (entity.size() < 2 || entity[0] != '#') return std::nullopt;
+  const bool hex = entity[1] == 'x' || entity[1] == 'X';
+  const std::string_view digits = entity.substr(hex ? 2 : 1);
+  std::uint32_t value = 0;
+  const auto parsed = std::from_chars(digits.data(), digits.data() + digits.size(), value, hex ? 16 : 10);
+  if (digits.empty() || parsed.ec != std::errc() || parsed.ptr != digits.data() + digits.size() ||
+      value > 0x10FFFF) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::string XmlUnescape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    const std::size_t amp = text.find('&');
+    out += text.substr(0, amp);
+    if (amp == std::string_view::npos) break;
+    text.remove_prefix(amp);
+    const std::size_t semicolon = text.find(';');
+    const std::string_view entity =
+        semicolon == std::string_view::npos ? std::string_view() : text.substr(1, semicolon - 1);
+    if (entity == "amp") {
+      out += '&';
+    } else if (entity == "lt") {
+      out += '<';
+    } else if (entity == "gt") {
+      out += '>';
+    } else if (entity == "quot") {
+      out += '"';
+    } else if (entity == "apos") {
+      out += '\'';
+    } else if (const auto code_point = CharacterReference(entity)) {
+      AppendUtf8(out, *code_point);
+    } else {  // not a reference: kept as it came
+      out += '&';
+      text.remove_prefix(1);
+      continue;
+    }
+    text.remove_prefix(semicolon + 1);
+  }
+  return out;
+}
+
+bool IsNameEnd(char c) { return c == '>' || c == '/' || c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// The raw content of the next <name> element at or after `pos`, which is
+// moved past it. Matches the name exactly (<Key> is not <KeyMarker>).
+std::optional<std::string_view> NextElement(std::string_view xml, std::string_view name, std::size_t& pos) {
+  const std::string open = "<" + std::string(name);
+  const std::string close = "</" + std::string(name) + ">";
+  for (std::size_t at = xml.find(open, pos); at != std::string_view::npos; at = xml.find(open, at + 1)) {
+    const std::size_t after = at + open.size();
+    if (after >= xml.size()) break;
+    if (!IsNameEnd(xml[after])) continue;
+    const std::size_t tag_end = xml.find('>', after);
+    if (tag_end == std::string_view::npos) break;
+    if (xml[tag_end - 1] == '/') {  // <name/>
+      pos = tag_end + 1;
+      return std::string_view();
+    }
+    const std::size_t end = xml.find(close, tag_end + 1);
+    if (end == std::string_view::npos) break;
+    pos = end + close.size();
+    return xml.substr(tag_end + 1, end - tag_end - 1);
+  }
+  pos = xml.size();
+  return std::nullopt;
+}
+
+std::optional<std::string> ElementText(std::string_view xml, std::string_view name) {
+  std::size_t pos = 0;
+  const std::optional<std::string_view> content = NextElement(xml, name, pos);
+  if (!content) return std::nullopt;
+  return XmlUnescape(*content);
+}
+
+// The name of the document's root element ("" when there is none), past the
+// XML declaration and comments.
+std::string_view RootElement(std::string_view xml) {
+  std::size_t pos = 0;
+  while (true) {
+    pos = xml.find('<', pos);
+    if (pos == std::string_view::npos || pos + 1 >= xml.size()) return {};
+    if (xml[pos + 1] != '?' && xml[pos + 1] != '!') break;
+    pos = xml.find('>', pos);
+    if (pos == std::string_view::npos) return {};
+  }
+  const std::size_t begin = pos + 1;
+  std::size_t end = begin;
+  while (end < xml.size() && !IsNameEnd(xml[end])) ++end;
+  return xml.substr(begin, end - begin);
+}
+
+// Requests ------------------------------------------------------------------
+
+bool UsePathStyle(S3Addressing addressing, const net::Endpoint& endpoint, std::string_view bucket) {
+  switch (addressing) {
+    case S3Addressing::kPath:
+      return true;
+    case S3Addressing::kVirtual:
+      return false;
+    case S3Addressing::kAuto:
+      break;
+  }
+  return endpoint.IsIpLiteralOrLocalhost() || bucket.find('.') != std::string_view::npos;
+}
+
+// Puts the bucket into the host (virtual-hosted) and returns the path prefix
+// ("/{bucket}" path-style, "" virtual-hosted).
+std::string RouteToBucket(aws::ServiceTarget& target, S3Addressing addressing, const std::string& bucket) {
+  if (UsePathStyle(addressing, target.endpoint, bucket)) return "/" + aws::UriEncode(bucket, /*keep_slash=*/false);
+  target.endpoint.host = bucket + "." + target.endpoint.host;
+  return {};
+}
+
+std::string BucketPath(const std::string& path_prefix) { return path_prefix.empty() ? "/" : path_prefix; }
+
+std::string ObjectPath(const std::string& path_prefix, std::string_view key) {
+  return path_prefix + "/" + aws::UriEncode(key, /*keep_slash=*/true);
+}
+
+Status CheckKey(std::string_view key) {
+  if (key.empty()) return Status(Code::kBadRequest, "S3: empty object key");
+  if (key.size() > kMaxKeyBytes) return Status(Code::kBadRequest, "S3: object key longer than 1024 bytes");
+  return Status::Ok();
+}
+
+aws::AwsRequest MakeRequest(std::string method, std::string path) {
+  aws::AwsRequest request;
+  request.method = std::move(method);
+  request.path = std::move(path);
+  return request;
+}
+
+// An answer, or the Status of a call that got none.
+StatusOr<aws::AwsResponse> Send(aws::AwsClient& client, const aws::ServiceTarget& target,
+                                std::string_view operation, aws::AwsRequest request) {
+  StatusOr<aws::AwsResponse> response = client.Send(target, std::move(request));
+  if (!response.ok()) return response.status().WithContext(operation);
+  return response;
+}
+
+// A successful answer, or the failure as a Status. S3 may answer 200 and
+// put an <Error> document in the body (CompleteMultipartUpload commits to
+// the status before it knows the outcome): that is a server-side failure.
+StatusOr<aws::AwsResponse> Perform(aws::AwsClient& client, const aws::ServiceTarget& target,
+                                   std::string_view operation, aws::AwsRequest request) {
+  IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse response, Send(client, target, operation, std::move(request)));
+  if (!response.ok()) return aws::ToStatus(operation, response);
+  if (RootElement(response.body) == "Error") {
+    response.status = 500;
+    response.error = aws::ParseAwsError(response.status, response.headers, response.body);
+    return aws::ToStatus(operation, response);
+  }
+  return response;
+}
+
+// Uploads --------------------------------------------------------------------
+
+class S3Upload final : public core::BlobUpload {
+ public:
+  S3Upload(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target, std::string path,
+           std::string content_type, std::size_t part_size)
+      : client_(std::move(client)),
+        target_(std::move(target)),
+        path_(std::move(path)),
+        content_type_(std::move(content_type)),
+        part_size_(part_size) {}
+
+  S3Upload(const S3Upload&) = delete;
+  S3Upload& operator=(const S3Upload&) = delete;
+
+  ~S3Upload() override { Abort(); }
+
+  Status Append(std::span<const std::byte> data) override {
+    if (finished_) return Finished();
+    while (!data.empty()) {
+      // A full part goes out only once more bytes follow, so an object of
+      // exactly one part is still a single PutObject.
+      if (buffer_.size() == part_size_) {
+        if (Status sent = SendPart(); !sent.ok()) return Fail(std::move(sent));
+      }
+      const std::size_t n = std::min(part_size_ - buffer_.size(), data.size());
+      Reserve(buffer_.size() + n);
+      buffer_.append(reinterpret_cast<const char*>(data.data()), n);
+      data = data.subspan(n);
+    }
+    return Status::Ok();
+  }
+
+  Status Commit() override {
+    if (finished_) return Finished();
+    finished_ = true;
+    if (!upload_id_) return PutObject();
+    Status completed = SendPart();
+    if (completed.ok()) completed = Complete();
+    if (!completed.ok()) return Fail(std::move(completed));
+    upload_id_.reset();  // nothing left to abort
+    return Status::Ok();
+  }
+
+ private:
+  static Status Finished() { return Status(Code::kInternal, "S3: upload already finished"); }
+
+  // Grows like a vector would, but never past one part: the buffer is all the
+  // memory an upload holds.
+  void Reserve(std::size_t needed) {
+    if (buffer_.capacity() >= needed) return;
+    buffer_.reserve(std::min(part_size_, std::max(needed, 2 * buffer_.capacity())));
+  }
+
+  Status Fail(Status status) {
+    finished_ = true;
+    std::string().swap(buffer_);
+    Abort();
+    return status;
+  }
+
+  // Best effort: the upload is going away either way. Parts a failed abort
+  // leaves behind are for the bucket's AbortIncompleteMultipartUpload
+  // lifecycle rule to reclaim; the client has logged the failure.
+  void Abort() {
+    if (!upload_id_) return;
+    aws::AwsRequest request = MakeRequest("DELETE", path_);
+    request.query = {{"uploadId", *upload_id_}};
+    upload_id_.reset();
+    static_cast<void>(client_->Send(target_, std::move(request)));
+  }
+
+  Status PutObject() {
+    aws::AwsRequest request = MakeRequest("PUT", path_);
+    if (!content_type_.empty()) request.headers.push_back({"Content-Type", content_type_});
+    request.body = std::move(buffer_);
+    return Perform(*client_, target_, "S3 PutObject", std::move(request)).status();
+  }
+
+  Status CreateMultipartUpload() {
+    aws::AwsRequest request = MakeRequest("POST", path_);
+    request.query = {{"uploads", ""}};
+    if (!content_type_.empty()) request.headers.push_back({"Content-Type", content_type_});
+    IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse response,
+                            Perform(*client_, target_, "S3 CreateMultipartUpload", std::move(request)));
+    std::optional<std::string> upload_id = ElementText(response.body, "UploadId");
+    if (!upload_id || upload_id->empty()) {
+      return Status(Code::kInternal, "S3 CreateMultipartUpload: the answer carries no UploadId");
+    }
+    upload_id_ = std::move(*upload_id);
+    return Status::Ok();
+  }
+
+  // Sends the buffer as the next part, starting the multipart upload first
+  // when this is the first part.
+  Status SendPart() {
+    if (!upload_id_) IMGSVC_RETURN_IF_ERROR(CreateMultipartUpload());
+    if (part_etags_.size() >= kMaxParts) {
+      return Status(Code::kPayloadTooLarge, "S3: the object needs more than 10000 parts");
+    }
+    aws::AwsRequest request = MakeRequest("PUT", path_);
+    request.query = {{"partNumber", std::to_string(part_etags_.size() + 1)}, {"uploadId", *upload_id_}};
+    // Moved, not copied: the part is the upload's memory while it is sent.
+    request.body = std::move(buffer_);
+    buffer_.clear();
+    IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse response,
+                            Perform(*client_, target_, "S3 UploadPart", std::move(request)));
+    const std::string_view etag = response.HeaderValue("ETag");
+    if (etag.empty()) return Status(Code::kInternal, "S3 UploadPart: the answer carries no ETag");
+    part_etags_.emplace_back(etag);
+    return Status::Ok();
+  }
+
+  Status Complete() {
+    std::string body = "<CompleteMultipartUpload xmlns=\"";
+    body += kXmlNamespace;
+    body += "\">";
+    for (std::size_t i = 0; i < part_etags_.size(); ++i) {
+      body += "<Part><PartNumber>";
+      body += std::to_string(i + 1);
+      body += "</PartNumber><ETag>";
+      AppendXmlEscaped(body, part_etags_[i]);
+      body += "</ETag></Part>";
+    }
+    body += "</CompleteMultipartUpload>";
+    aws::AwsRequest request = MakeRequest("POST", path_);
+    request.query = {{"uploadId", *upload_id_}};
+    request.headers.push_back({"Content-Type", "application/xml"});
+    request.body = std::move(body);
+    return Perform(*client_, target_, "S3 CompleteMultipartUpload", std::move(request)).status();
+  }
+
+  std::shared_ptr<aws::AwsClient> client_;
+  aws::ServiceTarget target_;
+  std::string path_;
+  std::string content_type_;
+  std::size_t part_size_;
+  std::string buffer_;
+  std::optional<std::string> upload_id_;  // set while a multipart upload is open
+  std::vector<std::string> part_etags_;   // part i + 1's ETag, as S3 sent it
+  bool finished_ = false;
+};
+
+// Deletes ---------------------------------------------------------------------
+
+// A key DeleteObjects could not delete. The entry has no HTTP status of its
+// own, so whether to retry later is judged by its code alone.
+Status KeyFailure(const aws::AwsError& error) {
+  std::string message = "S3 DeleteObjects: " + error.code + ": " + error.message;
+  if (!error.request_id.empty()) message += " (request id " + error.request_id + ")";
+  const bool transient = aws::IsRetryable(/*status=*/400, error);
+  return Status(transient ? Code::kUnavailable : Code::kInternal, std::move(message));
+}
+
+// One DeleteObjects call for up to 1000 keys; results[i] is keys[i]'s.
+void DeleteBatch(aws::AwsClient& client, const aws::ServiceTarget& target, const std::string& bucket_path,
+                 std::span<const std::string> keys, std::span<Status> results) {
+  std::string body = "<Delete xmlns=\"";
+  body += kXmlNamespace;
+  body += "\"><Quiet>true</Quiet>";
+  for (const std::string& key : keys) {
+    body += "<Object><Key>";
+    AppendXmlEscaped(body, key);
+    body += "</Key></Object>";
+  }
+  body += "</Delete>";
+  aws::AwsRequest request = MakeRequest("POST", bucket_path);
+  request.query = {{"delete", ""}};
+  request.headers.push_back({"Content-Type", "application/xml"});
+  request.headers.push_back({"Content-MD5", crypto::Md5Base64(body)});  // S3 requires it here
+  request.body = std::move(body);
+
+  const StatusOr<aws::AwsResponse> response = Perform(client, target, "S3 DeleteObjects", std::move(request));
+  if (!response.ok()) {
+    std::fill(results.begin(), results.end(), response.status());
+    return;
+  }
+  // Quiet mode: only the keys that failed are listed. A missing key is not
+  // one of them (S3 reports it deleted); NoSuchKey is accepted all the same.
+  std::unordered_multimap<std::string_view, std::size_t> index_of_key;
+  std::size_t pos = 0;
+  const std::string_view document = response->body;
+  while (const std::optional<std::string_view> entry = NextElement(document, "Error", pos)) {
+    aws::AwsError error;
+    error.code = ElementText(*entry, "Code").value_or("");
+    if (error.code == "NoSuchKey") continue;
+    error.message = ElementText(*entry, "Message").value_or("");
+    error.request_id = std::string(response->HeaderValue("x-amz-request-id"));
+    if (index_of_key.empty()) {
+      for (std::size_t i = 0; i < keys.size(); ++i) index_of_key.emplace(keys[i], i);
+    }
+    const std::string key = ElementText(*entry, "Key").value_or("");
+    const auto [begin, end] = index_of_key.equal_range(key);
+    for (auto it = begin; it != end; ++it) results[it->second] = KeyFailure(error);
+  }
+}
+
+}  // namespace
+
+StatusOr<S3Addressing> ParseS3Addressing(std::string_view text) {
+  if (text == "auto") return S3Addressing::kAuto;
+  if (text == "path") return S3Addressing::kPath;
+  if (text == "virtual") return S3Addressing::kVirtual;
+  return Status(Code::kBadRequest, "S3 addressing must be auto, path or virtual, not \"" + std::string(text) + "\"");
+}
+
+S3BlobStore::S3BlobStore(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target, S3Options options)
+    : client_(std::move(client)),
+      // Zero would never fill a part; one byte at least keeps the loop going.
+      part_size_(std::max<std::size_t>(options.part_size, 1)),
+      target_(std::move(target)),
+      presign_target_(target_) {
+  if (options.public_endpoint) presign_target_.endpoint = *options.public_endpoint;
+  path_prefix_ = RouteToBucket(target_, options.addressing, options.bucket);
+  presign_path_prefix_ = RouteToBucket(presign_target_, options.addressing, options.bucket);
+}
+
+Status S3BlobStore::CreateBucketIfMissing() {
+  IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse found,
+                          Send(*client_, target_, "S3 HeadBucket", MakeRequest("HEAD", BucketPath(path_prefix_))));
+  if (found.ok()) return Status::Ok();
+  if (found.status != 404) return aws::ToStatus("S3 HeadBucket", found);
+
+  aws::AwsRequest request = MakeRequest("PUT", BucketPath(path_prefix_));
+  // us-east-1 is the default location and must not be named.
+  if (!target_.region.empty() && target_.region != kDefaultRegion) {
+    request.body = "<CreateBucketConfiguration xmlns=\"";
+    request.body += kXmlNamespace;
+    request.body += "\"><LocationConstraint>";
+    AppendXmlEscaped(request.body, target_.region);
+    request.body += "</LocationConstraint></CreateBucketConfiguration>";
+    request.headers.push_back({"Content-Type", "application/xml"});
+  }
+  IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse created, Send(*client_, target_, "S3 CreateBucket", std::move(request)));
+  if (created.ok() || created.error.code == "BucketAlreadyOwnedByYou") return Status::Ok();
+  return aws::ToStatus("S3 CreateBucket", created);
+}
+
+StatusOr<std::unique_ptr<core::BlobUpload>> S3BlobStore::StartUpload(std::string_view key,
+                                                                      std::string_view content_type) {
+  IMGSVC_RETURN_IF_ERROR(CheckKey(key));
+  return std::unique_ptr<core::BlobUpload>(std::make_unique<S3Upload>(
+      client_, target_, ObjectPath(path_prefix_, key), std::string(content_type), part_size_));
+}
+
+std::vector<Status> S3BlobStore::Delete(std::span<const std::string> keys) {
+  std::vector<Status> results(keys.size());
+  const std::string bucket_path = BucketPath(path_prefix_);
+  for (std::size_t begin = 0; begin < keys.size(); begin += kMaxKeysPerDelete) {
+    const std::size_t count = std::min(kMaxKeysPerDelete, keys.size() - begin);
+    DeleteBatch(*client_, target_, bucket_path, keys.subspan(begin, count),
+                std::span<Status>(results).subspan(begin, count));
+  }
+  return results;
+}
+
+StatusOr<core::PresignedUrl> S3BlobStore::PresignGet(std::string_view key, std::chrono::seconds expires_in) {
+  IMGSVC_RETURN_IF_ERROR(CheckKey(key));
+  StatusOr<aws::AwsClient::Presigned> presigned =
+      client_->PresignGet(presign_target_, ObjectPath(presign_path_prefix_, key), expires_in);
+  if (!presigned.ok()) return presigned.status().WithContext("S3 presign");
+  core::PresignedUrl url;
+  url.url = std::move(presigned->url);
+  url.expires_at =
+      std::chrono::duration_cast<std::chrono::microseconds>(presigned->expires_at.time_since_epoch()).count();
+  return url;
+}
+
+Status S3BlobStore::CheckReady() {
+  StatusOr<aws::AwsResponse> response = client_->Send(target_, MakeRequest("HEAD", BucketPath(path_prefix_)));
+  // Only the code of a call that got no answer: its message names the address.
+  if (!response.ok()) {
+    return Status(Code::kUnavailable, std::string("S3 HeadBucket failed (") + CodeName(response.status().code()) + ")");
+  }
+  if (!response->ok()) {
+    return Status(Code::kUnavailable, "S3 HeadBucket answered HTTP " + std::to_string(response->status));
+  }
+  return Status::Ok();
+}
+
+}  // namespace imgsvc::storage

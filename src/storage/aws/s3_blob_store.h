@@ -1,0 +1,92 @@
+// The S3 adapter of core::BlobStore: image bytes as objects in one bucket,
+// reached through our own SigV4 client (aws::AwsClient).
+//
+// Uploads buffer up to one part (S3Options::part_size). An object that fits
+// in one part is a single PutObject at Commit; a larger one becomes a
+// multipart upload (CreateMultipartUpload, one UploadPart per full part, the
+// rest at Commit, CompleteMultipartUpload). Nothing is visible under the key
+// before Commit succeeds; an upload destroyed uncommitted, or one that fails,
+// aborts its multipart upload so no parts are left behind (and billed). The
+// abort is best effort: whatever a failed one leaves is for the bucket's
+// AbortIncompleteMultipartUpload lifecycle rule.
+//
+// Memory and integrity, decided together: every part is sent with its
+// SHA-256 in the signature (not UNSIGNED-PAYLOAD), so S3 checks each byte it
+// stores against what we signed. Hashing needs the whole part before the
+// request goes out, hence one part buffer (part_size bytes, 8 MiB by
+// default) per upload in flight; the number in flight is bounded by the
+// server's worker pool, so the total is bounded too. part_size must be at
+// least 5 MiB for real S3 (its minimum part size; emulators accept less).
+//
+// Addressing: virtual-hosted ("{bucket}.{host}/{key}") as AWS prefers, or
+// path-style ("{host}/{bucket}/{key}") for emulators and local endpoints,
+// where a bucket subdomain does not resolve; kAuto chooses path-style for an
+// IP literal or localhost, and for a bucket name with dots (which would not
+// match S3's wildcard TLS certificate). Presigned URLs may point at a public
+// endpoint other than the one the service uses (S3Options::public_endpoint),
+// e.g. when the service reaches S3 through an internal address.
+//
+// The store keeps no mutable state: calls from many threads are safe, each
+// upload is used by one thread at a time. Errors are mapped with
+// aws::ToStatus; the client logs the requests, the store does not.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "aws/aws_client.h"
+#include "core/ports.h"
+#include "core/status.h"
+#include "net/http_client.h"
+
+namespace imgsvc::storage {
+
+enum class S3Addressing { kAuto, kPath, kVirtual };
+
+// "auto", "path" or "virtual" (the --s3-addressing values).
+StatusOr<S3Addressing> ParseS3Addressing(std::string_view text);
+
+struct S3Options {
+  std::string bucket;
+  S3Addressing addressing = S3Addressing::kAuto;
+  // Where presigned URLs point; unset: the endpoint the service uses.
+  std::optional<net::Endpoint> public_endpoint;
+  std::size_t part_size = 8u << 20;
+};
+
+class S3BlobStore final : public core::BlobStore {
+ public:
+  S3BlobStore(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target, S3Options options);
+
+  // Creates the bucket unless it exists (HeadBucket first: some emulators
+  // refuse to create a bucket their caller already owns). Used by `init` and
+  // by tests; the server only checks readiness.
+  Status CreateBucketIfMissing();
+
+  StatusOr<std::unique_ptr<core::BlobUpload>> StartUpload(std::string_view key,
+                                                          std::string_view content_type) override;
+  // DeleteObjects in batches of 1000 (S3's limit per call).
+  std::vector<Status> Delete(std::span<const std::string> keys) override;
+  StatusOr<core::PresignedUrl> PresignGet(std::string_view key, std::chrono::seconds expires_in) override;
+  // HeadBucket. kUnavailable otherwise; the message names S3, never the
+  // endpoint (it ends up in /ready answers).
+  Status CheckReady() override;
+
+ private:
+  std::shared_ptr<aws::AwsClient> client_;
+  std::size_t part_size_;
+  // Each target carries the bucket's host when virtual-hosted; the prefix
+  // is "/{bucket}" path-style, "" virtual-hosted.
+  aws::ServiceTarget target_;
+  std::string path_prefix_;
+  aws::ServiceTarget presign_target_;
+  std::string presign_path_prefix_;
+};
+
+}  // namespace imgsvc::storage
