@@ -9,6 +9,9 @@ namespace imgsvc::app {
 
 // `imgsvc serve`: the standalone HTTP server until SIGTERM/SIGINT.
 int Serve(const Config& config);
+// `imgsvc init`: creates the S3 bucket, the DynamoDB table (with its index)
+// and the Secrets Manager secret where missing; safe to run again.
+int Init(const Config& config);
 // `imgsvc token USER`: prints USER's per-user token from the master key.
 int PrintUserToken(const Config& config, const std::string& user_id);
 

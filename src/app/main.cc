@@ -1,6 +1,6 @@
 // imgsvc: image upload, retrieval and metadata service.
 //
-// Commands: serve, token. Settings follow CONFIG.md: every flag has an
+// Commands: serve, init, token. Settings follow CONFIG.md: every flag has an
 // IMGSVC_* environment variable, and a .env file fills in what neither sets.
 #include <CLI/CLI.hpp>
 
@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
   CLI::App* serve = app.add_subcommand("serve", "run the HTTP server");
   AddSettings(*serve, config);
 
+  CLI::App* init = app.add_subcommand(
+      "init", "create the S3 bucket, DynamoDB table and Secrets Manager secret where missing");
+  AddSettings(*init, config);
+
   std::string user;
   CLI::App* token = app.add_subcommand("token", "print USER's token in per-user auth mode");
   token->add_option("user", user, "the user id")->required();
@@ -118,5 +122,6 @@ int main(int argc, char** argv) {
     config.api_token_from_flag = serve->get_option("--api-token")->count() > 0;
     return imgsvc::app::Serve(config);
   }
+  if (*init) return imgsvc::app::Init(config);
   return imgsvc::app::PrintUserToken(config, user);
 }

@@ -1,6 +1,8 @@
 #include <filesystem>
 #include <memory>
+#include <optional>
 
+#include "app/aws_backend.h"
 #include "app/commands.h"
 #include "app/token_sources.h"
 #include "core/auth.h"
@@ -41,12 +43,52 @@ std::string DefaultPublicUrl(const std::string& host, std::uint16_t port) {
   return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+// The stores, the token source and what else differs between backends.
+struct Backend {
+  std::unique_ptr<core::BlobStore> blobs;
+  std::unique_ptr<core::MetadataStore> records;
+  std::unique_ptr<core::TokenSource> tokens;  // unset: the configured or local secret
+  std::string cursor_secret;                   // unset: the token
+  http::DownloadResolver downloads;            // embedded only: imgsvc serves /files/
+  std::optional<AwsBackend> aws;               // keeps the AWS clients for the log line
+};
+
+StatusOr<Backend> OpenEmbedded(const Config& config, const std::string& public_url, core::Clock& clock) {
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) return Status(Code::kInternal, "cannot create the data directory: " + ec.message());
+  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<storage::FileBlobStore> files,
+                          storage::FileBlobStore::Open(config.data_dir, public_url, clock));
+  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<storage::SqliteMetadataStore> records,
+                          storage::SqliteMetadataStore::Open(config.data_dir + "/metadata.sqlite3"));
+  Backend backend;
+  backend.cursor_secret = files->signing_key();
+  storage::FileBlobStore* file_store = files.get();
+  backend.downloads = [file_store](std::string_view key, std::string_view expires,
+                                   std::string_view signature) -> StatusOr<http::LocalDownload> {
+    IMGSVC_ASSIGN_OR_RETURN(storage::LocalFile file, file_store->OpenSigned(key, expires, signature));
+    return http::LocalDownload{std::move(file.path), file.size, std::move(file.content_type),
+                               std::move(file.etag)};
+  };
+  backend.blobs = std::move(files);
+  backend.records = std::move(records);
+  return backend;
+}
+
+StatusOr<Backend> OpenAws(const Config& config) {
+  IMGSVC_ASSIGN_OR_RETURN(AwsBackend aws, OpenAwsBackend(config, aws::ProcessEnvironment()));
+  Backend backend;
+  backend.blobs = std::move(aws.blobs);
+  backend.records = std::move(aws.records);
+  backend.tokens = std::move(aws.secret);
+  backend.aws = std::move(aws);
+  return backend;
+}
+
 }  // namespace
 
 int Serve(const Config& config) {
-  if (config.storage != "embedded") {
-    return Fail("storage backend not available in this build; use --storage embedded");
-  }
+  const bool embedded = config.storage == "embedded";
   const bool loopback = IsLoopback(config.host);
   if (config.api_token_from_flag) {
     log::Warn("--api-token on the command line is visible to other local users in `ps`; "
@@ -54,32 +96,25 @@ int Serve(const Config& config) {
   }
   auto configured = ConfiguredSecret(config);
   if (!configured.ok()) return Fail("cannot read the API token", configured.status());
-  std::string secret;
-  if (*configured) {
-    secret = **configured;
-  } else if (config.mode() == core::AuthMode::kShared && loopback) {
-    secret = kLocalDefaultToken;
-    log::Warn("using the documented local API token; it is accepted only on loopback");
-  } else if (config.mode() == core::AuthMode::kShared) {
-    return Fail("bound to a non-loopback address without a configured API token: set "
-                "IMGSVC_API_TOKEN or --api-token-file");
-  } else {
+  const bool local_token = !*configured && embedded && config.mode() == core::AuthMode::kShared && loopback;
+  if (!*configured && !local_token && embedded) {
+    if (config.mode() == core::AuthMode::kShared) {
+      return Fail("bound to a non-loopback address without a configured API token: set "
+                  "IMGSVC_API_TOKEN or --api-token-file");
+    }
     return Fail("per-user auth mode needs a master key: set IMGSVC_API_TOKEN, --api-token-file "
                 "or put one in {data_dir}/api-token");
   }
+  if (local_token) log::Warn("using the documented local API token; it is accepted only on loopback");
   if (config.mode() == core::AuthMode::kShared) {
     log::Warn("shared auth mode: any holder of the token can act as any user; use "
               "--auth-mode per-user for anything exposed");
   }
-  if (!loopback && config.public_url.empty()) {
+  if (embedded && !loopback && config.public_url.empty()) {
     return Fail("--public-url (IMGSVC_PUBLIC_URL) is required when bound to a non-loopback address");
   }
 
   const std::uint64_t open_files = server::RaiseOpenFileLimit();
-  std::error_code ec;
-  std::filesystem::create_directories(config.data_dir, ec);
-  if (ec) return Fail("cannot create the data directory", Status(Code::kInternal, ec.message()));
-
   core::MonotonicWallClock clock;
   core::RandomIdGenerator ids;
   http::Router* router = nullptr;  // set once the stores exist; requests wait for Listen anyway
@@ -96,47 +131,67 @@ int Serve(const Config& config) {
 
   const std::string public_url =
       config.public_url.empty() ? DefaultPublicUrl(config.host, server.port()) : config.public_url;
-  auto blobs = storage::FileBlobStore::Open(config.data_dir, public_url, clock);
-  if (!blobs.ok()) return Fail("cannot open the blob store", blobs.status());
-  auto records = storage::SqliteMetadataStore::Open(config.data_dir + "/metadata.sqlite3");
-  if (!records.ok()) return Fail("cannot open the metadata store", records.status());
+  auto opened = embedded ? OpenEmbedded(config, public_url, clock) : OpenAws(config);
+  if (!opened.ok()) return Fail("cannot open the storage backend", opened.status());
+  Backend& backend = *opened;
 
-  ConfiguredTokenSource tokens(secret, [&config]() -> StatusOr<std::string> {
-    auto again = ConfiguredSecret(config);
-    if (!again.ok()) return again.status();
-    if (!*again) return Status(Code::kUnavailable, "no token configured");
-    return **again;
-  });
-  core::Authenticator auth(tokens, config.mode(), std::chrono::seconds(config.token_refresh_interval), clock);
-  const core::CursorCodec cursors((*blobs)->signing_key());
+  // A configured token wins over Secrets Manager (CONFIG.md).
+  if (*configured || local_token) backend.tokens.reset();
+  if (!backend.tokens) {
+    const std::string secret = local_token ? std::string(kLocalDefaultToken) : **configured;
+    backend.tokens = std::make_unique<ConfiguredTokenSource>(secret, [&config]() -> StatusOr<std::string> {
+      auto again = ConfiguredSecret(config);
+      if (!again.ok()) return again.status();
+      if (!*again) return Status(Code::kUnavailable, "no token configured");
+      return **again;
+    });
+  }
+  if (backend.cursor_secret.empty()) {
+    // Every instance derives the same cursor key from the shared secret, so a
+    // cursor minted by one opens in all (behind a load balancer, on Lambda).
+    auto secret = backend.tokens->Current();
+    if (!secret.ok()) return Fail("cannot fetch the API token", secret.status());
+    backend.cursor_secret = *secret;
+  }
+
+  core::Authenticator auth(*backend.tokens, config.mode(), std::chrono::seconds(config.token_refresh_interval),
+                           clock);
+  const core::CursorCodec cursors(backend.cursor_secret);
   core::ServiceLimits limits;
   limits.max_file_bytes = config.max_upload_mb << 20;
   limits.max_files = static_cast<std::size_t>(config.max_files);
   limits.max_pixels = config.max_pixels;
   limits.list_max_reads = static_cast<std::size_t>(config.list_max_reads);
-  core::ImageService service(**blobs, **records, clock, ids, cursors, limits);
+  core::ImageService service(*backend.blobs, *backend.records, clock, ids, cursors, limits);
 
   http::RouterOptions router_options;
   router_options.cors_origins = SplitOrigins(config.cors_origins);
   router_options.max_upload_body_bytes = limits.max_file_bytes * limits.max_files;
-  router_options.token_ready = [&tokens] { return tokens.CheckReady(); };
-  storage::FileBlobStore* file_store = blobs->get();
-  router_options.downloads = [file_store](std::string_view key, std::string_view expires,
-                                          std::string_view signature) -> StatusOr<http::LocalDownload> {
-    IMGSVC_ASSIGN_OR_RETURN(storage::LocalFile file, file_store->OpenSigned(key, expires, signature));
-    return http::LocalDownload{std::move(file.path), file.size, std::move(file.content_type),
-                               std::move(file.etag)};
-  };
+  router_options.token_ready = [tokens = backend.tokens.get()] { return tokens->CheckReady(); };
+  router_options.downloads = backend.downloads;
   http::Router http_router(service, auth, ids, std::move(router_options));
   router = &http_router;
 
-  log::Info("listening", {{"host", config.host},
-                          {"port", static_cast<int>(server.port())},
-                          {"url", public_url},
-                          {"storage", config.storage},
-                          {"data_dir", config.data_dir},
-                          {"auth_mode", config.auth_mode},
-                          {"open_files_limit", open_files}});
+  if (embedded) {
+    log::Info("listening", {{"host", config.host},
+                            {"port", static_cast<int>(server.port())},
+                            {"url", public_url},
+                            {"storage", config.storage},
+                            {"data_dir", config.data_dir},
+                            {"auth_mode", config.auth_mode},
+                            {"open_files_limit", open_files}});
+  } else {
+    log::Info("listening", {{"host", config.host},
+                            {"port", static_cast<int>(server.port())},
+                            {"url", public_url},
+                            {"storage", config.storage},
+                            {"bucket", config.bucket},
+                            {"table", config.table},
+                            {"aws_region", backend.aws->region},
+                            {"aws_credentials", backend.aws->credentials_source},
+                            {"auth_mode", config.auth_mode},
+                            {"open_files_limit", open_files}});
+  }
   server.Run([&http_router] {
     log::Info("shutting down: finishing in-flight requests");
     http_router.BeginShutdown();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <boost/url/parse.hpp>
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include "crypto/crypto.h"
 #include "support/image_fixtures.h"
+#include "support/local_aws.h"
 
 namespace imgsvc::e2e {
 namespace {
@@ -50,6 +52,43 @@ std::string LocString(const boost::json::value& loc) {
   return out;
 }
 
+// IMGSVC_E2E_BACKEND=aws: each server gets its own bucket, table and secret
+// on the local AWS peers, provisioned by `imgsvc init` with the local token
+// as the secret, so every test runs unchanged against S3 + DynamoDB +
+// Secrets Manager. Returns false (with a test failure) when that fails.
+bool UseAwsBackend() {
+  const char* backend = std::getenv("IMGSVC_E2E_BACKEND");
+  return backend != nullptr && std::string_view(backend) == "aws";
+}
+
+bool ProvisionAws(std::vector<std::string>& argv, std::vector<std::string>& env) {
+  auto peers = testing::StartLocalAws();
+  if (!peers.ok()) {
+    ADD_FAILURE() << "local AWS peers: " << peers.status().ToString();
+    return false;
+  }
+  static int next = 0;
+  const std::string name = "e2e-" + std::to_string(::getpid()) + "-" + std::to_string(next++);
+  env.insert(env.end(), {std::string("AWS_ACCESS_KEY_ID=") + testing::kLocalAwsAccessKeyId,
+                         std::string("AWS_SECRET_ACCESS_KEY=") + testing::kLocalAwsSecretAccessKey,
+                         std::string("AWS_REGION=") + testing::kLocalAwsRegion,
+                         "AWS_EC2_METADATA_DISABLED=true",
+                         "AWS_ENDPOINT_URL_S3=" + peers->s3,
+                         "AWS_ENDPOINT_URL_DYNAMODB=" + peers->dynamodb,
+                         "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + peers->secretsmanager});
+  const std::vector<std::string> names{"--bucket", name, "--table", name, "--token-secret", name};
+  std::vector<std::string> init{"init", "--api-token", std::string(kLocalToken)};
+  init.insert(init.end(), names.begin(), names.end());
+  auto done = testing::RunCommand(BinaryPath(), init, env, std::chrono::seconds(120));
+  if (!done.ok() || !done->exit.exited || done->exit.code != 0) {
+    ADD_FAILURE() << "imgsvc init failed: " << (done.ok() ? done->stdout_text : done.status().ToString());
+    return false;
+  }
+  argv.insert(argv.end(), {"--storage", "aws"});
+  argv.insert(argv.end(), names.begin(), names.end());
+  return true;
+}
+
 }  // namespace
 
 std::string BinaryPath() {
@@ -79,10 +118,12 @@ std::unique_ptr<TestServer> TestServer::Start(const std::vector<std::string>& ar
   std::vector<std::string> argv{"serve",      "--host",     server->host_, "--port",
                                 "0",          "--data-dir", server->data_dir_, "--log-level",
                                 "debug"};
+  std::vector<std::string> server_env = env;
+  if (UseAwsBackend() && !ProvisionAws(argv, server_env)) return nullptr;
   argv.insert(argv.end(), args.begin(), args.end());
   for (auto& extra : SplitSpaces(std::getenv("IMGSVC_E2E_SERVER_ARGS"))) argv.push_back(extra);
 
-  auto process = testing::Process::Start(BinaryPath(), argv, env);
+  auto process = testing::Process::Start(BinaryPath(), argv, server_env);
   if (!process.ok()) {
     ADD_FAILURE() << "cannot start " << BinaryPath() << ": " << process.status().ToString();
     return nullptr;

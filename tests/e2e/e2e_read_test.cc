@@ -111,6 +111,10 @@ TEST_F(GetImageTest, PresignedUrlServesRanges) {
   EXPECT_EQ(part.status, 206);
   EXPECT_EQ(part.body, img.bytes.substr(0, 10));
   EXPECT_EQ(part.header("content-range"), "bytes 0-9/" + std::to_string(img.bytes.size()));
+  // Suffix ranges only where we serve the bytes ourselves: s3rver 3.7.1
+  // reads "bytes=-5" as "bytes=0-5" (controllers/object.js); real S3 and
+  // our /files/ route answer the last 5 bytes.
+  if (!IsEmbeddedUrl(url)) return;
   HttpResponse tail = FetchUrl(url, {{"Range", "bytes=-5"}});
   EXPECT_EQ(tail.status, 206);
   EXPECT_EQ(tail.body, img.bytes.substr(img.bytes.size() - 5));
