@@ -1,5 +1,6 @@
 #include "net/http_client.h"
 
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -18,6 +19,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -93,6 +95,154 @@ bool IsValidHost(const std::string& host) {
 
 std::uint16_t DefaultPort(std::string_view scheme) { return scheme == "https" ? 443 : 80; }
 
+// 1-65535, digits only.
+std::optional<std::uint16_t> ParsePort(std::string_view text) {
+  unsigned port = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), port);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || port == 0 || port > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint16_t>(port);
+}
+
+std::string_view TrimBlanks(std::string_view text) {
+  const std::size_t first = text.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  return text.substr(first, text.find_last_not_of(" \t") - first + 1);
+}
+
+std::optional<std::string> PercentDecode(std::string_view text) {
+  std::string decoded;
+  decoded.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      decoded.push_back(text[i]);
+      continue;
+    }
+    unsigned byte = 0;
+    const char* const digits = text.data() + i + 1;
+    if (i + 3 > text.size()) return std::nullopt;
+    const auto [end, error] = std::from_chars(digits, digits + 2, byte, 16);
+    if (error != std::errc() || end != digits + 2) return std::nullopt;
+    decoded.push_back(static_cast<char>(byte));
+    i += 2;
+  }
+  return decoded;
+}
+
+std::string Base64(std::string_view data) {
+  std::string encoded(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
+                                     reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+  encoded.resize(static_cast<std::size_t>(length));
+  return encoded;
+}
+
+struct Proxy {
+  Endpoint endpoint;          // where the connections go; always plain http
+  std::string authorization;  // "Basic ..." from the URL's credentials, or empty
+};
+
+// No value for an empty URL. Messages never quote the URL: it may carry a
+// password, and they end up in logs.
+StatusOr<std::optional<Proxy>> ParseProxy(std::string_view option, std::string_view url) {
+  if (url.empty()) return std::optional<Proxy>();
+  const auto refuse = [&](std::string_view why) {
+    return Status(Code::kBadRequest, std::string(option) + " is unusable: " + std::string(why));
+  };
+  std::string_view rest = url;
+  std::string scheme = "http";  // curl's reading of "host:port"
+  if (const std::size_t scheme_end = rest.find("://"); scheme_end != std::string_view::npos) {
+    scheme = ToLower(rest.substr(0, scheme_end));
+    rest.remove_prefix(scheme_end + 3);
+  }
+  if (scheme != "http") return refuse("only http:// proxies are supported, not " + scheme + "://");
+  const std::size_t authority_end = rest.find('/');
+  if (authority_end != std::string_view::npos && rest.substr(authority_end) != "/") {
+    return refuse("a proxy URL has no path or query");
+  }
+  std::string_view authority = rest.substr(0, authority_end);
+
+  Proxy proxy;
+  if (const std::size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+    const std::size_t colon = userinfo.find(':');
+    const std::optional<std::string> user = PercentDecode(userinfo.substr(0, colon));
+    const std::optional<std::string> password =
+        colon == std::string_view::npos ? std::string() : PercentDecode(userinfo.substr(colon + 1));
+    if (!user || !password) return refuse("bad percent-encoding in the credentials");
+    proxy.authorization = "Basic " + Base64(*user + ":" + *password);
+  }
+  StatusOr<Endpoint> endpoint = Endpoint::Parse("http://" + std::string(authority));
+  if (!endpoint.ok()) return refuse("invalid proxy host or port");
+  proxy.endpoint = std::move(*endpoint);
+  return std::optional<Proxy>(std::move(proxy));
+}
+
+// Whether `address` lies in network/prefix_bits.
+bool InBlock(const asio::ip::address& address, const asio::ip::address& network, unsigned prefix_bits) {
+  if (address.is_v4() != network.is_v4()) return false;
+  const auto compare = [prefix_bits](const auto& a, const auto& b) {
+    const std::size_t whole = prefix_bits / 8;
+    if (!std::equal(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(whole), b.begin())) return false;
+    const unsigned rest = prefix_bits % 8;
+    if (rest == 0) return true;
+    const unsigned mask = (0xffu << (8 - rest)) & 0xffu;
+    return (a[whole] & mask) == (b[whole] & mask);
+  };
+  if (address.is_v4()) return compare(address.to_v4().to_bytes(), network.to_v4().to_bytes());
+  return compare(address.to_v6().to_bytes(), network.to_v6().to_bytes());
+}
+
+// `entry`: one lower-case, trimmed NO_PROXY entry; `host`: the endpoint's
+// host in lower case; `host_address`: the host when it is an IP literal.
+bool NoProxyEntryMatches(std::string_view entry, const std::string& host,
+                         const std::optional<asio::ip::address>& host_address, std::uint16_t port) {
+  if (entry == "*") return true;
+  ErrorCode not_an_address;
+  if (const std::size_t slash = entry.find('/'); slash != std::string_view::npos) {
+    if (!host_address) return false;
+    const asio::ip::address network = asio::ip::make_address(std::string(entry.substr(0, slash)), not_an_address);
+    if (not_an_address) return false;
+    const std::string_view bits_text = entry.substr(slash + 1);
+    unsigned bits = 0;
+    const auto [end, error] = std::from_chars(bits_text.data(), bits_text.data() + bits_text.size(), bits);
+    if (bits_text.empty() || error != std::errc() || end != bits_text.data() + bits_text.size() ||
+        bits > (network.is_v4() ? 32u : 128u)) {
+      return false;
+    }
+    return InBlock(*host_address, network, bits);
+  }
+
+  std::string_view name = entry;
+  std::optional<std::uint16_t> entry_port;
+  if (entry.starts_with('[')) {
+    const std::size_t close = entry.find(']');
+    if (close == std::string_view::npos) return false;
+    name = entry.substr(1, close - 1);
+    const std::string_view after = entry.substr(close + 1);
+    if (!after.empty() && (!after.starts_with(':') || !(entry_port = ParsePort(after.substr(1))))) return false;
+  } else if (const std::size_t colon = entry.find(':');
+             colon != std::string_view::npos && entry.find(':', colon + 1) == std::string_view::npos) {
+    name = entry.substr(0, colon);
+    if (!(entry_port = ParsePort(entry.substr(colon + 1)))) return false;
+  }  // more than one ':' is an IPv6 address without a port
+  if (entry_port && *entry_port != port) return false;
+
+  const asio::ip::address address = asio::ip::make_address(std::string(name), not_an_address);
+  if (!not_an_address) return host_address == address;
+  // A name never covers an address: "3.4" is not a suffix of 1.2.3.4.
+  if (host_address) return false;
+  if (name.starts_with("*.")) {
+    name.remove_prefix(2);
+  } else if (name.starts_with('.')) {
+    name.remove_prefix(1);
+  }
+  if (name.empty() || !host.ends_with(name)) return false;
+  return host.size() == name.size() || host[host.size() - name.size() - 1] == '.';
+}
+
 Status CheckEndpoint(const Endpoint& endpoint) {
   if (endpoint.scheme != "http" && endpoint.scheme != "https") {
     return Status(Code::kBadRequest, "unsupported scheme \"" + endpoint.scheme + "\" (http or https)");
@@ -127,8 +277,10 @@ bool HasLineBreakOrNul(std::string_view text) {
 // Content-Length only: whatever could make the peer read the message
 // differently from how it is sent (header injection, a length that lies,
 // another framing) is refused, since on a kept-alive connection it would
-// corrupt the next exchange too.
-StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientRequest& request) {
+// corrupt the next exchange too. Through a forwarding proxy (plain http) the
+// target is in absolute form and the proxy's credentials are added.
+StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientRequest& request,
+                                    const Proxy* forwarding_proxy) {
   if (!IsToken(request.method)) return Status(Code::kBadRequest, "invalid method \"" + request.method + "\"");
   if (request.target.empty() || request.target.front() != '/' || HasControlOrSpace(request.target)) {
     return Status(Code::kBadRequest, "invalid request target \"" + request.target + "\"");
@@ -154,10 +306,15 @@ StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientReques
 
   std::string head;
   head.reserve(256);
-  head.append(request.method).append(" ").append(request.target).append(" HTTP/1.1\r\n");
+  head.append(request.method).append(" ");
+  if (forwarding_proxy != nullptr) head.append(endpoint.Origin());
+  head.append(request.target).append(" HTTP/1.1\r\n");
   if (!has_host) head.append("Host: ").append(endpoint.Authority()).append("\r\n");
   for (const Header& header : request.headers)
     head.append(header.name).append(": ").append(header.value).append("\r\n");
+  if (forwarding_proxy != nullptr && !forwarding_proxy->authorization.empty()) {
+    head.append("Proxy-Authorization: ").append(forwarding_proxy->authorization).append("\r\n");
+  }
   const bool needs_length = !request.body.empty() || request.method == "POST" || request.method == "PUT";
   if (needs_length && !has_content_length) {
     head.append("Content-Length: ").append(std::to_string(request.body.size())).append("\r\n");
@@ -301,6 +458,47 @@ Status Handshake(Connection& connection, TlsStream& stream, const Endpoint& endp
   return Status::Ok();
 }
 
+// host:port as CONNECT names its target: the port always, IPv6 in brackets.
+std::string TunnelTarget(const Endpoint& endpoint) {
+  const std::string host = endpoint.host.find(':') != std::string::npos ? "[" + endpoint.host + "]" : endpoint.host;
+  return host + ":" + std::to_string(endpoint.port);
+}
+
+// Asks the proxy for a tunnel to `origin` (RFC 9110, 9.3.6); after its 2xx
+// answer the connection carries the TLS bytes end to end.
+Status OpenTunnel(Connection& connection, const Proxy& proxy, const Endpoint& origin, Deadline deadline) {
+  const std::string target = TunnelTarget(origin);
+  std::string head = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+  if (!proxy.authorization.empty()) head.append("Proxy-Authorization: ").append(proxy.authorization).append("\r\n");
+  head.append("\r\n");
+  const std::string what = "CONNECT " + target + " through proxy " + proxy.endpoint.Authority();
+
+  beast::tcp_stream& stream = connection.tcp();
+  ExpireAt(stream, deadline);
+  ErrorCode error;
+  asio::async_write(stream, asio::buffer(head), [&](const ErrorCode& result, std::size_t) { error = result; });
+  connection.Run();
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::empty_body> parser;
+  parser.header_limit(kResponseHeaderLimit);
+  if (!error) {
+    ExpireAt(stream, deadline);
+    bhttp::async_read_header(stream, buffer, parser, [&](const ErrorCode& result, std::size_t) { error = result; });
+    connection.Run();
+  }
+  if (error == beast::error::timeout) return Status(Code::kDeadlineExceeded, what + " timed out");
+  if (error) return Status(Code::kUnavailable, what + " failed: " + error.message());
+  const auto& answer = parser.get();
+  if (answer.result_int() / 100 != 2) {
+    return Status(Code::kUnavailable, what + " refused: " + std::to_string(answer.result_int()) + " " +
+                                          std::string(answer.reason()));
+  }
+  // The origin speaks only after the TLS client hello: bytes already here
+  // would be the proxy's, and would corrupt the handshake.
+  if (buffer.size() != 0) return Status(Code::kUnavailable, what + ": the proxy sent data after its answer");
+  return Status::Ok();
+}
+
 // What one request/answer exchange on a connection gave.
 struct Exchange {
   Status status;
@@ -321,8 +519,9 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
 // Writes the request while reading the answer: a peer may answer early (an
 // error before the whole body arrived) and stop reading; the answer is then
 // taken and the rest of the request abandoned with the connection.
+// `peer` names the other end in messages.
 template <class Stream>
-Exchange RunExchange(Connection& connection, Stream& stream, const Endpoint& endpoint, const std::string& head,
+Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
                      const ClientRequest& request, std::size_t max_body, Deadline deadline) {
   beast::tcp_stream& transport = connection.tcp();
   ExpireAt(transport, deadline);
@@ -354,19 +553,32 @@ Exchange RunExchange(Connection& connection, Stream& stream, const Endpoint& end
   Exchange exchange;
   exchange.answer_started = parser.got_some();
   if (read_error == beast::error::timeout || write_error == beast::error::timeout) {
-    exchange.status = Status(Code::kDeadlineExceeded, "no complete answer from " + endpoint.Authority() + " in time");
+    exchange.status = Status(Code::kDeadlineExceeded, "no complete answer from " + peer + " in time");
   } else if (read_error == bhttp::error::body_limit) {
-    exchange.status = Status(Code::kUnavailable, "answer body from " + endpoint.Authority() + " exceeds " +
-                                                     std::to_string(max_body) + " bytes");
+    exchange.status =
+        Status(Code::kUnavailable, "answer body from " + peer + " exceeds " + std::to_string(max_body) + " bytes");
   } else if (read_error) {
     const ErrorCode& cause = (read_error == asio::error::operation_aborted && write_error) ? write_error : read_error;
-    exchange.status =
-        Status(Code::kUnavailable, "HTTP exchange with " + endpoint.Authority() + " failed: " + cause.message());
+    exchange.status = Status(Code::kUnavailable, "HTTP exchange with " + peer + " failed: " + cause.message());
   } else {
     exchange.reusable = written && !write_error && parser.keep_alive() && buffer.size() == 0;
     exchange.response = ToClientResponse(parser.release());
   }
   return exchange;
+}
+
+// Pooled connections are found by where they lead and how: a tunnel or a
+// forwarding connection through a proxy never serves a direct call.
+std::string PoolKey(const Endpoint& endpoint, const Proxy* proxy) {
+  std::string key = endpoint.Origin();
+  if (proxy != nullptr) key.append(" via ").append(proxy->endpoint.Origin());
+  return key;
+}
+
+std::string PeerName(const Endpoint& endpoint, const Proxy* proxy) {
+  std::string name = endpoint.Authority();
+  if (proxy != nullptr) name.append(" via proxy ").append(proxy->endpoint.Authority());
+  return name;
 }
 
 }  // namespace
@@ -414,12 +626,9 @@ StatusOr<Endpoint> Endpoint::Parse(std::string_view url) {
 
   endpoint.port = DefaultPort(endpoint.scheme);
   if (!port_text.empty()) {
-    unsigned port = 0;
-    const auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (error != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
-      return refuse("invalid port");
-    }
-    endpoint.port = static_cast<std::uint16_t>(port);
+    const std::optional<std::uint16_t> port = ParsePort(port_text);
+    if (!port) return refuse("invalid port");
+    endpoint.port = *port;
   }
   return endpoint;
 }
@@ -434,6 +643,37 @@ std::string Endpoint::Origin() const { return scheme + "://" + Authority(); }
 
 bool Endpoint::IsIpLiteralOrLocalhost() const { return IsIpLiteral(host) || EqualsIgnoreCase(host, "localhost"); }
 
+HttpClientOptions ProxyOptionsFromEnvironment(
+    const std::function<std::optional<std::string>(const std::string&)>& getenv) {
+  const auto value_of = [&](const std::string& upper_case_name) {
+    for (const std::string& name : {upper_case_name, ToLower(upper_case_name)}) {
+      std::optional<std::string> value = getenv(name);
+      if (value && !value->empty()) return std::move(*value);
+    }
+    return std::string();
+  };
+  HttpClientOptions options;
+  options.http_proxy = value_of("HTTP_PROXY");
+  options.https_proxy = value_of("HTTPS_PROXY");
+  options.no_proxy = value_of("NO_PROXY");
+  return options;
+}
+
+bool NoProxyMatches(std::string_view no_proxy, const Endpoint& endpoint) {
+  const std::string host = ToLower(endpoint.host);
+  ErrorCode not_an_address;
+  const asio::ip::address address = asio::ip::make_address(host, not_an_address);
+  const std::optional<asio::ip::address> host_address =
+      not_an_address ? std::nullopt : std::optional<asio::ip::address>(address);
+  while (true) {
+    const std::size_t comma = no_proxy.find(',');
+    const std::string entry = ToLower(TrimBlanks(no_proxy.substr(0, comma)));
+    if (!entry.empty() && NoProxyEntryMatches(entry, host, host_address, endpoint.port)) return true;
+    if (comma == std::string_view::npos) return false;
+    no_proxy.remove_prefix(comma + 1);
+  }
+}
+
 std::string_view ClientResponse::HeaderValue(std::string_view name) const {
   for (const Header& header : headers) {
     if (EqualsIgnoreCase(header.name, name)) return header.value;
@@ -442,16 +682,22 @@ std::string_view ClientResponse::HeaderValue(std::string_view name) const {
 }
 
 struct HttpClient::Impl {
-  explicit Impl(HttpClientOptions client_options) : options(std::move(client_options)) {}
+  explicit Impl(HttpClientOptions client_options)
+      : options(std::move(client_options)),
+        http_proxy(ParseProxy("http_proxy", options.http_proxy)),
+        https_proxy(ParseProxy("https_proxy", options.https_proxy)) {}
 
+  StatusOr<const Proxy*> ProxyFor(const Endpoint& endpoint) const;
   StatusOr<ssl::context*> TlsContext();
-  StatusOr<std::unique_ptr<Connection>> Open(const Endpoint& endpoint, Deadline total_deadline);
-  std::unique_ptr<Connection> TakeIdle(const std::string& origin);
-  void ReturnIdle(const std::string& origin, std::unique_ptr<Connection> connection);
-  Exchange Run(Connection& connection, const Endpoint& endpoint, const std::string& head, const ClientRequest& request,
+  StatusOr<std::unique_ptr<Connection>> Open(const Endpoint& endpoint, const Proxy* proxy, Deadline total_deadline);
+  std::unique_ptr<Connection> TakeIdle(const std::string& key);
+  void ReturnIdle(const std::string& key, std::unique_ptr<Connection> connection);
+  Exchange Run(Connection& connection, const std::string& peer, const std::string& head, const ClientRequest& request,
                Deadline deadline);
 
   const HttpClientOptions options;
+  const StatusOr<std::optional<Proxy>> http_proxy;
+  const StatusOr<std::optional<Proxy>> https_proxy;
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> connections_opened{0};
   std::atomic<std::uint64_t> stale_replays{0};
@@ -463,9 +709,19 @@ struct HttpClient::Impl {
   std::unique_ptr<ssl::context> tls_context;
 
   std::mutex pool_mutex;
-  // Idle connections by Endpoint::Origin(); the most recently used last.
+  // Idle connections by PoolKey(); the most recently used last.
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle;
 };
+
+// Null: direct.
+StatusOr<const Proxy*> HttpClient::Impl::ProxyFor(const Endpoint& endpoint) const {
+  const StatusOr<std::optional<Proxy>>& configured = endpoint.scheme == "https" ? https_proxy : http_proxy;
+  const Proxy* const direct = nullptr;
+  if (configured.ok() && !configured->has_value()) return direct;
+  if (NoProxyMatches(options.no_proxy, endpoint)) return direct;
+  if (!configured.ok()) return configured.status();
+  return &**configured;
+}
 
 StatusOr<ssl::context*> HttpClient::Impl::TlsContext() {
   std::lock_guard lock(tls_mutex);
@@ -499,13 +755,17 @@ StatusOr<ssl::context*> HttpClient::Impl::TlsContext() {
   return tls_context.get();
 }
 
-StatusOr<std::unique_ptr<Connection>> HttpClient::Impl::Open(const Endpoint& endpoint, Deadline total_deadline) {
+// Connects to `endpoint`, or to `proxy` and, for https, through its tunnel.
+StatusOr<std::unique_ptr<Connection>> HttpClient::Impl::Open(const Endpoint& endpoint, const Proxy* proxy,
+                                                             Deadline total_deadline) {
   const Deadline deadline = Earlier(DeadlineAfter(options.connect_timeout), total_deadline);
   ssl::context* tls = nullptr;
   if (endpoint.scheme == "https") {
     IMGSVC_ASSIGN_OR_RETURN(tls, TlsContext());
   }
-  IMGSVC_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> addresses, Resolve(endpoint, deadline));
+  const Endpoint& first_hop = proxy != nullptr ? proxy->endpoint : endpoint;
+  const std::string first_hop_name = (proxy != nullptr ? "proxy " : "") + first_hop.Authority();
+  IMGSVC_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> addresses, Resolve(first_hop, deadline));
 
   auto connection = std::make_unique<Connection>(tls);
   beast::tcp_stream& stream = connection->tcp();
@@ -515,40 +775,41 @@ StatusOr<std::unique_ptr<Connection>> HttpClient::Impl::Open(const Endpoint& end
   stream.async_connect(addresses, [&](const ErrorCode& result, const tcp::endpoint&) { error = result; });
   connection->Run();
   if (error == beast::error::timeout) {
-    return Status(Code::kDeadlineExceeded, "connecting to " + endpoint.Authority() + " timed out");
+    return Status(Code::kDeadlineExceeded, "connecting to " + first_hop_name + " timed out");
   }
-  if (error) return Status(Code::kUnavailable, "cannot connect to " + endpoint.Authority() + ": " + error.message());
+  if (error) return Status(Code::kUnavailable, "cannot connect to " + first_hop_name + ": " + error.message());
   ErrorCode ignored;
   // Requests go out in one or two writes; waiting to coalesce them only adds latency.
   stream.socket().set_option(tcp::no_delay(true), ignored);
 
   if (TlsStream* tls_stream = connection->tls()) {
+    if (proxy != nullptr) IMGSVC_RETURN_IF_ERROR(OpenTunnel(*connection, *proxy, endpoint, deadline));
     IMGSVC_RETURN_IF_ERROR(Handshake(*connection, *tls_stream, endpoint, deadline));
   }
   connections_opened.fetch_add(1, std::memory_order_relaxed);
   return connection;
 }
 
-std::unique_ptr<Connection> HttpClient::Impl::TakeIdle(const std::string& origin) {
+std::unique_ptr<Connection> HttpClient::Impl::TakeIdle(const std::string& key) {
   std::lock_guard lock(pool_mutex);
-  const auto found = idle.find(origin);
+  const auto found = idle.find(key);
   if (found == idle.end() || found->second.empty()) return nullptr;
   std::unique_ptr<Connection> connection = std::move(found->second.back());
   found->second.pop_back();
   return connection;
 }
 
-void HttpClient::Impl::ReturnIdle(const std::string& origin, std::unique_ptr<Connection> connection) {
+void HttpClient::Impl::ReturnIdle(const std::string& key, std::unique_ptr<Connection> connection) {
   std::lock_guard lock(pool_mutex);
-  std::vector<std::unique_ptr<Connection>>& connections = idle[origin];
+  std::vector<std::unique_ptr<Connection>>& connections = idle[key];
   if (connections.size() < options.max_idle_per_endpoint) connections.push_back(std::move(connection));
 }
 
-Exchange HttpClient::Impl::Run(Connection& connection, const Endpoint& endpoint, const std::string& head,
+Exchange HttpClient::Impl::Run(Connection& connection, const std::string& peer, const std::string& head,
                                const ClientRequest& request, Deadline deadline) {
   return std::visit(
       [&](auto& stream) {
-        return RunExchange(connection, stream, endpoint, head, request, options.max_response_body, deadline);
+        return RunExchange(connection, stream, peer, head, request, options.max_response_body, deadline);
       },
       connection.stream());
 }
@@ -560,16 +821,20 @@ HttpClient::~HttpClient() = default;
 StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const ClientRequest& request) {
   impl_->requests.fetch_add(1, std::memory_order_relaxed);
   IMGSVC_RETURN_IF_ERROR(CheckEndpoint(endpoint));
-  IMGSVC_ASSIGN_OR_RETURN(const std::string head, SerializeHead(endpoint, request));
+  IMGSVC_ASSIGN_OR_RETURN(const Proxy* const proxy, impl_->ProxyFor(endpoint));
+  // An http request is the proxy's to forward; an https one crosses its tunnel unchanged.
+  const Proxy* const forwarding_proxy = endpoint.scheme == "http" ? proxy : nullptr;
+  IMGSVC_ASSIGN_OR_RETURN(const std::string head, SerializeHead(endpoint, request, forwarding_proxy));
   const Deadline deadline = DeadlineAfter(request.timeout.value_or(impl_->options.total_timeout));
-  const std::string origin = endpoint.Origin();
+  const std::string pool_key = PoolKey(endpoint, proxy);
+  const std::string peer = PeerName(endpoint, proxy);
 
-  std::unique_ptr<Connection> connection = impl_->TakeIdle(origin);
+  std::unique_ptr<Connection> connection = impl_->TakeIdle(pool_key);
   const bool reused = connection != nullptr;
   if (!reused) {
-    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, deadline));
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, proxy, deadline));
   }
-  Exchange exchange = impl_->Run(*connection, endpoint, head, request, deadline);
+  Exchange exchange = impl_->Run(*connection, peer, head, request, deadline);
 
   // A pooled connection the peer closed while it sat idle (its idle timer, a
   // Lambda freeze) fails before any byte of the answer; the request may or
@@ -578,18 +843,18 @@ StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const Client
       reused && !exchange.status.ok() && !exchange.answer_started && exchange.status.code() != Code::kDeadlineExceeded;
   if (stale) {
     if (!request.replayable) {
-      return Status(Code::kUnavailable, "pooled connection to " + endpoint.Authority() +
+      return Status(Code::kUnavailable, "pooled connection to " + peer +
                                             " failed before an answer; request not replayable, not resent (" +
                                             exchange.status.message() + ")");
     }
     impl_->stale_replays.fetch_add(1, std::memory_order_relaxed);
     connection.reset();
-    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, deadline));
-    exchange = impl_->Run(*connection, endpoint, head, request, deadline);
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, proxy, deadline));
+    exchange = impl_->Run(*connection, peer, head, request, deadline);
   }
 
   if (!exchange.status.ok()) return exchange.status;
-  if (exchange.reusable) impl_->ReturnIdle(origin, std::move(connection));
+  if (exchange.reusable) impl_->ReturnIdle(pool_key, std::move(connection));
   return std::move(exchange.response);
 }
 

@@ -16,6 +16,16 @@
 //  - Connect and total timeouts per call; a call blocks its thread. Calls
 //    from many threads at once are safe (each connection is used by one call
 //    at a time).
+//  - Proxies as curl and the AWS SDKs take them from HTTPS_PROXY, HTTP_PROXY
+//    and NO_PROXY (the client never reads the environment; the app passes
+//    ProxyOptionsFromEnvironment's result). https endpoints go through an
+//    HTTP CONNECT tunnel, with TLS verified against the endpoint, never the
+//    proxy; http endpoints send their requests to the proxy in absolute form
+//    (its own answers, a 407 or a 502, come back as the response).
+//    Only http:// proxies (no TLS to the proxy), Basic credentials from the
+//    proxy URL. Nothing bypasses the proxy implicitly, loopback and the EC2
+//    metadata address included: list them in no_proxy (as the AWS docs ask
+//    for 169.254.169.254), or give such calls a client without proxies.
 // Retries beyond that stale-socket replay (5xx, throttling) belong to the
 // caller (aws::AwsClient), which knows what is safe to repeat.
 #pragma once
@@ -23,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,13 +95,46 @@ struct HttpClientOptions {
   std::size_t max_idle_per_endpoint = 16;
   std::size_t max_response_body = 64u << 20;
   std::string ca_file;  // empty: the system's standard locations
+
+  // "http://host:port" or "http://user:pass@host:port" (percent-encoded
+  // credentials; no scheme means http; the port defaults to 80 as in any
+  // http URL, where curl alone assumes 1080). Empty: direct. https endpoints
+  // use https_proxy only, http endpoints http_proxy only. A proxy URL the
+  // client cannot use fails the calls that would go through it (kBadRequest).
+  std::string http_proxy;
+  std::string https_proxy;
+  // Endpoints reached directly despite a proxy, as curl reads NO_PROXY: a
+  // comma-separated list, case-insensitive, of
+  //  - "*": every endpoint;
+  //  - a domain name, with or without a leading "." or "*.": that name and
+  //    every name under it ("example.com" covers a.example.com, not
+  //    notexample.com);
+  //  - an IP address or a CIDR block ("10.0.0.0/8", "fd00::/8"), matched
+  //    against IP-literal endpoints only (names are not resolved for this);
+  //  - any of these but "*" and CIDR with ":port" ("[::1]:4566" for IPv6),
+  //    then only that port matches.
+  // Entries that are none of these are ignored.
+  std::string no_proxy;
 };
+
+// The proxy settings of the process's environment: HTTPS_PROXY, HTTP_PROXY and
+// NO_PROXY, each falling back to its lower-case spelling when unset or empty.
+// The other options keep their defaults. `getenv` returns no value for an
+// unset variable.
+HttpClientOptions ProxyOptionsFromEnvironment(
+    const std::function<std::optional<std::string>(const std::string&)>& getenv);
+
+// Whether `no_proxy` (the syntax of HttpClientOptions::no_proxy) sends
+// `endpoint` direct.
+bool NoProxyMatches(std::string_view no_proxy, const Endpoint& endpoint);
 
 // Failures are Status values:
 //  - kDeadlineExceeded: a connect or total timeout passed;
-//  - kUnavailable: name resolution, connect, TLS or connection failures, and
-//    answers that are not HTTP (message names the cause);
-//  - kBadRequest: an endpoint or request the client refuses to send.
+//  - kUnavailable: name resolution, connect, TLS or connection failures,
+//    answers that are not HTTP, and a proxy refusing a CONNECT tunnel
+//    (message names the cause or the proxy's status; never the proxy's
+//    credentials);
+//  - kBadRequest: an endpoint, request or proxy URL the client refuses to use.
 class HttpClient {
  public:
   explicit HttpClient(HttpClientOptions options = {});

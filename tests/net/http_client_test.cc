@@ -1,6 +1,7 @@
 // Tests of the outbound HTTP client against real loopback servers: a scripted
-// POSIX-socket server that records the bytes it receives, and an asio::ssl
-// server whose certificates come from a throwaway CA made here with OpenSSL.
+// POSIX-socket server that records the bytes it receives, an asio::ssl server
+// whose certificates come from a throwaway CA made here with OpenSSL, and a
+// CONNECT proxy in front of it.
 #include "net/http_client.h"
 
 #include <gmock/gmock.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -31,6 +33,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -78,37 +81,62 @@ std::size_t ContentLengthOf(std::string_view head) {
   return std::strtoul(lower.c_str() + at + 17, nullptr, 10);
 }
 
+// A listening socket on the loopback address of `family` with an ephemeral
+// port, or -1.
+int ListenOnLoopback(int family, std::uint16_t& port) {
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  if (family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+    v6->sin6_family = AF_INET6;
+    v6->sin6_addr = in6addr_loopback;
+    length = sizeof(sockaddr_in6);
+  } else {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+    v4->sin_family = AF_INET;
+    v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    length = sizeof(sockaddr_in);
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  port = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
+                                  : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
+  return fd;
+}
+
+// Waits (polling, so a stopping flag is seen) until `fd` is readable; false
+// when `stopping` became true first.
+bool WaitReadable(int fd, const std::atomic<bool>& stopping) {
+  while (!stopping) {
+    pollfd waiter{fd, POLLIN, 0};
+    if (::poll(&waiter, 1, 50) > 0) return true;
+  }
+  return false;
+}
+
+bool SendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
 // Listens on the loopback address of `family`; each connection is served on
 // its own thread, one request at a time, as the script says.
 class ScriptedServer {
  public:
   using Script = std::function<Reply(const Received&)>;
 
-  explicit ScriptedServer(Script script, int family = AF_INET) : script_(std::move(script)), family_(family) {
-    listen_fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (listen_fd_ < 0) return;
-    sockaddr_storage address{};
-    socklen_t length = 0;
-    if (family == AF_INET6) {
-      auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
-      v6->sin6_family = AF_INET6;
-      v6->sin6_addr = in6addr_loopback;
-      length = sizeof(sockaddr_in6);
-    } else {
-      auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
-      v4->sin_family = AF_INET;
-      v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      length = sizeof(sockaddr_in);
-    }
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(listen_fd_, 64) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      ::close(listen_fd_);
-      listen_fd_ = -1;
-      return;
-    }
-    port_ = ntohs(family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&address)->sin6_port
-                                     : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
-    acceptor_ = std::thread([this] { AcceptLoop(); });
+  explicit ScriptedServer(Script script, int family = AF_INET)
+      : script_(std::move(script)), family_(family), listen_fd_(ListenOnLoopback(family, port_)) {
+    if (listen_fd_ >= 0) acceptor_ = std::thread([this] { AcceptLoop(); });
   }
 
   ~ScriptedServer() {
@@ -146,16 +174,12 @@ class ScriptedServer {
  private:
   // False once stopping, or when the peer closed or failed.
   bool ReadMore(int fd, std::string& pending) {
-    while (!stopping_) {
-      pollfd waiter{fd, POLLIN, 0};
-      if (::poll(&waiter, 1, 50) <= 0) continue;
-      char chunk[16384];
-      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
-      if (n <= 0) return false;
-      pending.append(chunk, static_cast<std::size_t>(n));
-      return true;
-    }
-    return false;
+    if (!WaitReadable(fd, stopping_)) return false;
+    char chunk[16384];
+    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    if (n <= 0) return false;
+    pending.append(chunk, static_cast<std::size_t>(n));
+    return true;
   }
 
   std::optional<std::string> NextRequest(int fd, std::string& pending) {
@@ -188,13 +212,7 @@ class ScriptedServer {
         break;
       }
       std::this_thread::sleep_for(reply.delay);
-      std::string_view rest = reply.bytes;
-      while (!rest.empty()) {
-        const ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
-        if (n <= 0) break;
-        rest.remove_prefix(static_cast<std::size_t>(n));
-      }
-      if (reply.close_after) break;
+      if (!SendAll(fd, reply.bytes) || reply.close_after) break;
     }
     ::close(fd);
     std::lock_guard lock(mutex_);
@@ -203,9 +221,7 @@ class ScriptedServer {
   }
 
   void AcceptLoop() {
-    while (!stopping_) {
-      pollfd waiter{listen_fd_, POLLIN, 0};
-      if (::poll(&waiter, 1, 50) <= 0) continue;
+    while (WaitReadable(listen_fd_, stopping_)) {
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) continue;
       std::size_t index = 0;
@@ -219,8 +235,8 @@ class ScriptedServer {
 
   Script script_;
   int family_;
-  int listen_fd_ = -1;
-  std::uint16_t port_ = 0;
+  std::uint16_t port_ = 0;  // set by ListenOnLoopback, hence before listen_fd_
+  int listen_fd_;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::condition_variable closed_changed_;
@@ -450,6 +466,123 @@ bool PermissiveTls11ClientConnects(std::uint16_t port) {
 
 Endpoint HttpsEndpoint(const std::string& host, std::uint16_t port) {
   return Endpoint::Parse("https://" + host + ":" + std::to_string(port)).value();
+}
+
+// A proxy that only tunnels: records each request head, answers 200 and pipes
+// bytes both ways between the client and 127.0.0.1 at the port the CONNECT
+// line names (whatever its host). Given a `refusal`, sends that instead and
+// closes.
+class ConnectProxy {
+ public:
+  explicit ConnectProxy(std::string refusal = "")
+      : refusal_(std::move(refusal)), listen_fd_(ListenOnLoopback(AF_INET, port_)) {
+    if (listen_fd_ >= 0) acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~ConnectProxy() {
+    stopping_ = true;
+    if (acceptor_.joinable()) acceptor_.join();
+    for (std::thread& thread : tunnels_) thread.join();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+  }
+  ConnectProxy(const ConnectProxy&) = delete;
+  ConnectProxy& operator=(const ConnectProxy&) = delete;
+
+  bool listening() const { return listen_fd_ >= 0; }
+  // userinfo: "" or "user:pass@".
+  std::string Url(const std::string& userinfo = "") const {
+    return "http://" + userinfo + "127.0.0.1:" + std::to_string(port_);
+  }
+  std::size_t accepted() const { return accepted_; }
+  std::vector<std::string> heads() const {
+    std::lock_guard lock(mutex_);
+    return heads_;
+  }
+
+ private:
+  void AcceptLoop() {
+    while (WaitReadable(listen_fd_, stopping_)) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++accepted_;
+      tunnels_.emplace_back([this, fd] {
+        Serve(fd);
+        ::close(fd);
+      });
+    }
+  }
+
+  void Serve(int client) {
+    std::string head;
+    char chunk[16384];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      if (!WaitReadable(client, stopping_)) return;
+      const ssize_t n = ::recv(client, chunk, sizeof(chunk), 0);
+      if (n <= 0) return;
+      head.append(chunk, static_cast<std::size_t>(n));
+    }
+    {
+      std::lock_guard lock(mutex_);
+      heads_.push_back(head);
+    }
+    if (!refusal_.empty()) {
+      SendAll(client, refusal_);
+      return;
+    }
+    const int upstream = ConnectUpstream(head);
+    if (upstream < 0) {
+      SendAll(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    if (SendAll(client, "HTTP/1.1 200 Connection established\r\n\r\n")) Pipe(client, upstream);
+    ::close(upstream);
+  }
+
+  static int ConnectUpstream(const std::string& head) {
+    const std::size_t target_end = head.find(" HTTP/");
+    const std::size_t colon = head.rfind(':', target_end);
+    if (!head.starts_with("CONNECT ") || target_end == std::string::npos || colon == std::string::npos) return -1;
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<std::uint16_t>(std::strtoul(head.c_str() + colon + 1, nullptr, 10)));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  // Until either side closes, or the proxy stops.
+  void Pipe(int client, int upstream) {
+    char chunk[16384];
+    while (!stopping_) {
+      std::array<pollfd, 2> waiters = {pollfd{client, POLLIN, 0}, pollfd{upstream, POLLIN, 0}};
+      if (::poll(waiters.data(), waiters.size(), 50) <= 0) continue;
+      for (std::size_t i = 0; i < waiters.size(); ++i) {
+        if (waiters[i].revents == 0) continue;
+        const ssize_t n = ::recv(waiters[i].fd, chunk, sizeof(chunk), 0);
+        if (n <= 0 || !SendAll(waiters[1 - i].fd, std::string_view(chunk, static_cast<std::size_t>(n)))) return;
+      }
+    }
+  }
+
+  std::string refusal_;
+  std::uint16_t port_ = 0;  // set by ListenOnLoopback, hence before listen_fd_
+  int listen_fd_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> accepted_{0};
+  mutable std::mutex mutex_;
+  std::vector<std::string> heads_;
+  std::thread acceptor_;
+  std::vector<std::thread> tunnels_;  // touched by the acceptor only, until it is joined
+};
+
+HttpClientOptions TrustingCa(const TempFile& ca_file) {
+  HttpClientOptions options;
+  options.ca_file = ca_file.path();
+  return options;
 }
 
 // ---------------------------------------------------------------------------
@@ -916,6 +1049,277 @@ TEST(HttpClientTlsTest, RefusesTls11) {
   const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), Code::kUnavailable);
+}
+
+// ---------------------------------------------------------------------------
+// Proxies.
+
+// "user:p@ss" as Basic credentials.
+constexpr std::string_view kProxyAuthorization = "Proxy-Authorization: Basic dXNlcjpwQHNz\r\n";
+
+TEST(NoProxyTest, MatchesAsCurlReadsNoProxy) {
+  struct Case {
+    const char* no_proxy;
+    const char* url;
+    bool direct;
+  };
+  const std::vector<Case> cases = {
+      {"", "http://example.com", false},
+      {"example.com", "http://example.com", true},
+      {"example.com", "http://www.example.com", true},
+      {"example.com", "http://a.b.example.com:8080", true},
+      {"example.com", "http://notexample.com", false},
+      {"example.com", "http://example.com.evil.test", false},
+      {".example.com", "http://example.com", true},
+      {".example.com", "http://www.example.com", true},
+      {"*.example.com", "http://www.example.com", true},
+      {"Example.COM", "http://www.example.com", true},
+      {"other.test , example.com", "https://www.example.com", true},
+      {"other.test,,", "https://www.example.com", false},
+      {"*", "https://anything.test:8443", true},
+      {"other.test,*", "http://anything.test", true},
+      {"example.com:8080", "http://example.com:8080", true},
+      {"example.com:8080", "http://example.com", false},
+      {"example.com:443", "https://example.com", true},
+      {"example.com:x", "http://example.com", false},
+      {"127.0.0.1", "http://127.0.0.1:9000", true},
+      {"127.0.0.1", "http://127.0.0.2", false},
+      {"127.0.0.1:9000", "http://127.0.0.1:9001", false},
+      {"169.254.169.254", "http://169.254.169.254", true},
+      {"3.4", "http://1.2.3.4", false},
+      {"10.0.0.0/8", "http://10.200.3.4", true},
+      {"10.0.0.0/8", "http://11.0.0.1", false},
+      {"192.168.1.128/25", "http://192.168.1.200", true},
+      {"192.168.1.128/25", "http://192.168.1.100", false},
+      {"10.0.0.0/33", "http://10.0.0.1", false},
+      {"10.0.0.0/8", "http://ten.example", false},
+      {"::1", "http://[::1]:4566", true},
+      {"0:0::1", "http://[::1]", true},
+      {"[::1]:4566", "http://[::1]:4566", true},
+      {"[::1]:4566", "http://[::1]:4567", false},
+      {"fd00::/8", "http://[fd12:3456::1]", true},
+      {"fd00::/8", "http://[fe80::1]", false},
+      {"localhost", "http://localhost:4566", true},
+      // Nothing is bypassed implicitly, and names are not resolved to match.
+      {"", "http://localhost", false},
+      {"", "http://127.0.0.1", false},
+      {"localhost", "http://127.0.0.1", false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(NoProxyMatches(c.no_proxy, Endpoint::Parse(c.url).value()), c.direct)
+        << "no_proxy \"" << c.no_proxy << "\", " << c.url;
+  }
+  EXPECT_TRUE(NoProxyMatches("example.com", Endpoint{"http", "WWW.Example.COM", 80}));
+}
+
+TEST(ProxyOptionsFromEnvironmentTest, UpperCaseWinsAndLowerCaseFillsIn) {
+  const auto from = [](std::map<std::string, std::string> environment) {
+    return ProxyOptionsFromEnvironment([environment](const std::string& name) -> std::optional<std::string> {
+      const auto found = environment.find(name);
+      if (found == environment.end()) return std::nullopt;
+      return found->second;
+    });
+  };
+  const HttpClientOptions mixed = from({{"HTTPS_PROXY", "http://upper:3128"},
+                                        {"https_proxy", "http://lower:3128"},
+                                        {"HTTP_PROXY", ""},  // set but empty: as if unset
+                                        {"http_proxy", "http://lower-http:8080"},
+                                        {"no_proxy", "169.254.169.254,.internal"}});
+  EXPECT_EQ(mixed.https_proxy, "http://upper:3128");
+  EXPECT_EQ(mixed.http_proxy, "http://lower-http:8080");
+  EXPECT_EQ(mixed.no_proxy, "169.254.169.254,.internal");
+  EXPECT_EQ(mixed.connect_timeout, HttpClientOptions{}.connect_timeout);
+  EXPECT_EQ(mixed.ca_file, "");
+
+  const HttpClientOptions upper = from({{"HTTP_PROXY", "http://a:1"}, {"http_proxy", "http://b:1"},
+                                        {"NO_PROXY", "upper.test"}, {"no_proxy", "lower.test"}});
+  EXPECT_EQ(upper.http_proxy, "http://a:1");
+  EXPECT_EQ(upper.https_proxy, "");
+  EXPECT_EQ(upper.no_proxy, "upper.test");
+
+  const HttpClientOptions none = from({});
+  EXPECT_EQ(none.http_proxy, "");
+  EXPECT_EQ(none.https_proxy, "");
+  EXPECT_EQ(none.no_proxy, "");
+}
+
+// Also shows that loopback is not bypassed implicitly: localhost goes through the proxy.
+TEST(HttpClientProxyTest, HttpsGoesThroughAConnectTunnelVerifyingTheOrigin) {
+  TestCa ca;
+  // Names the origin only: a check against the proxy's address would fail.
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  ConnectProxy proxy;
+  ASSERT_TRUE(proxy.listening());
+  const TempFile ca_file(ca.cert_pem());
+  HttpClientOptions options = TrustingCa(ca_file);
+  options.https_proxy = proxy.Url("user:p%40ss@");
+  HttpClient client(options);
+
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
+  EXPECT_EQ(server.last_server_name(), "localhost");
+  const std::string target = "localhost:" + std::to_string(server.port());
+  const std::vector<std::string> heads = proxy.heads();
+  ASSERT_EQ(heads.size(), 1u);
+  EXPECT_EQ(heads[0], "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n" + std::string(kProxyAuthorization) +
+                          "\r\n");
+}
+
+TEST(HttpClientProxyTest, TunnelledCertificateForAnotherNameFails) {
+  TestCa ca;
+  TlsServer server(ca.Issue("other.example", "DNS:other.example"));
+  ConnectProxy proxy;
+  ASSERT_TRUE(proxy.listening());
+  const TempFile ca_file(ca.cert_pem());
+  HttpClientOptions options = TrustingCa(ca_file);
+  options.https_proxy = proxy.Url();
+  HttpClient client(options);
+
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), Code::kUnavailable);
+  EXPECT_THAT(result.status().message(), HasSubstr("verify"));
+  EXPECT_EQ(proxy.heads().size(), 1u);
+  EXPECT_EQ(server.handshakes(), 0);
+}
+
+TEST(HttpClientProxyTest, RefusedTunnelIsUnavailableNamingTheProxyStatus) {
+  ConnectProxy proxy(
+      "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"\r\n"
+      "Content-Length: 0\r\n\r\n");
+  ASSERT_TRUE(proxy.listening());
+  HttpClientOptions options;
+  options.https_proxy = proxy.Url("user:secret@");
+  HttpClient client(options);
+
+  // The origin's name is never resolved here: only the proxy is.
+  const StatusOr<ClientResponse> result = client.Send(Endpoint::Parse("https://origin.example").value(), Get("/"));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), Code::kUnavailable);
+  EXPECT_THAT(result.status().message(), HasSubstr("407"));
+  EXPECT_THAT(result.status().message(), ::testing::Not(HasSubstr("secret")));
+  const std::vector<std::string> heads = proxy.heads();
+  ASSERT_EQ(heads.size(), 1u);
+  EXPECT_THAT(heads[0], ::testing::StartsWith("CONNECT origin.example:443 HTTP/1.1\r\nHost: origin.example:443\r\n"));
+  EXPECT_EQ(client.stats().connections_opened, 0u);
+}
+
+TEST(HttpClientProxyTest, HttpGoesToTheProxyInAbsoluteFormOnAPooledConnection) {
+  ScriptedServer proxy([](const Received&) { return Answer("forwarded"); });
+  ASSERT_TRUE(proxy.listening());
+  const std::string address = "127.0.0.1:" + std::to_string(proxy.port());
+  // With a scheme and a trailing slash, and as curl also takes it: bare.
+  for (const std::string& url : {"http://user:p%40ss@" + address + "/", "user:p%40ss@" + address}) {
+    HttpClientOptions options;
+    options.http_proxy = url;
+    HttpClient client(options);
+    ClientRequest put;
+    put.method = "PUT";
+    put.target = "/bucket/key?x=1";
+    put.body = "abc";
+    for (int i = 0; i < 2; ++i) {
+      const StatusOr<ClientResponse> result = client.Send(Endpoint::Parse("http://origin.example:8080").value(), put);
+      ASSERT_TRUE(result.ok()) << url << ": " << result.status().ToString();
+      EXPECT_EQ(result->body, "forwarded");
+    }
+    EXPECT_EQ(client.stats().connections_opened, 1u) << url;
+  }
+  const std::vector<Received> received = proxy.received();
+  ASSERT_EQ(received.size(), 4u);
+  for (const Received& request : received) {
+    EXPECT_EQ(request.raw, "PUT http://origin.example:8080/bucket/key?x=1 HTTP/1.1\r\nHost: origin.example:8080\r\n" +
+                               std::string(kProxyAuthorization) + "Content-Length: 3\r\n\r\nabc");
+  }
+}
+
+TEST(HttpClientProxyTest, StaleProxyConnectionIsReplayedThroughTheProxy) {
+  ScriptedServer proxy(CloseFirstConnection);
+  ASSERT_TRUE(proxy.listening());
+  HttpClientOptions options;
+  options.http_proxy = proxy.Url();
+  HttpClient client(options);
+  const Endpoint origin = Endpoint::Parse("http://origin.example").value();
+  ASSERT_TRUE(client.Send(origin, Get("/a")).ok());
+  ASSERT_TRUE(proxy.WaitForClosed(1));
+
+  const StatusOr<ClientResponse> replayed = client.Send(origin, Get("/b"));
+  ASSERT_TRUE(replayed.ok()) << replayed.status().ToString();
+  EXPECT_EQ(replayed->body, "second");
+  EXPECT_EQ(client.stats().stale_replays, 1u);
+  const std::vector<Received> received = proxy.received();
+  ASSERT_EQ(received.size(), 2u);
+  EXPECT_EQ(received[1].connection, 1u);
+  EXPECT_EQ(received[1].raw, "GET http://origin.example/b HTTP/1.1\r\nHost: origin.example\r\n\r\n");
+}
+
+TEST(HttpClientProxyTest, NoProxyHostsGoDirect) {
+  ScriptedServer origin([](const Received&) { return Answer("direct"); });
+  ScriptedServer forwarding_proxy([](const Received&) { return Answer("proxied"); });
+  ConnectProxy tunnelling_proxy;
+  TestCa ca;
+  TlsServer tls_origin(ca.Issue("localhost", "DNS:localhost"));
+  ASSERT_TRUE(origin.listening() && forwarding_proxy.listening() && tunnelling_proxy.listening());
+  const TempFile ca_file(ca.cert_pem());
+  HttpClientOptions options = TrustingCa(ca_file);
+  options.http_proxy = forwarding_proxy.Url();
+  options.https_proxy = tunnelling_proxy.Url();
+  options.no_proxy = "example.com, 127.0.0.1,LOCALHOST:" + std::to_string(tls_origin.port());
+  HttpClient client(options);
+
+  const StatusOr<ClientResponse> plain = client.Send(origin.endpoint(), Get("/"));
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_EQ(plain->body, "direct");
+  EXPECT_EQ(origin.received()[0].raw, "GET / HTTP/1.1\r\nHost: " + origin.authority() + "\r\n\r\n");
+  const StatusOr<ClientResponse> secure = client.Send(HttpsEndpoint("localhost", tls_origin.port()), Get("/"));
+  ASSERT_TRUE(secure.ok()) << secure.status().ToString();
+  EXPECT_EQ(secure->body, "secure");
+  EXPECT_EQ(forwarding_proxy.accepted(), 0u);
+  EXPECT_EQ(tunnelling_proxy.accepted(), 0u);
+
+  // A name not listed still goes through the proxy.
+  const StatusOr<ClientResponse> unlisted =
+      client.Send(Endpoint{"http", "origin.test", origin.port()}, Get("/"));
+  ASSERT_TRUE(unlisted.ok()) << unlisted.status().ToString();
+  EXPECT_EQ(unlisted->body, "proxied");
+}
+
+TEST(HttpClientProxyTest, HttpsDoesNotFallBackToTheHttpProxy) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  ScriptedServer forwarding_proxy([](const Received&) { return Answer("proxied"); });
+  ASSERT_TRUE(forwarding_proxy.listening());
+  const TempFile ca_file(ca.cert_pem());
+  HttpClientOptions options = TrustingCa(ca_file);
+  options.http_proxy = forwarding_proxy.Url();
+  HttpClient client(options);
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
+  EXPECT_EQ(forwarding_proxy.accepted(), 0u);
+}
+
+TEST(HttpClientProxyTest, UnusableProxyUrlFailsOnlyTheCallsThatNeedIt) {
+  ScriptedServer origin([](const Received&) { return Answer("direct"); });
+  ASSERT_TRUE(origin.listening());
+  for (const char* url : {"https://user:secret@proxy.example:443", "socks5://user:secret@proxy.example:1080",
+                          "http://user:secret@proxy.example:3128/path", "http://user:secret%zz@proxy.example",
+                          "http://user:secret@", "http://user:secret@proxy.example:99999"}) {
+    HttpClientOptions options;
+    options.http_proxy = url;
+    options.https_proxy = url;
+    options.no_proxy = "127.0.0.1";
+    HttpClient client(options);
+    const StatusOr<ClientResponse> proxied = client.Send(Endpoint::Parse("https://s3.example").value(), Get("/"));
+    ASSERT_FALSE(proxied.ok()) << url;
+    EXPECT_EQ(proxied.status().code(), Code::kBadRequest) << url;
+    EXPECT_THAT(proxied.status().message(), HasSubstr("https_proxy")) << url;
+    EXPECT_THAT(proxied.status().message(), ::testing::Not(HasSubstr("secret"))) << url;
+
+    const StatusOr<ClientResponse> direct = client.Send(origin.endpoint(), Get("/"));
+    ASSERT_TRUE(direct.ok()) << url << ": " << direct.status().ToString();
+    EXPECT_EQ(direct->body, "direct");
+  }
 }
 
 }  // namespace http_client_test
