@@ -22,9 +22,13 @@ StatusOr<net::Endpoint> ServiceEndpoint(const aws::Environment& env, const std::
 StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment& env) {
   AwsBackend backend;
   IMGSVC_ASSIGN_OR_RETURN(backend.region, aws::ResolveRegion(env));
-  backend.http = std::make_shared<net::HttpClient>();
+  net::HttpClientOptions http_options = net::ProxyOptionsFromEnvironment(env);
+  http_options.ca_file = env("AWS_CA_BUNDLE").value_or("");
+  backend.http = std::make_shared<net::HttpClient>(std::move(http_options));
+  // The container and instance metadata endpoints are link-local: never
+  // through HTTPS_PROXY/HTTP_PROXY, whatever NO_PROXY says.
   IMGSVC_ASSIGN_OR_RETURN(std::shared_ptr<aws::CredentialsProvider> credentials,
-                          aws::DefaultCredentialsChain(env, backend.http));
+                          aws::DefaultCredentialsChain(env, std::make_shared<net::HttpClient>()));
   backend.credentials_source = credentials->Source();
   backend.client = std::make_shared<aws::AwsClient>(backend.http, std::move(credentials));
 

@@ -2,7 +2,9 @@
 // and one retry quota shared by the S3, DynamoDB and Secrets Manager
 // adapters, with endpoints, region and credentials found the AWS SDKs' way
 // (AWS_REGION, AWS_ENDPOINT_URL_S3 / _DYNAMODB / _SECRETS_MANAGER or
-// AWS_ENDPOINT_URL, the default credentials chain; see aws/credentials.h).
+// AWS_ENDPOINT_URL, the default credentials chain; see aws/credentials.h),
+// HTTPS_PROXY / HTTP_PROXY / NO_PROXY, and AWS_CA_BUNDLE for a CA file other
+// than the system's.
 #pragma once
 
 #include <memory>
