@@ -26,10 +26,13 @@ int Init(const Config& config) {
     std::fprintf(stderr, "cannot reach AWS: %s\n", backend.status().ToString().c_str());
     return 1;
   }
-  // The bucket and the table report only success; whether they were new
-  // matters less than for the secret, whose generated value is shown once.
-  if (int rc = Report("bucket", config.bucket, backend->blobs->CreateBucketIfMissing(), false); rc != 0) return rc;
-  if (int rc = Report("table", config.table, backend->records->CreateTableIfMissing(), false); rc != 0) return rc;
+  // What answers its readiness probe exists; anything else is created.
+  const bool bucket_found = backend->blobs->CheckReady().ok();
+  const Status bucket = bucket_found ? Status::Ok() : backend->blobs->CreateBucketIfMissing();
+  if (int rc = Report("bucket", config.bucket, bucket, !bucket_found); rc != 0) return rc;
+  const bool table_found = backend->records->CheckReady().ok();
+  const Status table = table_found ? Status::Ok() : backend->records->CreateTableIfMissing();
+  if (int rc = Report("table", config.table, table, !table_found); rc != 0) return rc;
 
   std::string token = config.api_token;
   const bool generated = token.empty();

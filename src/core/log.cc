@@ -90,6 +90,10 @@ void AppendJsonString(std::string& out, std::string_view text) {
 }
 
 void Write(Level level, std::string_view message, std::initializer_list<Field> fields) {
+  Write(level, message, std::span<const Field>(fields.begin(), fields.size()));
+}
+
+void Write(Level level, std::string_view message, std::span<const Field> fields) {
   if (!Enabled(level)) return;
   const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
                        std::chrono::system_clock::now().time_since_epoch())

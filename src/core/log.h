@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -38,6 +39,8 @@ struct Field {
 };
 
 void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
+// The same with fields chosen at run time.
+void Write(Level level, std::string_view message, std::span<const Field> fields);
 
 inline void Debug(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kDebug, m, f); }
 inline void Info(std::string_view m, std::initializer_list<Field> f = {}) { Write(Level::kInfo, m, f); }

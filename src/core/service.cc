@@ -128,9 +128,9 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
   return file;
 }
 
-void ImageService::DiscardBlobs(std::span<const StoredFile> files) {
+void ImageService::DiscardBlobs(std::span<StoredFile const* const> files) {
   std::vector<std::string> keys;
-  for (const auto& f : files) keys.push_back(f.record.StorageKey());
+  for (const StoredFile* f : files) keys.push_back(f->record.StorageKey());
   const auto results = blobs_.Delete(keys);
   for (std::size_t i = 0; i < results.size(); ++i) {
     if (!results[i].ok()) {
@@ -216,16 +216,48 @@ StatusOr<std::vector<ImageRecord>> ImageService::Upload(const Caller& caller, Fo
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (Status st = files[i].upload->Commit(); !st.ok()) {
       // The uncommitted ones clean themselves up when destroyed.
-      DiscardBlobs(std::span<const StoredFile>(files.data(), i));
+      std::vector<StoredFile const*> committed;
+      for (std::size_t j = 0; j < i; ++j) committed.push_back(&files[j]);
+      DiscardBlobs(committed);
       return st;
     }
   }
   if (Status st = records_.PutNew(records); !st.ok()) {
-    DiscardBlobs(files);
-    if (st.code() == Code::kConflict) return Status(Code::kInternal, "Image id collision");
-    return st;
+    return RecordsFailed(std::move(st), files, std::move(records));
   }
   return records;
+}
+
+StatusOr<std::vector<ImageRecord>> ImageService::RecordsFailed(Status failure, std::span<const StoredFile> files,
+                                                              std::vector<ImageRecord> records) {
+  // A failed write may still have stored records (an answer lost on the way
+  // back, a compensation that failed in turn), so before any bytes are
+  // deleted a strongly consistent read decides what is true. Bytes are kept
+  // when their record exists or its fate is unknown: a record without its
+  // bytes breaks a download, bytes without a record only cost space (a
+  // repair sweep finds them).
+  std::size_t ours = 0;
+  std::vector<StoredFile const*> unrecorded;
+  for (const StoredFile& file : files) {
+    StatusOr<ImageRecord> stored = records_.Get(file.record.image_id);
+    if (!stored.ok() && stored.status().code() == Code::kNotFound) {
+      unrecorded.push_back(&file);
+    } else if (stored.ok() && *stored == file.record) {
+      ++ours;
+    } else {
+      log::Warn("bytes kept after a failed record write: the record's state is not known",
+                {{"image_id", file.record.image_id},
+                 {"cause", stored.ok() ? std::string("another record holds the id") : stored.status().ToString()}});
+    }
+  }
+  if (ours == files.size()) {
+    log::Info("record write reported a failure but every record is stored as written",
+              {{"cause", failure.ToString()}});
+    return records;
+  }
+  DiscardBlobs(unrecorded);
+  if (failure.code() == Code::kConflict) return Status(Code::kInternal, "Image id collision");
+  return failure;
 }
 
 StatusOr<ImageWithUrl> ImageService::Get(const Caller& caller, std::string_view image_id,

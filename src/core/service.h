@@ -91,7 +91,10 @@ class ImageService {
   struct StoredFile;
   StatusOr<StoredFile> StoreFile(const std::string& user_id, const FormPart& part, FormSource& form,
                                  std::size_t index);
-  void DiscardBlobs(std::span<const StoredFile> files);
+  // After PutNew failed: what is stored decides which bytes go (see .cc).
+  StatusOr<std::vector<ImageRecord>> RecordsFailed(Status failure, std::span<const StoredFile> files,
+                                                   std::vector<ImageRecord> records);
+  void DiscardBlobs(std::span<StoredFile const* const> files);
 
   BlobStore& blobs_;
   MetadataStore& records_;

@@ -82,6 +82,9 @@ struct Response {
   std::string body;               // used when file is empty
   std::optional<FileBody> file;   // streamed from disk instead of body
   bool close_connection = false;  // the transport closes after sending
+  // Why a 5xx happened, in full (dependency, address, AWS request id): for
+  // the request's log line only, never sent.
+  std::string logged_cause;
 
   void set_header(std::string name, std::string value);
   std::optional<std::string_view> header(std::string_view name) const {

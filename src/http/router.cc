@@ -142,15 +142,33 @@ StatusOr<std::optional<ByteRange>> ParseRange(std::optional<std::string_view> he
 
 }  // namespace
 
+// A 5xx names the failing dependency and operation (the message up to its
+// first ':', e.g. "DynamoDB GetItem"), never the address, the attempts or
+// AWS's own words: those go to the request's log line with its id.
+std::string ServerErrorDetail(const Status& status) {
+  const std::string_view message = status.message();
+  const std::string_view what = message.substr(0, message.find(':'));
+  switch (status.code()) {
+    case Code::kUnavailable: return std::string(what) + ": temporarily unavailable, retry later";
+    case Code::kDeadlineExceeded: return std::string(what) + ": timed out";
+    default: return std::string(what) + ": internal error";
+  }
+}
+
 Response ErrorFromStatus(const Status& status) {
   const int code = HttpStatusOf(status.code());
   std::string body;
+  std::string logged_cause;
   if (status.code() == Code::kUnprocessable && !status.field_errors().empty()) {
     body = ValidationErrorJson(status.field_errors());
+  } else if (code >= 500) {
+    body = DetailJson(ServerErrorDetail(status));
+    logged_cause = status.ToString();
   } else {
     body = DetailJson(status.message());
   }
   Response r = JsonResponse(code, std::move(body));
+  r.logged_cause = std::move(logged_cause);
   if (status.code() == Code::kUnauthenticated) r.headers.push_back({"www-authenticate", "ApiKey"});
   if (status.retry_after()) r.headers.push_back({"retry-after", std::to_string(*status.retry_after())});
   return r;
@@ -194,15 +212,16 @@ Response Router::Handle(Request& request) {
   const std::uint64_t bytes_out = response.file ? response.file->length : response.body.size();
   const log::Level level = response.status >= 500 ? log::Level::kError : log::Level::kInfo;
   if (log::Enabled(level)) {
-    log::Write(level, "request",
-               {{"request_id", ctx.request_id},
-                {"method", request.method},
-                {"path", request.path},
-                {"status", response.status},
-                {"duration_ms", static_cast<double>(micros) / 1000.0},
-                {"bytes_in", request.content_length.value_or(0)},
-                {"bytes_out", bytes_out},
-                {"user_id", ctx.user_id ? std::string_view(*ctx.user_id) : std::string_view()}});
+    std::vector<log::Field> fields{{"request_id", ctx.request_id},
+                                   {"method", request.method},
+                                   {"path", request.path},
+                                   {"status", response.status},
+                                   {"duration_ms", static_cast<double>(micros) / 1000.0},
+                                   {"bytes_in", request.content_length.value_or(0)},
+                                   {"bytes_out", bytes_out}};
+    if (ctx.user_id) fields.emplace_back("user_id", *ctx.user_id);
+    if (!response.logged_cause.empty()) fields.emplace_back("cause", response.logged_cause);
+    log::Write(level, "request", fields);
   }
   return response;
 }

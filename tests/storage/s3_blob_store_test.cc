@@ -147,6 +147,39 @@ TEST_F(S3BlobStoreTest, ALargeObjectGoesUpInPartsAndDownloadsExactly) {
   EXPECT_TRUE(download->body == bytes) << "the downloaded bytes differ";
 }
 
+TEST_F(S3BlobStoreTest, OnlyMaxLargeUploadsBufferPastTheFirstMiBAndTheRestGet503) {
+  S3Options options;
+  options.bucket = bucket_;
+  options.part_size = kPartSize;
+  options.max_large_uploads = 1;
+  options.large_upload_wait = std::chrono::milliseconds(300);
+  S3BlobStore store(peers_->client, peers_->s3, std::move(options));
+  ASSERT_TRUE(store.CreateBucketIfMissing().ok());
+
+  auto large = store.StartUpload("images/u1/large.png", "image/png");
+  ASSERT_TRUE(large.ok());
+  ASSERT_TRUE(AppendInPieces(**large, Bytes(2u << 20, 1)).ok());  // holds the one slot
+
+  // Small images never wait for a slot.
+  ASSERT_TRUE(Put(store, "images/u1/small.png", Bytes(512u << 10, 2)).ok());
+  // A second large one waits, then gives up with a retryable 503.
+  {
+    auto waiting = store.StartUpload("images/u1/waiting.png", "image/png");
+    ASSERT_TRUE(waiting.ok());
+    const Status refused = AppendInPieces(**waiting, Bytes(2u << 20, 3));
+    EXPECT_EQ(refused.code(), Code::kUnavailable) << refused.ToString();
+    EXPECT_TRUE(refused.retry_after().has_value());
+  }
+  // Committing frees the slot; so does dropping an upload.
+  ASSERT_TRUE((*large)->Commit().ok());
+  {
+    auto dropped = store.StartUpload("images/u1/dropped-large.png", "image/png");
+    ASSERT_TRUE(dropped.ok());
+    ASSERT_TRUE(AppendInPieces(**dropped, Bytes(2u << 20, 4)).ok());
+  }
+  EXPECT_TRUE(Put(store, "images/u1/after.png", Bytes(2u << 20, 5)).ok());
+}
+
 TEST_F(S3BlobStoreTest, ADroppedUploadAbortsItsPartsAndLeavesNoObject) {
   const auto store = OpenStore();
   const std::string key = "images/u1/dropped.png";

@@ -3,11 +3,15 @@
 #include <signal.h>
 
 #include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 
+#include "http_client.h"
 #include "process.h"
 
 namespace imgsvc::testing {
@@ -45,6 +49,7 @@ StatusOr<LocalAws> ParseReadyLine(const std::string& line) {
       {"secretsmanager", &out.secretsmanager},
       {"s3_direct", &out.s3_direct},
       {"dynamodb_direct", &out.dynamodb_direct},
+      {"control", &out.control},
   };
   for (const auto& [name, target] : fields) {
     const boost::json::value* url = urls.if_contains(name);
@@ -71,6 +76,63 @@ StatusOr<LocalAws> Start(std::unique_ptr<RunningPeers>& running) {
   return peers;
 }
 
+// Sends `request` to the origin of `url` ("http://127.0.0.1:PORT").
+StatusOr<HttpResponse> SendTo(std::string_view url, const HttpRequest& request) {
+  const auto origin = boost::urls::parse_absolute_uri(url);
+  if (!origin || !origin->has_port()) {
+    return Status(Code::kInternal, "local_aws: not an http://host:port URL: " + std::string(url));
+  }
+  return HttpClient(std::string(origin->host()), origin->port_number()).Send(request);
+}
+
+// One call to local_aws.mjs's control port; its JSON answer.
+StatusOr<boost::json::object> Control(std::string method, std::string target, const boost::json::object& input = {}) {
+  IMGSVC_ASSIGN_OR_RETURN(const LocalAws peers, StartLocalAws());
+  HttpRequest request;
+  request.method = std::move(method);
+  request.target = std::move(target);
+  if (request.method != "GET") {
+    request.headers.emplace_back("Content-Type", "application/json");
+    request.body = boost::json::serialize(input);
+  }
+  IMGSVC_ASSIGN_OR_RETURN(const HttpResponse response, SendTo(peers.control, request));
+  const std::string what = "local_aws control " + request.method + " " + request.target;
+  boost::system::error_code error;
+  boost::json::value answer = boost::json::parse(response.body, error);
+  if (error || !answer.is_object()) return Status(Code::kInternal, what + ": no JSON answer: " + response.body);
+  if (response.status != 200) return Status(Code::kInternal, what + ": " + response.body);
+  return std::move(answer.as_object());
+}
+
+std::string_view FaultName(AwsFault fault) {
+  switch (fault) {
+    case AwsFault::kThrottle: return "throttle";
+    case AwsFault::kError500: return "error500";
+    case AwsFault::kClose: return "close";
+    case AwsFault::kLoseAnswer: return "lose_answer";
+  }
+  return "?";
+}
+
+std::string XmlUnescape(std::string_view text) {
+  static constexpr std::pair<std::string_view, char> kEntities[] = {
+      {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+  std::string out;
+  for (std::size_t i = 0; i < text.size();) {
+    bool replaced = false;
+    for (const auto& [entity, character] : kEntities) {
+      if (text.substr(i, entity.size()) == entity) {
+        out += character;
+        i += entity.size();
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += text[i++];
+  }
+  return out;
+}
+
 }  // namespace local_aws_detail
 
 StatusOr<LocalAws> StartLocalAws() {
@@ -81,6 +143,63 @@ StatusOr<LocalAws> StartLocalAws() {
   std::lock_guard lock(mutex);
   if (!started) started = local_aws_detail::Start(running);
   return *started;
+}
+
+Status InjectFault(std::string_view service, AwsFault fault, int count, std::string_view operation, int after) {
+  boost::json::object input{
+      {"service", service}, {"kind", local_aws_detail::FaultName(fault)}, {"count", count}, {"after", after}};
+  if (!operation.empty()) input["operation"] = operation;
+  return local_aws_detail::Control("POST", "/fault", input).status();
+}
+
+Status StopService(std::string_view service) {
+  return local_aws_detail::Control("POST", "/stop", {{"service", service}}).status();
+}
+
+Status StartService(std::string_view service) {
+  return local_aws_detail::Control("POST", "/start", {{"service", service}}).status();
+}
+
+Status ResetFaults() { return local_aws_detail::Control("POST", "/reset").status(); }
+
+StatusOr<int> RequestCount(std::string_view service, std::string_view operation) {
+  boost::urls::url target("/count");
+  target.params().append({"service", service});
+  if (!operation.empty()) target.params().append({"operation", operation});
+  IMGSVC_ASSIGN_OR_RETURN(const boost::json::object answer,
+                          local_aws_detail::Control("GET", std::string(target.buffer())));
+  const boost::json::value* count = answer.if_contains("count");
+  if (count == nullptr || !count->is_int64()) {
+    return Status(Code::kInternal, "local_aws control: no count in " + boost::json::serialize(answer));
+  }
+  return static_cast<int>(count->as_int64());
+}
+
+StatusOr<std::vector<std::string>> ListObjectKeys(std::string_view bucket, std::string_view prefix) {
+  IMGSVC_ASSIGN_OR_RETURN(const LocalAws peers, StartLocalAws());
+  boost::urls::url target("/" + std::string(bucket));
+  target.params().append({"prefix", prefix});
+  HttpRequest request;
+  request.target = std::string(target.buffer());
+  IMGSVC_ASSIGN_OR_RETURN(const HttpResponse response, local_aws_detail::SendTo(peers.s3_direct, request));
+  const std::string what = "listing s3://" + std::string(bucket) + "/" + std::string(prefix);
+  if (response.status != 200) {
+    return Status(Code::kInternal, what + ": " + std::to_string(response.status) + " " + response.body);
+  }
+  if (response.body.find("<IsTruncated>true</IsTruncated>") != std::string::npos) {
+    return Status(Code::kInternal, what + ": more than one page of keys");
+  }
+  // A ListBucketResult names each object in one flat <Key> element.
+  std::vector<std::string> keys;
+  constexpr std::string_view kOpen = "<Key>", kClose = "</Key>";
+  for (std::size_t at = response.body.find(kOpen); at != std::string::npos; at = response.body.find(kOpen, at)) {
+    const std::size_t start = at + kOpen.size();
+    const std::size_t end = response.body.find(kClose, start);
+    if (end == std::string::npos) return Status(Code::kInternal, what + ": malformed XML: " + response.body);
+    keys.push_back(local_aws_detail::XmlUnescape(std::string_view(response.body).substr(start, end - start)));
+    at = end + kClose.size();
+  }
+  return keys;
 }
 
 }  // namespace imgsvc::testing

@@ -9,6 +9,9 @@
 //    emulators check no signature themselves, so the fronts are what holds
 //    our signer to an independent implementation.
 // When everything listens, one JSON line with the base URLs goes to stdout.
+// Its "control" URL is a separate port through which tests inject faults into
+// the fronts, stop and restart them, and count the requests they saw (see
+// "Control" below); no AWS request ever reaches it, being on its own port.
 // The process ends on SIGTERM, SIGINT or SIGHUP, and by itself when its
 // parent dies (the test binary starting it may crash), so no peer outlives
 // its tests.
@@ -265,6 +268,9 @@ const S3_FAILURES = {
   expired: [403, 'AccessDenied'],
   mismatch: [403, 'SignatureDoesNotMatch'],
   'payload-mismatch': [400, 'XAmzContentSHA256Mismatch'],
+  // Injected faults, as AWS words them.
+  throttle: [503, 'SlowDown'],
+  error500: [500, 'InternalError'],
 };
 
 function sendS3Error(res, kind, message, details = {}) {
@@ -309,6 +315,145 @@ function sendJsonAuthFailure(res, contentType, failure) {
       `The String-to-Sign should have been\n'${failure.details.stringToSign}'\n`;
   }
   sendJson(res, 400, contentType, { __type: `com.amazon.coral.service#${JSON_FAILURES[failure.kind]}`, message });
+}
+
+// Faults and counts --------------------------------------------------------------
+
+const SERVICES = ['s3', 'dynamodb', 'secretsmanager'];
+const FAULT_KINDS = ['throttle', 'error500', 'close', 'lose_answer'];
+const PASS = 'pass';
+
+// service -> Map(operation, '' for any -> fault kinds still to answer, in
+// order; PASS lets one request through)
+const pendingFaults = new Map(SERVICES.map((service) => [service, new Map()]));
+// service -> Map(operation -> requests that reached the front)
+const requestCounts = new Map(SERVICES.map((service) => [service, new Map()]));
+
+function countRequest(service, operation) {
+  const counts = requestCounts.get(service);
+  counts.set(operation, (counts.get(operation) ?? 0) + 1);
+}
+
+// The next fault due for this operation; one for the operation itself goes
+// before one for any operation of the service.
+function takeFault(service, operation) {
+  const queues = pendingFaults.get(service);
+  for (const key of [operation, '']) {
+    const queue = queues.get(key);
+    if (queue !== undefined && queue.length > 0) {
+      const kind = queue.shift();
+      return kind === PASS ? null : kind;
+    }
+  }
+  return null;
+}
+
+// The name AWS gives a path-style S3 request (PutObject, UploadPart, ...).
+function s3Operation(req) {
+  const { rawPath, rawQuery } = splitTarget(req.url);
+  let query;
+  try {
+    query = parseQuery(rawQuery);
+  } catch {
+    query = {};
+  }
+  const has = (name) => Object.hasOwn(query, name);
+  const segments = rawPath.split('/').filter((segment) => segment !== '');
+  const copy = headerValue(req, 'x-amz-copy-source') !== undefined;
+  if (segments.length === 0) return req.method === 'GET' ? 'ListBuckets' : `${req.method} /`;
+  if (segments.length === 1) {
+    switch (req.method) {
+      case 'GET':
+        if (has('list-type')) return 'ListObjectsV2';
+        if (has('uploads')) return 'ListMultipartUploads';
+        if (has('location')) return 'GetBucketLocation';
+        return 'ListObjects';
+      case 'HEAD': return 'HeadBucket';
+      case 'PUT': return rawQuery === '' ? 'CreateBucket' : 'PUT bucket';
+      case 'DELETE': return rawQuery === '' ? 'DeleteBucket' : 'DELETE bucket';
+      case 'POST': return has('delete') ? 'DeleteObjects' : 'POST bucket';
+      default: return `${req.method} bucket`;
+    }
+  }
+  switch (req.method) {
+    case 'PUT':
+      if (has('uploadId') && has('partNumber')) return copy ? 'UploadPartCopy' : 'UploadPart';
+      return copy ? 'CopyObject' : 'PutObject';
+    case 'GET': return has('uploadId') ? 'ListParts' : 'GetObject';
+    case 'HEAD': return 'HeadObject';
+    case 'DELETE': return has('uploadId') ? 'AbortMultipartUpload' : 'DeleteObject';
+    case 'POST':
+      if (has('uploads')) return 'CreateMultipartUpload';
+      if (has('uploadId')) return 'CompleteMultipartUpload';
+      return 'POST object';
+    default: return `${req.method} object`;
+  }
+}
+
+// X-Amz-Target "DynamoDB_20120810.PutItem" -> "PutItem".
+function jsonOperation(req) {
+  const target = headerValue(req, 'x-amz-target') ?? '';
+  return target.slice(target.lastIndexOf('.') + 1);
+}
+
+const JSON_FAULTS = {
+  dynamodb: {
+    contentType: 'application/x-amz-json-1.0',
+    throttle: [400, 'com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException',
+      'The level of configured provisioned throughput for the table was exceeded. ' +
+        'Consider increasing your provisioning level with the UpdateTable API.'],
+    error500: [500, 'com.amazonaws.dynamodb.v20120810#InternalServerError', 'Internal server error'],
+  },
+  secretsmanager: {
+    contentType: 'application/x-amz-json-1.1',
+    throttle: [400, 'ThrottlingException', 'Rate exceeded'],
+    error500: [500, 'InternalServiceError', 'An error occurred on the server side.'],
+  },
+};
+
+// Answers with an injected fault. A body still coming is read first, as
+// AWS's own answers normally wait for it, so the client sees the answer
+// rather than a reset while it is still sending.
+function answerFault(service, kind, req, res) {
+  if (kind === 'close') {
+    req.socket.destroy();
+    return;
+  }
+  const answer = () => {
+    if (service === 's3') {
+      sendS3Error(res, kind, kind === 'throttle' ? 'Please reduce your request rate.'
+        : 'We encountered an internal error. Please try again.');
+      return;
+    }
+    const faults = JSON_FAULTS[service];
+    const [status, type, message] = faults[kind];
+    sendJson(res, status, faults.contentType, { __type: type, message });
+  };
+  if (req.readableEnded) {
+    answer();
+  } else {
+    req.on('end', answer);
+    req.resume();
+  }
+}
+
+// The request reaches the emulator and takes effect, but its answer is lost
+// on the way back: the client's connection drops once the emulator answered.
+function loseAnswer(req, upstreamPort, body) {
+  const upstream = http.request({
+    host: '127.0.0.1',
+    port: upstreamPort,
+    method: req.method,
+    path: req.url,
+    headers: req.rawHeaders,
+    agent: false,
+  });
+  upstream.on('response', (upstreamResponse) => {
+    upstreamResponse.resume();
+    upstreamResponse.on('end', () => req.socket.destroy());
+  });
+  upstream.on('error', () => req.socket.destroy());
+  upstream.end(body);
 }
 
 // Passing through -------------------------------------------------------------
@@ -399,11 +544,14 @@ function readBody(req, limit) {
   });
 }
 
-function listen(server) {
+function listen(server, port = 0) {
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server.address().port));
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve(server.address().port);
+    });
   });
 }
 
@@ -417,31 +565,49 @@ function failInternally(res, error) {
   }
 }
 
-function startS3Front(upstreamPort) {
-  return listen(http.createServer((req, res) => {
+function s3Front(upstreamPort) {
+  return http.createServer((req, res) => {
+    const operation = s3Operation(req);
+    countRequest('s3', operation);
     verify(req, 's3', undefined).then((failure) => {
       if (failure) {
         sendS3Error(res, failure.kind, failure.message, failure.details);
+        return;
+      }
+      const fault = takeFault('s3', operation);
+      if (fault !== null) {
+        answerFault('s3', fault, req, res);
         return;
       }
       const upstream = openUpstream(req, res, upstreamPort);
       const declared = isPresigned(req) ? UNSIGNED_PAYLOAD : headerValue(req, 'x-amz-content-sha256');
       streamCheckedBody(req, res, upstream, declared);
     }).catch((error) => failInternally(res, error));
-  }));
+  });
 }
 
-function startDynamoDbFront(upstreamPort) {
-  return listen(http.createServer((req, res) => {
+function dynamoDbFront(upstreamPort) {
+  return http.createServer((req, res) => {
+    const operation = jsonOperation(req);
+    countRequest('dynamodb', operation);
     readBody(req, MAX_JSON_BODY).then(async (body) => {
       const failure = await verify(req, 'dynamodb', body);
       if (failure) {
         sendJsonAuthFailure(res, 'application/x-amz-json-1.0', failure);
         return;
       }
+      const fault = takeFault('dynamodb', operation);
+      if (fault === 'lose_answer') {
+        loseAnswer(req, upstreamPort, body);
+        return;
+      }
+      if (fault !== null) {
+        answerFault('dynamodb', fault, req, res);
+        return;
+      }
       openUpstream(req, res, upstreamPort).end(body);
     }).catch((error) => failInternally(res, error));
-  }));
+  });
 }
 
 // Secrets Manager stand-in ------------------------------------------------------
@@ -600,10 +766,16 @@ const SECRETS_OPERATIONS = {
 };
 
 async function handleSecretsRequest(req, res) {
+  countRequest('secretsmanager', jsonOperation(req));
   const body = await readBody(req, MAX_JSON_BODY);
   const failure = await verify(req, 'secretsmanager', body);
   if (failure) {
     sendJsonAuthFailure(res, SECRETS_JSON, failure);
+    return;
+  }
+  const fault = takeFault('secretsmanager', jsonOperation(req));
+  if (fault !== null) {
+    answerFault('secretsmanager', fault, req, res);
     return;
   }
   const target = headerValue(req, 'x-amz-target') ?? '';
@@ -637,10 +809,123 @@ async function handleSecretsRequest(req, res) {
   }
 }
 
-function startSecretsManager() {
-  return listen(http.createServer((req, res) => {
+function secretsManager() {
+  return http.createServer((req, res) => {
     handleSecretsRequest(req, res).catch((error) => failInternally(res, error));
-  }));
+  });
+}
+
+// Control -------------------------------------------------------------------------
+// JSON over HTTP on its own port:
+//   POST /fault {"service", "kind", "count", "operation"?, "after"?}  after
+//        letting `after` through (default 0), the next `count` requests of
+//        `service` (of `operation` only, when given: an X-Amz-Target suffix
+//        like "PutItem", or an S3 name like "PutObject") that pass the
+//        signature check are answered with `kind` instead: throttle,
+//        error500, close (the connection, without an answer), or lose_answer
+//        (DynamoDB: the emulator gets the request, the client not its answer);
+//   POST /stop {"service"}   its front stops listening and drops every open
+//        connection, so connects are refused;
+//   POST /start {"service"}  it listens again on the same port;
+//   POST /reset   no pending fault, counts back to zero, everything listening;
+//   GET  /count?service=s3&operation=PutObject  {"count": requests seen by
+//        the front since the last reset; every operation when none is named}.
+
+// service -> { server, port, sockets }; filled at start.
+const fronts = new Map();
+
+function addFront(service, server, port) {
+  const sockets = new Set();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  fronts.set(service, { server, port, sockets });
+}
+
+function stopFront(front) {
+  if (!front.server.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    front.server.close(() => resolve());
+    for (const socket of front.sockets) socket.destroy();
+  });
+}
+
+async function startFront(front) {
+  if (!front.server.listening) await listen(front.server, front.port);
+}
+
+class ControlError extends Error {}
+
+function serviceFrom(input) {
+  if (!SERVICES.includes(input.service)) {
+    throw new ControlError(`service must be one of ${SERVICES.join(', ')}, not ${JSON.stringify(input.service)}`);
+  }
+  return input.service;
+}
+
+const CONTROL_OPERATIONS = {
+  'POST /fault'(input) {
+    const service = serviceFrom(input);
+    if (!FAULT_KINDS.includes(input.kind)) {
+      throw new ControlError(`kind must be one of ${FAULT_KINDS.join(', ')}, not ${JSON.stringify(input.kind)}`);
+    }
+    if (!Number.isInteger(input.count) || input.count < 1) throw new ControlError('count must be a positive integer');
+    const after = input.after ?? 0;
+    if (!Number.isInteger(after) || after < 0) throw new ControlError('after must be a non-negative integer');
+    const operation = input.operation ?? '';
+    if (typeof operation !== 'string') throw new ControlError('operation must be a string');
+    const queues = pendingFaults.get(service);
+    if (!queues.has(operation)) queues.set(operation, []);
+    const queue = queues.get(operation);
+    for (let i = 0; i < after; ++i) queue.push(PASS);
+    for (let i = 0; i < input.count; ++i) queue.push(input.kind);
+    return {};
+  },
+  async 'POST /stop'(input) {
+    await stopFront(fronts.get(serviceFrom(input)));
+    return {};
+  },
+  async 'POST /start'(input) {
+    await startFront(fronts.get(serviceFrom(input)));
+    return {};
+  },
+  async 'POST /reset'() {
+    for (const queues of pendingFaults.values()) queues.clear();
+    for (const counts of requestCounts.values()) counts.clear();
+    for (const front of fronts.values()) await startFront(front);
+    return {};
+  },
+  'GET /count'(input) {
+    const counts = requestCounts.get(serviceFrom(input));
+    if (input.operation) return { count: counts.get(input.operation) ?? 0 };
+    let count = 0;
+    for (const seen of counts.values()) count += seen;
+    return { count };
+  },
+};
+
+async function handleControlRequest(req, res) {
+  const { rawPath, rawQuery } = splitTarget(req.url);
+  const body = await readBody(req, MAX_JSON_BODY);
+  const operation = CONTROL_OPERATIONS[`${req.method} ${rawPath}`];
+  try {
+    if (operation === undefined) throw new ControlError(`no control operation ${req.method} ${rawPath}`);
+    const input = req.method === 'GET' ? parseQuery(rawQuery) : JSON.parse(body.toString('utf8') || '{}');
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new ControlError('the body must be a JSON object');
+    }
+    sendJson(res, 200, 'application/json', await operation(input));
+  } catch (error) {
+    if (!(error instanceof ControlError || error instanceof SyntaxError || error instanceof URIError)) throw error;
+    sendJson(res, 400, 'application/json', { error: error.message });
+  }
+}
+
+function controlServer() {
+  return http.createServer((req, res) => {
+    handleControlRequest(req, res).catch((error) => failInternally(res, error));
+  });
 }
 
 // Start and stop ----------------------------------------------------------------
@@ -649,10 +934,14 @@ const s3Directory = fs.mkdtempSync(path.join(os.tmpdir(), 'imgsvc-s3rver-'));
 process.on('exit', () => fs.rmSync(s3Directory, { recursive: true, force: true }));
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => process.exit(0));
 
-const parentPid = process.ppid;
-setInterval(() => {
-  if (process.ppid !== parentPid) process.exit(0);
-}, 500);
+// Tests' peers die with the test process; scripts/local-aws detaches them
+// (IMGSVC_LOCAL_AWS_DETACHED=1) and stops them by PID.
+if (process.env.IMGSVC_LOCAL_AWS_DETACHED !== '1') {
+  const parentPid = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parentPid) process.exit(0);
+  }, 500);
+}
 
 // s3rver only knows its own key pair; the fronts have checked ours already.
 s3rverAccounts.DUMMY_ACCOUNT.createKeyPair(CREDENTIALS.accessKeyId, CREDENTIALS.secretAccessKey);
@@ -664,17 +953,18 @@ s3.httpServer.keepAliveTimeout = KEEP_ALIVE_MS;
 const dynamo = dynalite({ createTableMs: 50, deleteTableMs: 50, updateTableMs: 50 });
 const dynamoPort = await listen(dynamo);
 
-const [s3FrontPort, dynamoFrontPort, secretsPort] = await Promise.all([
-  startS3Front(s3Port),
-  startDynamoDbFront(dynamoPort),
-  startSecretsManager(),
-]);
+for (const [service, server] of [['s3', s3Front(s3Port)], ['dynamodb', dynamoDbFront(dynamoPort)],
+  ['secretsmanager', secretsManager()]]) {
+  addFront(service, server, await listen(server));
+}
+const controlPort = await listen(controlServer());
 
 const url = (port) => `http://127.0.0.1:${port}`;
 process.stdout.write(`${JSON.stringify({
-  s3: url(s3FrontPort),
-  dynamodb: url(dynamoFrontPort),
-  secretsmanager: url(secretsPort),
+  s3: url(fronts.get('s3').port),
+  dynamodb: url(fronts.get('dynamodb').port),
+  secretsmanager: url(fronts.get('secretsmanager').port),
   s3_direct: url(s3Port),
   dynamodb_direct: url(dynamoPort),
+  control: url(controlPort),
 })}\n`);

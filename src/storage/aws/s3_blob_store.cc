@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 
@@ -217,20 +219,59 @@ StatusOr<aws::AwsResponse> Perform(aws::AwsClient& client, const aws::ServiceTar
 
 // Uploads --------------------------------------------------------------------
 
+// What an upload may buffer without a large-upload slot.
+constexpr std::size_t kUnreservedBytes = 1u << 20;
+
+}  // namespace
+
+class LargeUploadSlots {
+ public:
+  LargeUploadSlots(std::size_t slots, std::chrono::milliseconds wait) : free_(slots), wait_(wait) {}
+
+  Status Acquire() {
+    std::unique_lock lock(mutex_);
+    if (!released_.wait_for(lock, wait_, [this] { return free_ > 0; })) {
+      return Status(Code::kUnavailable, "S3: too many large uploads in progress").set_retry_after(5);
+    }
+    --free_;
+    return Status::Ok();
+  }
+
+  void Release() {
+    {
+      std::lock_guard lock(mutex_);
+      ++free_;
+    }
+    released_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_;
+  std::size_t free_;
+  std::chrono::milliseconds wait_;
+};
+
+namespace {
+
 class S3Upload final : public core::BlobUpload {
  public:
   S3Upload(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target, std::string path,
-           std::string content_type, std::size_t part_size)
+           std::string content_type, std::size_t part_size, std::shared_ptr<LargeUploadSlots> large_uploads)
       : client_(std::move(client)),
         target_(std::move(target)),
         path_(std::move(path)),
         content_type_(std::move(content_type)),
-        part_size_(part_size) {}
+        part_size_(part_size),
+        large_uploads_(std::move(large_uploads)) {}
 
   S3Upload(const S3Upload&) = delete;
   S3Upload& operator=(const S3Upload&) = delete;
 
-  ~S3Upload() override { Abort(); }
+  ~S3Upload() override {
+    Abort();
+    ReleaseSlot();
+  }
 
   Status Append(std::span<const std::byte> data) override {
     if (finished_) return Finished();
@@ -239,6 +280,10 @@ class S3Upload final : public core::BlobUpload {
       // exactly one part is still a single PutObject.
       if (buffer_.size() == part_size_) {
         if (Status sent = SendPart(); !sent.ok()) return Fail(std::move(sent));
+      }
+      if (!holds_slot_ && buffer_.size() + data.size() > kUnreservedBytes) {
+        if (Status slot = large_uploads_->Acquire(); !slot.ok()) return Fail(std::move(slot));
+        holds_slot_ = true;
       }
       const std::size_t n = std::min(part_size_ - buffer_.size(), data.size());
       Reserve(buffer_.size() + n);
@@ -251,16 +296,27 @@ class S3Upload final : public core::BlobUpload {
   Status Commit() override {
     if (finished_) return Finished();
     finished_ = true;
-    if (!upload_id_) return PutObject();
+    if (!upload_id_) {
+      Status put = PutObject();
+      ReleaseSlot();
+      return put;
+    }
     Status completed = SendPart();
     if (completed.ok()) completed = Complete();
     if (!completed.ok()) return Fail(std::move(completed));
     upload_id_.reset();  // nothing left to abort
+    ReleaseSlot();
     return Status::Ok();
   }
 
  private:
   static Status Finished() { return Status(Code::kInternal, "S3: upload already finished"); }
+
+  void ReleaseSlot() {
+    if (!holds_slot_) return;
+    holds_slot_ = false;
+    large_uploads_->Release();
+  }
 
   // Grows like a vector would, but never past one part: the buffer is all the
   // memory an upload holds.
@@ -273,6 +329,7 @@ class S3Upload final : public core::BlobUpload {
     finished_ = true;
     std::string().swap(buffer_);
     Abort();
+    ReleaseSlot();
     return status;
   }
 
@@ -352,6 +409,8 @@ class S3Upload final : public core::BlobUpload {
   std::string path_;
   std::string content_type_;
   std::size_t part_size_;
+  std::shared_ptr<LargeUploadSlots> large_uploads_;
+  bool holds_slot_ = false;
   std::string buffer_;
   std::optional<std::string> upload_id_;  // set while a multipart upload is open
   std::vector<std::string> part_etags_;   // part i + 1's ETag, as S3 sent it
@@ -425,6 +484,7 @@ S3BlobStore::S3BlobStore(std::shared_ptr<aws::AwsClient> client, aws::ServiceTar
     : client_(std::move(client)),
       // Zero would never fill a part; one byte at least keeps the loop going.
       part_size_(std::max<std::size_t>(options.part_size, 1)),
+      large_uploads_(std::make_shared<LargeUploadSlots>(options.max_large_uploads, options.large_upload_wait)),
       target_(std::move(target)),
       presign_target_(target_) {
   if (options.public_endpoint) presign_target_.endpoint = *options.public_endpoint;
@@ -457,7 +517,7 @@ StatusOr<std::unique_ptr<core::BlobUpload>> S3BlobStore::StartUpload(std::string
                                                                       std::string_view content_type) {
   IMGSVC_RETURN_IF_ERROR(CheckKey(key));
   return std::unique_ptr<core::BlobUpload>(std::make_unique<S3Upload>(
-      client_, target_, ObjectPath(path_prefix_, key), std::string(content_type), part_size_));
+      client_, target_, ObjectPath(path_prefix_, key), std::string(content_type), part_size_, large_uploads_));
 }
 
 std::vector<Status> S3BlobStore::Delete(std::span<const std::string> keys) {

@@ -13,10 +13,14 @@
 // Memory and integrity, decided together: every part is sent with its
 // SHA-256 in the signature (not UNSIGNED-PAYLOAD), so S3 checks each byte it
 // stores against what we signed. Hashing needs the whole part before the
-// request goes out, hence one part buffer (part_size bytes, 8 MiB by
-// default) per upload in flight; the number in flight is bounded by the
-// server's worker pool, so the total is bounded too. part_size must be at
-// least 5 MiB for real S3 (its minimum part size; emulators accept less).
+// request goes out, hence a part buffer per upload. To keep RSS flat however
+// many uploads arrive, an upload buffers its first MiB freely (small images,
+// the common case, never wait) and needs one of `max_large_uploads` slots to
+// grow past it (so at most workers x 1 MiB + max_large_uploads x part_size
+// are buffered: 32 MiB + 4 x 8 MiB with the defaults). An upload that waits
+// longer than `large_upload_wait` for a slot fails with kUnavailable (503,
+// Retry-After) instead of queueing without bound. part_size must be at least
+// 5 MiB for real S3 (its minimum part size; emulators accept less).
 //
 // Addressing: virtual-hosted ("{bucket}.{host}/{key}") as AWS prefers, or
 // path-style ("{host}/{bucket}/{key}") for emulators and local endpoints,
@@ -58,7 +62,13 @@ struct S3Options {
   // Where presigned URLs point; unset: the endpoint the service uses.
   std::optional<net::Endpoint> public_endpoint;
   std::size_t part_size = 8u << 20;
+  // Uploads allowed to buffer more than their first MiB at once (see above).
+  std::size_t max_large_uploads = 4;
+  std::chrono::milliseconds large_upload_wait{30000};
 };
+
+// Bounds how many uploads may hold a buffer larger than kUnreservedBytes.
+class LargeUploadSlots;
 
 class S3BlobStore final : public core::BlobStore {
  public:
@@ -81,6 +91,7 @@ class S3BlobStore final : public core::BlobStore {
  private:
   std::shared_ptr<aws::AwsClient> client_;
   std::size_t part_size_;
+  std::shared_ptr<LargeUploadSlots> large_uploads_;
   // Each target carries the bucket's host when virtual-hosted; the prefix
   // is "/{bucket}" path-style, "" virtual-hosted.
   aws::ServiceTarget target_;
