@@ -281,7 +281,9 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
     net::ClientRequest wire;
     wire.method = request.method;
     wire.target = wire_target;
-    wire.body = request.body;
+    // Lent to the wire request and taken back after the call: an 8 MiB part
+    // is never copied, however many attempts it takes.
+    wire.body = std::move(request.body);
     wire.replayable = request.replayable;
     wire.headers.reserve(signable.headers.size() + 1);
     for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
@@ -290,6 +292,7 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
 
     ++attempts_;
     StatusOr<net::ClientResponse> answer = http_->Send(target.endpoint, wire);
+    request.body = std::move(wire.body);
     const bool last_attempt = attempt >= retry_.max_attempts;
 
     if (!answer.ok()) {
