@@ -7,9 +7,7 @@ cd "$(dirname "$0")/.."
 CONNS=${1:-64}
 SECS=${2:-10}
 ROUNDS=${3:-5}
-command -v wrk >/dev/null && command -v nginx >/dev/null || {
-  apt-get install -y -qq wrk nginx-light >/dev/null
-}
+scripts/install-deps >/dev/null
 # Release by default; BUILD_DIR=build BUILD_TYPE=RelWithDebInfo reuses the test build.
 BUILD_DIR=${BUILD_DIR:-build-release}
 BUILD_DIR=$BUILD_DIR BUILD_TYPE=${BUILD_TYPE:-Release} TARGET=imgsvc scripts/build >/dev/null

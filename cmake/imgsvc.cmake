@@ -6,6 +6,10 @@
 #   imgsvc_test_code(TARGET)                    -> compile TARGET as test code (below)
 set(IMGSVC_WARNINGS -Wall -Wextra -Werror -Wpedantic -Wshadow -Wnon-virtual-dtor
     -Wold-style-cast -Wcast-align -Wunused -Woverloaded-virtual -Wimplicit-fallthrough)
+# g++ 12 at -O3 warns falsely about std::string inside libstdc++ (GCC bug 105651).
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  list(APPEND IMGSVC_WARNINGS -Wno-restrict)
+endif()
 
 function(imgsvc_apply_flags target)
   target_compile_options(${target} PRIVATE ${IMGSVC_WARNINGS})

@@ -24,6 +24,9 @@ StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment
   IMGSVC_ASSIGN_OR_RETURN(backend.region, aws::ResolveRegion(env));
   net::HttpClientOptions http_options = net::ProxyOptionsFromEnvironment(env);
   http_options.ca_file = env("AWS_CA_BUNDLE").value_or("");
+  // Every worker may be in an AWS call at once; fewer idle slots than that
+  // would close and reopen connections at steady state.
+  http_options.max_idle_per_endpoint = static_cast<std::size_t>(config.workers);
   backend.http = std::make_shared<net::HttpClient>(std::move(http_options));
   // The container and instance metadata endpoints are link-local: never
   // through HTTPS_PROXY/HTTP_PROXY, whatever NO_PROXY says.

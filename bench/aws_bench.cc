@@ -1,0 +1,117 @@
+// What SigV4 costs on the request path of the AWS backend: presigning the
+// download URL every GET /api/v1/images/{id} returns, and signing the one
+// DynamoDB GetItem that GET makes. The requests have the shape and size of
+// the real ones (virtual-hosted S3 URL, a UUID key, a GetItem body); nothing
+// goes on the wire. Figures and the command line: docs/benchmarks.md.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "aws/aws_client.h"
+#include "aws/credentials.h"
+#include "aws/sigv4.h"
+#include "crypto/crypto.h"
+#include "net/http_client.h"
+#include "storage/aws/s3_blob_store.h"
+
+namespace imgsvc::aws {
+namespace {
+
+const Credentials kCredentials{"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "", std::nullopt};
+const SigningScope kS3Scope{"us-east-1", "s3"};
+const SigningScope kDynamoDbScope{"us-east-1", "dynamodb"};
+constexpr std::chrono::seconds kUrlLifetime{3600};  // the API's default expires_in
+constexpr const char* kBucketHost = "image-storage-bucket.s3.us-east-1.amazonaws.com";
+constexpr const char* kImageKey = "images/alice/0b7c4a1e-9d5f-4c2b-8e3a-6f1d2c9b8a74.png";
+
+std::chrono::system_clock::time_point FixedTime() {
+  return std::chrono::sys_days{std::chrono::year{2026} / 11 / 26} + std::chrono::hours{12};
+}
+
+SignableRequest S3Get() {
+  return SignableRequest{"GET", std::string("/") + kImageKey, {}, {{"host", kBucketHost}}, {}};
+}
+
+// The steady state: one signing key per day, derived once and cached.
+void BM_PresignGet(benchmark::State& state) {
+  Signer signer(PathRule::kAsIs);
+  const SignableRequest request = S3Get();
+  for (auto _ : state) {
+    StatusOr<std::string> query = signer.PresignQuery(request, kCredentials, kS3Scope, FixedTime(), kUrlLifetime);
+    benchmark::DoNotOptimize(query);
+  }
+}
+BENCHMARK(BM_PresignGet)->Unit(benchmark::kMicrosecond);
+
+// A new date every time, so the four chained HMACs of the signing key are
+// derived on each call: the first presign of a day.
+void BM_PresignGetColdKey(benchmark::State& state) {
+  Signer signer(PathRule::kAsIs);
+  const SignableRequest request = S3Get();
+  auto when = FixedTime();
+  for (auto _ : state) {
+    when += std::chrono::days{1};
+    StatusOr<std::string> query = signer.PresignQuery(request, kCredentials, kS3Scope, when, kUrlLifetime);
+    benchmark::DoNotOptimize(query);
+  }
+}
+BENCHMARK(BM_PresignGetColdKey)->Unit(benchmark::kMicrosecond);
+
+// The headers AwsClient::Send puts on a DynamoDB call, and the body hash it
+// takes before signing; the GetItem body is the one a GET sends.
+void BM_SignDynamoDbRequest(benchmark::State& state) {
+  Signer signer(PathRule::kNormaliseAndEncode);
+  const std::string body =
+      R"({"TableName":"ImageMetadata","Key":{"image_id":{"S":"0b7c4a1e-9d5f-4c2b-8e3a-6f1d2c9b8a74"}},)"
+      R"("ConsistentRead":true})";
+  for (auto _ : state) {
+    SignableRequest request{"POST", "/", {}, {}, crypto::HexEncode(crypto::Sha256Of(body))};
+    request.headers = {{"content-type", "application/x-amz-json-1.0"},
+                       {"x-amz-target", "DynamoDB_20120810.GetItem"},
+                       {"host", "dynamodb.us-east-1.amazonaws.com"},
+                       {"amz-sdk-invocation-id", "3f2c7d0e-5b1a-4c8e-9f6d-2a7b1c0e4d59"},
+                       {"amz-sdk-request", "attempt=1; max=3"}};
+    signer.Sign(request, kCredentials, kDynamoDbScope, FixedTime());
+    benchmark::DoNotOptimize(request);
+  }
+}
+BENCHMARK(BM_SignDynamoDbRequest)->Unit(benchmark::kMicrosecond);
+
+std::shared_ptr<AwsClient> OfflineClient() {
+  // The HTTP client is never used: presigning makes no call.
+  return std::make_shared<AwsClient>(std::make_shared<net::HttpClient>(),
+                                     std::make_shared<StaticCredentialsProvider>(kCredentials));
+}
+
+// End to end in the client: credentials, the clock, the URL string.
+void BM_AwsClientPresignGet(benchmark::State& state) {
+  const std::shared_ptr<AwsClient> client = OfflineClient();
+  const ServiceTarget target{net::Endpoint{"https", kBucketHost, 443}, "us-east-1", "s3"};
+  const std::string path = std::string("/") + kImageKey;
+  for (auto _ : state) {
+    StatusOr<AwsClient::Presigned> presigned = client->PresignGet(target, path, kUrlLifetime);
+    benchmark::DoNotOptimize(presigned);
+  }
+}
+BENCHMARK(BM_AwsClientPresignGet)->Unit(benchmark::kMicrosecond);
+
+// What the GET handler calls: the store's key check and encoding on top.
+void BM_S3BlobStorePresignGet(benchmark::State& state) {
+  storage::S3Options options;
+  options.bucket = "image-storage-bucket";
+  options.addressing = storage::S3Addressing::kVirtual;
+  storage::S3BlobStore store(OfflineClient(),
+                             ServiceTarget{net::Endpoint{"https", "s3.us-east-1.amazonaws.com", 443}, "us-east-1", "s3"},
+                             std::move(options));
+  for (auto _ : state) {
+    StatusOr<core::PresignedUrl> url = store.PresignGet(kImageKey, kUrlLifetime);
+    benchmark::DoNotOptimize(url);
+  }
+}
+BENCHMARK(BM_S3BlobStorePresignGet)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace imgsvc::aws
