@@ -124,6 +124,15 @@ int Serve(const Config& config) {
   options.io_threads = static_cast<std::size_t>(config.io_threads);
   options.worker_threads = static_cast<std::size_t>(config.workers);
   options.shutdown_grace = std::chrono::seconds(config.shutdown_grace);
+  if (embedded) {
+    // Reads of the embedded store (files, SQLite in WAL mode) never wait on
+    // a writer or the network, so they are answered on the io thread; /ready
+    // writes and syncs a probe file and stays on the workers. On AWS every
+    // read is a network call and goes to the workers.
+    options.answer_inline = [](std::string_view method, std::string_view target) {
+      return (method == "GET" || method == "HEAD") && !target.starts_with("/ready");
+    };
+  }
   server::Server server(
       options, [&router](http::Request& request) { return router->Handle(request); },
       [&router](int status, std::string_view detail) { return router->ErrorResponse(status, detail); });

@@ -380,6 +380,11 @@ void Session::OnHeader(const ErrorCode& ec) {
   }
   if (core_.stopping()) return SendError(503, "Server is shutting down");
 
+  const auto& answer_inline = core_.options().answer_inline;
+  if (parser_->is_done() && answer_inline && answer_inline(message.method_string(), message.target())) {
+    HandleOnWorker();  // on this io thread: the request has no body to wait for
+    return WriteResponse();
+  }
   asio::post(core_.workers(), [self = shared_from_this()]() mutable {
     self->HandleOnWorker();
     Session& session = *self;

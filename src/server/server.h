@@ -34,6 +34,12 @@ struct ServerOptions {
   std::uint64_t max_drain_bytes = 1024 * 1024;  // unread body discarded to keep a connection
   std::chrono::seconds shutdown_grace{20};
   std::size_t max_connections = 20000;
+  // Requests without a body for which this returns true (given the method
+  // and the target) are handled on the io thread itself, saving the two
+  // thread hand-offs of the worker pool: for handlers that never block, such
+  // as reads of the embedded store (SQLite in WAL mode does not make readers
+  // wait). Unset: every request goes to the workers.
+  std::function<bool(std::string_view method, std::string_view target)> answer_inline;
 };
 
 // Runs on a worker thread; must not throw.

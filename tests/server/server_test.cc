@@ -262,6 +262,44 @@ TEST(ServerTest, BuildsRequestAndRunsHandlerOnWorkerThread) {
   EXPECT_NE(handler_thread, std::this_thread::get_id());
 }
 
+TEST(ServerTest, InlineAnswersDoNotWaitForBusyWorkers) {
+  ServerOptions options = FastOptions();
+  options.worker_threads = 1;
+  options.answer_inline = [](std::string_view method, std::string_view target) {
+    return method == "GET" && target.starts_with("/inline");
+  };
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> worker_busy{false};
+  TestServer server(options, [&](http::Request& request) {
+    if (request.path == "/block") {
+      worker_busy = true;
+      released.wait();
+    }
+    return TextResponse(200, request.path);
+  });
+  Client blocked(server.port());
+  ASSERT_TRUE(blocked.Send("GET /block HTTP/1.1\r\nHost: test\r\n\r\n"));
+  for (int i = 0; i < 1000 && !worker_busy; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(worker_busy);
+
+  // The only worker is taken: an inline GET is still answered, a queued one is not.
+  Client inline_client(server.port());
+  ASSERT_TRUE(inline_client.Send("GET /inline HTTP/1.1\r\nHost: test\r\n\r\n"));
+  const auto answered = inline_client.ReadResponse();
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->body, "/inline");
+
+  Client queued(server.port(), 500ms);
+  ASSERT_TRUE(queued.Send("GET /queued HTTP/1.1\r\nHost: test\r\n\r\n"));
+  EXPECT_FALSE(queued.ReadResponse()) << "answered although the only worker is busy";
+
+  release.set_value();
+  const auto unblocked = blocked.ReadResponse();
+  ASSERT_TRUE(unblocked);
+  EXPECT_EQ(unblocked->body, "/block");
+}
+
 TEST(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   for (const std::size_t io_threads : {1, 2}) {
     ServerOptions options = FastOptions();
