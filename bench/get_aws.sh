@@ -60,7 +60,7 @@ wait_healthy() {  # port
   exit 1
 }
 
-start_json_helper peers node tests/support/local_aws.mjs
+start_json_helper peers node --openssl-legacy-provider tests/support/local_aws.mjs
 PEERS_PID=${PIDS[-1]}
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test-secret AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 BUCKET=bench-images

@@ -62,7 +62,7 @@ StatusOr<LocalAws> ParseReadyLine(const std::string& line) {
 }
 
 StatusOr<LocalAws> Start(std::unique_ptr<RunningPeers>& running) {
-  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<Process> process, Process::Start(IMGSVC_NODE, {IMGSVC_LOCAL_AWS}));
+  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<Process> process, Process::Start(IMGSVC_NODE, {"--openssl-legacy-provider", IMGSVC_LOCAL_AWS}));
   const std::optional<std::string> line =
       process->WaitForLine([](const std::string& text) { return text.starts_with("{"); }, kStartTimeout);
   if (!line) {

@@ -1,3 +1,7 @@
+// Run as `node --openssl-legacy-provider local_aws.mjs`: s3rver seals its
+// ListObjectsV2 continuation tokens with DES, which Node 20's OpenSSL 3 has
+// only in its legacy provider (without it, paginated listings fail).
+//
 // The local AWS peers the AWS tests run against (see local_aws.h), in one
 // node process, every server on a 127.0.0.1 port the kernel picks:
 //  - s3rver (S3; objects in a temporary directory removed at exit) and
