@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "aws/credentials.h"
@@ -132,6 +133,16 @@ TEST(LocalAwsPeers, TheSecretsManagerStandInAcceptsOurSignatureAndRefusesAWrongO
   EXPECT_EQ(refused->error.code, "InvalidSignatureException") << refused->body;
 }
 
+// DynamoDB's GSIs are eventually consistent, so the service promises no
+// read-your-writes on listings. dynalite's index is immediate; against real
+// DynamoDB set IMGSVC_TEST_GSI_SETTLE_MS (e.g. 2000) so listings are read
+// after the index has caught up.
+void SettleIndex() {
+  const char* settle = std::getenv("IMGSVC_TEST_GSI_SETTLE_MS");
+  if (settle == nullptr || *settle == '\0') return;
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::strtol(settle, nullptr, 10)));
+}
+
 }  // namespace aws_contract_test
 
 INSTANTIATE_TEST_SUITE_P(Aws, BlobStoreContract,
@@ -140,7 +151,8 @@ INSTANTIATE_TEST_SUITE_P(Aws, BlobStoreContract,
 
 INSTANTIATE_TEST_SUITE_P(Aws, MetadataStoreContract,
                          ::testing::Values(MetadataStoreBackend{"dynamodb",
-                                                                aws_contract_test::MakeDynamoDbMetadataStore, {}}),
+                                                                aws_contract_test::MakeDynamoDbMetadataStore,
+                                                                aws_contract_test::SettleIndex}),
                          MetadataStoreBackendName);
 
 }  // namespace imgsvc::storage::testing
