@@ -11,6 +11,7 @@
 
 #include <boost/json.hpp>
 
+#include "aws/xml.h"
 #include "core/log.h"
 #include "crypto/crypto.h"
 
@@ -47,41 +48,6 @@ std::string_view TrimWhitespace(std::string_view text) {
   if (first == std::string_view::npos) return {};
   const auto last = text.find_last_not_of(" \t\r\n");
   return text.substr(first, last - first + 1);
-}
-
-std::string XmlUnescape(std::string_view text) {
-  static constexpr std::array<std::pair<std::string_view, char>, 5> kEntities{{
-      {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}}};
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size();) {
-    bool replaced = false;
-    if (text[i] == '&') {
-      for (const auto& [entity, character] : kEntities) {
-        if (text.substr(i, entity.size()) == entity) {
-          out += character;
-          i += entity.size();
-          replaced = true;
-          break;
-        }
-      }
-    }
-    if (!replaced) out += text[i++];
-  }
-  return out;
-}
-
-// The text of the first <name>...</name> element; S3's error documents are
-// flat enough that no XML parser is needed.
-std::string XmlElementText(std::string_view xml, std::string_view name) {
-  const std::string open = "<" + std::string(name) + ">";
-  const std::string close = "</" + std::string(name) + ">";
-  const auto start = xml.find(open);
-  if (start == std::string_view::npos) return {};
-  const auto text_start = start + open.size();
-  const auto end = xml.find(close, text_start);
-  if (end == std::string_view::npos) return {};
-  return XmlUnescape(xml.substr(text_start, end - text_start));
 }
 
 // "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException" and
@@ -175,9 +141,9 @@ AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std:
   AwsError error;
   const std::string_view trimmed = TrimWhitespace(body);
   if (trimmed.starts_with('<')) {
-    error.code = XmlElementText(trimmed, "Code");
-    error.message = XmlElementText(trimmed, "Message");
-    error.request_id = XmlElementText(trimmed, "RequestId");
+    error.code = ElementText(trimmed, "Code").value_or("");
+    error.message = ElementText(trimmed, "Message").value_or("");
+    error.request_id = ElementText(trimmed, "RequestId").value_or("");
   } else if (trimmed.starts_with('{')) {
     ParseJsonError(trimmed, error);
   }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 
+#include "aws/xml.h"
 #include "http_client.h"
 #include "process.h"
 
@@ -114,25 +115,6 @@ std::string_view FaultName(AwsFault fault) {
   return "?";
 }
 
-std::string XmlUnescape(std::string_view text) {
-  static constexpr std::pair<std::string_view, char> kEntities[] = {
-      {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-  std::string out;
-  for (std::size_t i = 0; i < text.size();) {
-    bool replaced = false;
-    for (const auto& [entity, character] : kEntities) {
-      if (text.substr(i, entity.size()) == entity) {
-        out += character;
-        i += entity.size();
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) out += text[i++];
-  }
-  return out;
-}
-
 }  // namespace local_aws_detail
 
 StatusOr<LocalAws> StartLocalAws() {
@@ -196,7 +178,7 @@ StatusOr<std::vector<std::string>> ListObjectKeys(std::string_view bucket, std::
     const std::size_t start = at + kOpen.size();
     const std::size_t end = response.body.find(kClose, start);
     if (end == std::string::npos) return Status(Code::kInternal, what + ": malformed XML: " + response.body);
-    keys.push_back(local_aws_detail::XmlUnescape(std::string_view(response.body).substr(start, end - start)));
+    keys.push_back(aws::XmlUnescape(std::string_view(response.body).substr(start, end - start)));
     at = end + kClose.size();
   }
   return keys;
