@@ -12,6 +12,11 @@ int Serve(const Config& config);
 // `imgsvc init`: creates the S3 bucket, the DynamoDB table (with its index)
 // and the Secrets Manager secret where missing; safe to run again.
 int Init(const Config& config);
+// Started by Lambda (AWS_LAMBDA_RUNTIME_API set): the custom runtime's loop.
+int RunLambdaRuntime(const Config& config, const std::string& runtime_api);
+// `imgsvc invoke --event FILE`: one Lambda event through the same code; prints
+// the Lambda response JSON.
+int InvokeEvent(const Config& config, const std::string& event_file);
 // `imgsvc token USER`: prints USER's per-user token from the master key.
 int PrintUserToken(const Config& config, const std::string& user_id);
 

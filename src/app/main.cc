@@ -1,9 +1,11 @@
 // imgsvc: image upload, retrieval and metadata service.
 //
-// Commands: serve, init, token. Settings follow CONFIG.md: every flag has an
+// Commands: serve, init, invoke, token; started by Lambda (AWS_LAMBDA_RUNTIME_API
+// set, no arguments) it runs the custom runtime's loop. Settings follow CONFIG.md: every flag has an
 // IMGSVC_* environment variable, and a .env file fills in what neither sets.
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -90,6 +92,22 @@ int main(int argc, char** argv) {
 
   Config config;
   config.io_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
+
+  // Started by Lambda as the bootstrap (no arguments): the settings come from
+  // the environment only, and the upload limit defaults to 4 MiB so our 413
+  // comes before Lambda's 6 MB payload limit (base64 adds a third).
+  const char* runtime_api = std::getenv("AWS_LAMBDA_RUNTIME_API");
+  if (runtime_api != nullptr && *runtime_api != '\0' && argc == 1) {
+    config.max_upload_mb = 4;
+    CLI::App lambda_app{"imgsvc as an AWS Lambda custom runtime"};
+    AddSettings(lambda_app, config);
+    CLI11_PARSE(lambda_app, argc, argv);
+    imgsvc::log::Level level;
+    imgsvc::log::ParseLevel(config.log_level, level);
+    imgsvc::log::SetLevel(level);
+    return imgsvc::app::RunLambdaRuntime(config, runtime_api);
+  }
+
   CLI::App app{"imgsvc: image upload, retrieval and metadata service"};
   app.require_subcommand(1);
   std::string env_file_flag;
@@ -101,6 +119,11 @@ int main(int argc, char** argv) {
   CLI::App* init = app.add_subcommand(
       "init", "create the S3 bucket, DynamoDB table and Secrets Manager secret where missing");
   AddSettings(*init, config);
+
+  std::string event_file;
+  CLI::App* invoke = app.add_subcommand("invoke", "run one Lambda event (API Gateway / Function URL) locally");
+  AddSettings(*invoke, config);
+  invoke->add_option("--event", event_file, "file holding the event JSON")->required();
 
   std::string user;
   CLI::App* token = app.add_subcommand("token", "print USER's token in per-user auth mode");
@@ -123,5 +146,6 @@ int main(int argc, char** argv) {
     return imgsvc::app::Serve(config);
   }
   if (*init) return imgsvc::app::Init(config);
+  if (*invoke) return imgsvc::app::InvokeEvent(config, event_file);
   return imgsvc::app::PrintUserToken(config, user);
 }

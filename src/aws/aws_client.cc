@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -255,6 +256,11 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
     for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
     // Not signed, as in the SDKs: proxies may rewrite it.
     wire.headers.push_back({"user-agent", std::string(kUserAgent)});
+    // On Lambda the runtime loop sets the invocation's X-Ray trace; it
+    // follows the call to AWS (unsigned, as the SDKs send it).
+    if (const char* trace = std::getenv("_X_AMZN_TRACE_ID"); trace != nullptr && *trace != '\0') {
+      wire.headers.push_back({"x-amzn-trace-id", trace});
+    }
 
     ++attempts_;
     StatusOr<net::ClientResponse> answer = http_->Send(target.endpoint, wire);

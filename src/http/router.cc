@@ -30,14 +30,6 @@ Response JsonResponse(int status, std::string body) {
   return r;
 }
 
-bool IsSaneRequestId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == ':';
-  });
-}
-
 Status InvalidQuery(std::string_view name, std::string msg, std::string type) {
   return Status::Invalid(FieldError{{"query", std::string(name)}, std::move(msg), std::move(type)});
 }
@@ -180,6 +172,14 @@ struct Router::Context {
   std::string request_id;
   std::optional<std::string> user_id;  // once authenticated
 };
+
+bool IsSaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == ':';
+  });
+}
 
 Router::Router(core::ImageService& service, core::Authenticator& auth, core::IdGenerator& ids,
                RouterOptions options)

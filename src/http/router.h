@@ -48,6 +48,10 @@ struct RouterOptions {
   std::function<Status()> token_ready;
 };
 
+// Whether a caller's x-request-id is adopted: 1-128 characters of
+// A-Z a-z 0-9 - _ . : (API.md); anything else gets a fresh id.
+bool IsSaneRequestId(std::string_view id);
+
 class Router {
  public:
   Router(core::ImageService& service, core::Authenticator& auth, core::IdGenerator& ids,

@@ -195,6 +195,23 @@ TEST(AwsClientTest, JsonCallIsSignedWithoutContentHash) {
             sent.Header("authorization"));
 }
 
+TEST(AwsClientTest, LambdasTraceHeaderFollowsTheCallUnsigned) {
+  Harness harness;
+  harness.server_.Push(Response(200, "{}"));
+  harness.server_.Push(Response(200, "{}"));
+  ::setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1", 1);
+  ASSERT_TRUE(harness.client_.CallJson(harness.Target("dynamodb"), "DynamoDB_20120810.GetItem", "1.0", "{}").ok());
+  ::unsetenv("_X_AMZN_TRACE_ID");
+  ASSERT_TRUE(harness.client_.CallJson(harness.Target("dynamodb"), "DynamoDB_20120810.GetItem", "1.0", "{}").ok());
+
+  const auto requests = harness.server_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].Header("x-amzn-trace-id"),
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1");
+  EXPECT_EQ(requests[0].Header("authorization").find("x-amzn-trace-id"), std::string_view::npos);
+  EXPECT_TRUE(requests[1].Header("x-amzn-trace-id").empty());
+}
+
 TEST(AwsClientTest, S3RequestCarriesContentHashQueryAndSessionToken) {
   Credentials temporary = LongTermCredentials();
   temporary.session_token = "SESSION/TOKEN";

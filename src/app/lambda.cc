@@ -1,0 +1,111 @@
+// The Lambda transport's wiring: the binary as the bootstrap of a custom
+// runtime, and `imgsvc invoke --event FILE` (one event through the same code,
+// what `sam local invoke` gives other runtimes).
+//
+// Nothing touches the network before the first /next: the configuration is
+// checked and the AWS clients built (environment credentials, which Lambda
+// sets), but the service stack, whose cursor key needs the secret, is opened
+// at the first invocation and then kept for every warm one, with its HTTP
+// connections, cached token and signing keys.
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <memory>
+
+#include "app/commands.h"
+#include "app/service_stack.h"
+#include "core/log.h"
+#include "lambda/events.h"
+#include "lambda/runtime.h"
+#include "net/http_client.h"
+
+namespace imgsvc::app {
+namespace {
+
+// The x-request-id the router adopts: the caller's when sane, else the
+// invocation's own id, so both ids meet in the logs.
+void AdoptRequestId(http::Request& request, const std::string& invocation_id) {
+  if (invocation_id.empty()) return;
+  const auto sent = request.header("x-request-id");
+  if (sent && http::IsSaneRequestId(*sent)) return;
+  std::erase_if(request.headers, [](const http::Header& header) { return header.name == "x-request-id"; });
+  request.headers.push_back({"x-request-id", invocation_id});
+}
+
+lambda::InvocationResult Handle(ServiceStack& stack, const std::string& event, const std::string& invocation_id) {
+  auto decoded = lambda::DecodeEvent(event);
+  if (!decoded.ok()) return lambda::InvocationResult::Error("InvalidEvent", decoded.status().message());
+  AdoptRequestId(decoded->request, invocation_id);
+  const http::Response response = stack.router->Handle(decoded->request);
+  return lambda::InvocationResult::Response(lambda::EncodeResponse(decoded->shape, response));
+}
+
+StatusOr<std::unique_ptr<ServiceStack>> OpenForLambda(const Config& config) {
+  IMGSVC_ASSIGN_OR_RETURN(const TokenPlan plan, PlanToken(config, /*loopback=*/false));
+  return OpenServiceStack(config, plan, config.public_url);
+}
+
+}  // namespace
+
+int RunLambdaRuntime(const Config& config, const std::string& runtime_api) {
+  lambda::RuntimeClient runtime(runtime_api, std::make_shared<net::HttpClient>());
+  // An embedded store in a Lambda's /tmp would silently lose data.
+  if (config.storage != "aws") {
+    const Status reported = runtime.PostInitError(
+        "Runtime.InvalidConfiguration", "IMGSVC_STORAGE must be aws on Lambda (is \"" + config.storage + "\")");
+    log::Error("IMGSVC_STORAGE must be aws on Lambda", {{"init_error_reported", reported.ok()}});
+    return 1;
+  }
+  std::unique_ptr<ServiceStack> stack;
+  const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
+    if (!stack) {
+      auto opened = OpenForLambda(config);
+      if (!opened.ok()) {
+        // Not fatal: the next invocation tries again (a Secrets Manager
+        // outage must not need a cold start to recover from).
+        return lambda::InvocationResult::Error("Runtime.Unavailable", opened.status().ToString());
+      }
+      stack = std::move(*opened);
+    }
+    return Handle(*stack, invocation.event, invocation.request_id);
+  });
+  log::Error("Lambda runtime loop ended", {{"cause", ended.ToString()}});
+  return 1;
+}
+
+int InvokeEvent(const Config& config, const std::string& event_file) {
+  // stdout carries the response JSON alone, so it can be piped into other tools.
+  log::SetFd(STDERR_FILENO);
+  std::ifstream in(event_file, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s\n", event_file.c_str());
+    return 2;
+  }
+  const std::string event((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto plan = PlanToken(config, IsLoopback(config.host));
+  if (!plan.ok()) {
+    std::fprintf(stderr, "%s\n", plan.status().ToString().c_str());
+    return 1;
+  }
+  const std::string public_url =
+      config.public_url.empty() ? DefaultPublicUrl(config.host, config.port) : config.public_url;
+  auto stack = OpenServiceStack(config, *plan, public_url);
+  if (!stack.ok()) {
+    std::fprintf(stderr, "%s\n", stack.status().ToString().c_str());
+    return 1;
+  }
+  const lambda::InvocationResult result = Handle(**stack, event, "");
+  if (!result.ok) {
+    // What Lambda would report for the invocation.
+    std::printf("{\"errorType\":\"%s\",\"errorMessage\":", result.error_type.c_str());
+    std::string message;
+    log::AppendJsonString(message, result.error_message);
+    std::printf("%s}\n", message.c_str());
+    return 1;
+  }
+  std::printf("%s\n", result.payload.c_str());
+  return 0;
+}
+
+}  // namespace imgsvc::app
