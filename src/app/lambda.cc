@@ -7,14 +7,21 @@
 // sets), but the service stack, whose cursor key needs the secret, is opened
 // at the first invocation and then kept for every warm one, with its HTTP
 // connections, cached token and signing keys.
+//
+// Each invocation's AWS calls stop short of its deadline (aws::ScopedDeadline),
+// so a slow AWS answers 504 in the event's shape instead of Lambda killing the
+// function (the caller would get the gateway's own error, and the execution
+// environment would be reset: a cold start).
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <memory>
 
 #include "app/commands.h"
 #include "app/service_stack.h"
+#include "aws/aws_client.h"
 #include "core/log.h"
 #include "lambda/events.h"
 #include "lambda/runtime.h"
@@ -22,6 +29,14 @@
 
 namespace imgsvc::app {
 namespace {
+
+// What is kept back from the invocation's deadline after the last AWS call:
+// the router's error answer, encoding the response (up to Lambda's 6 MB,
+// base64) and posting it to the Runtime API on loopback. That is milliseconds
+// of work, but a small function gets a fraction of a vCPU and may be
+// descheduled; 500 ms covers it with room and is 2% of the 25 s timeout
+// of deploy/template.yaml.
+constexpr std::chrono::milliseconds kAnswerMargin{500};
 
 // The x-request-id the router adopts: the caller's when sane, else the
 // invocation's own id, so both ids meet in the logs.
@@ -37,6 +52,7 @@ lambda::InvocationResult Handle(ServiceStack& stack, const std::string& event, c
   auto decoded = lambda::DecodeEvent(event);
   if (!decoded.ok()) return lambda::InvocationResult::Error("InvalidEvent", decoded.status().message());
   AdoptRequestId(decoded->request, invocation_id);
+  decoded->request.invocation_id = invocation_id;
   const http::Response response = stack.router->Handle(decoded->request);
   return lambda::InvocationResult::Response(lambda::EncodeResponse(decoded->shape, response));
 }
@@ -59,6 +75,7 @@ int RunLambdaRuntime(const Config& config, const std::string& runtime_api) {
   }
   std::unique_ptr<ServiceStack> stack;
   const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
+    const aws::ScopedDeadline aws_deadline(invocation.deadline - kAnswerMargin);
     if (!stack) {
       auto opened = OpenForLambda(config);
       if (!opened.ok()) {

@@ -30,6 +30,26 @@ constexpr std::chrono::seconds kPresignCredentialMargin{30};
 // backed off, so capacity is usually back within a second; a longer hint
 // would only idle clients.
 constexpr int kThrottleRetryAfterSeconds = 1;
+// The longest attempt under a ScopedDeadline: the HTTP client's default total
+// timeout, which imgsvc's clients keep. (A request's timeout replaces the
+// client's own, which net::HttpClient does not expose.)
+constexpr milliseconds kLongestAttempt = net::HttpClientOptions{}.total_timeout;
+
+// The innermost ScopedDeadline of this thread, if any.
+thread_local std::optional<std::chrono::steady_clock::time_point> t_call_deadline;
+
+std::optional<milliseconds> TimeLeftBeforeDeadline() {
+  if (!t_call_deadline) return std::nullopt;
+  return std::chrono::duration_cast<milliseconds>(*t_call_deadline - std::chrono::steady_clock::now());
+}
+
+bool RetryFitsTheDeadline(milliseconds delay, const ServiceTarget& target, int attempt) {
+  const std::optional<milliseconds> left = TimeLeftBeforeDeadline();
+  if (!left || delay + kMinimumAttemptTime <= *left) return true;
+  log::Info("AWS call not retried: too close to the invocation's deadline",
+            {{"service", target.service}, {"attempt", attempt}, {"time_left_ms", left->count()}});
+  return false;
+}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
@@ -136,6 +156,15 @@ std::string WireTarget(const AwsRequest& request) {
 
 }  // namespace
 
+ScopedDeadline::ScopedDeadline(std::chrono::system_clock::time_point deadline) : previous_(t_call_deadline) {
+  const auto steady_deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - std::chrono::system_clock::now());
+  t_call_deadline = previous_ ? std::min(*previous_, steady_deadline) : steady_deadline;
+}
+
+ScopedDeadline::~ScopedDeadline() { t_call_deadline = previous_; }
+
 std::string_view AwsResponse::HeaderValue(std::string_view name) const { return FindHeader(headers, name); }
 
 AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std::string_view body) {
@@ -233,6 +262,11 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
   Signer& signer = SignerFor(target.service);
 
   for (int attempt = 1;; ++attempt) {
+    const std::optional<milliseconds> time_left = TimeLeftBeforeDeadline();
+    if (time_left && *time_left < kMinimumAttemptTime) {
+      return Status(Code::kDeadlineExceeded,
+                    target.service + " " + request.method + ": out of time for the invocation's deadline");
+    }
     // Asked per attempt: temporary credentials may be refreshed in between.
     IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
 
@@ -252,6 +286,7 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
     // is never copied, however many attempts it takes.
     wire.body = std::move(request.body);
     wire.replayable = request.replayable;
+    if (time_left && *time_left < kLongestAttempt) wire.timeout = *time_left;
     wire.headers.reserve(signable.headers.size() + 1);
     for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
     // Not signed, as in the SDKs: proxies may rewrite it.
@@ -271,12 +306,14 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
       const Status& failure = answer.status();
       const int cost =
           failure.code() == Code::kDeadlineExceeded ? retry_.timeout_retry_cost : retry_.retry_cost;
-      if (!request.replayable || last_attempt || !TakeRetryQuota(cost)) {
+      const milliseconds delay = Backoff(attempt, false);
+      if (!request.replayable || last_attempt || !RetryFitsTheDeadline(delay, target, attempt) ||
+          !TakeRetryQuota(cost)) {
         return failure.WithContext(target.service + " " + request.method + " after " + std::to_string(attempt) +
                                    (attempt == 1 ? " attempt" : " attempts"));
       }
       log::Debug("AWS call retried", {{"service", target.service}, {"attempt", attempt}, {"error", failure.message()}});
-      sleep_(Backoff(attempt, false));
+      sleep_(delay);
       continue;
     }
 
@@ -286,14 +323,14 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
       return response;
     }
     response.error = ParseAwsError(response.status, response.headers, response.body);
-    if (!IsRetryable(response.status, response.error) || last_attempt || !TakeRetryQuota(retry_.retry_cost)) {
-      return response;
-    }
+    if (!IsRetryable(response.status, response.error) || last_attempt) return response;
+    const milliseconds delay = Backoff(attempt, IsThrottling(response.error));
+    if (!RetryFitsTheDeadline(delay, target, attempt) || !TakeRetryQuota(retry_.retry_cost)) return response;
     log::Debug("AWS call retried", {{"service", target.service},
                                     {"attempt", attempt},
                                     {"http_status", response.status},
                                     {"aws_code", response.error.code}});
-    sleep_(Backoff(attempt, IsThrottling(response.error)));
+    sleep_(delay);
   }
 }
 

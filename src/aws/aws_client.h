@@ -13,6 +13,7 @@
 //  - a retry quota shared by every call of the client (500 tokens; a retry
 //    costs 5, 10 after a timeout; a success returns 1), so a failing
 //    dependency is not hammered.
+// Under a ScopedDeadline (below), Send() also stops in time for it.
 // AWS's error answers are parsed (S3's XML <Error>, the JSON protocols'
 // `__type`, the x-amzn-ErrorType header) into AwsError; ToStatus maps them
 // onto our codes: throttling -> 503 with Retry-After, 5xx and transport
@@ -25,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +83,41 @@ struct RetryOptions {
 
 // Waits between attempts; tests record the delays instead of sleeping.
 using SleepFunction = std::function<void(std::chrono::milliseconds)>;
+
+// Less time than this left before a ScopedDeadline and Send() starts no
+// attempt: even over a pooled connection a DynamoDB or S3 call takes tens of
+// milliseconds, a new TLS connection several round trips more, and an attempt
+// cut short by the deadline leaves its outcome unknown (a write may have
+// happened) while answering nothing.
+inline constexpr std::chrono::milliseconds kMinimumAttemptTime{100};
+
+// Bounds the AWS calls of the current thread by a deadline: the Lambda
+// invocation's, so that a slow or hanging AWS ends in a 504 the function
+// still has time to answer rather than in Lambda killing it. While one is
+// alive, AwsClient::Send() on this thread never starts an attempt it cannot
+// finish in time:
+//  - with less than kMinimumAttemptTime left before an attempt, it returns
+//    kDeadlineExceeded ("dynamodb POST: out of time for the invocation's
+//    deadline") without sending anything;
+//  - each attempt's HTTP timeout is the time left when that is shorter than
+//    the HTTP client's default total timeout;
+//  - a backoff that would leave less than kMinimumAttemptTime for the next
+//    attempt is not slept: Send() gives up as when its attempts run out,
+//    with the last answer or transport failure (no retry quota is spent).
+// Scopes nest: the earlier deadline applies inside, and the outer one again
+// when the inner scope ends. Per thread (the standalone server's workers set
+// none and keep the plain retry behaviour). Measured on the steady clock from
+// construction, so a wall-clock step does not move it.
+class ScopedDeadline {
+ public:
+  explicit ScopedDeadline(std::chrono::system_clock::time_point deadline);
+  ~ScopedDeadline();
+  ScopedDeadline(const ScopedDeadline&) = delete;
+  ScopedDeadline& operator=(const ScopedDeadline&) = delete;
+
+ private:
+  std::optional<std::chrono::steady_clock::time_point> previous_;
+};
 
 AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std::string_view body);
 bool IsThrottling(const AwsError& error);

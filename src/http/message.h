@@ -61,6 +61,9 @@ struct Request {
   Headers headers;
   std::optional<std::uint64_t> content_length;  // when the client declared one
   std::string remote_address;
+  // The Lambda invocation's request id (empty elsewhere): logged beside the
+  // request's own id so CloudWatch lines join either way.
+  std::string invocation_id;
   BodySource* body = nullptr;  // never null when handed to the router
 
   std::optional<std::string_view> header(std::string_view name) const {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "aws/scripted_server.h"
@@ -376,6 +377,140 @@ TEST(AwsClientTest, TimeoutCostsMoreRetryQuota) {
   EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded);
   EXPECT_EQ(harness.client_.stats().attempts, 2u);
   EXPECT_EQ(harness.client_.stats().quota_left, 0);
+}
+
+// --- the invocation's deadline ------------------------------------------------------
+
+// Only the deadline can end these calls early: the HTTP total timeout is long.
+net::HttpClientOptions LongHttpTimeout() {
+  net::HttpClientOptions options;
+  options.total_timeout = 30s;
+  return options;
+}
+
+TEST(AwsDeadlineTest, HangingServiceEndsAtTheDeadlineWithoutRetrying) {
+  Harness harness({}, LongTermCredentials(), LongHttpTimeout());
+  for (int i = 0; i < 3; ++i) harness.server_.PushSilence();
+  const auto started = std::chrono::steady_clock::now();
+  StatusOr<AwsResponse> response = [&] {
+    const ScopedDeadline deadline(system_clock::now() + 2s);
+    return harness.client_.Send(harness.Target("dynamodb"), Request());
+  }();
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded) << response.status().ToString();
+  // Far below the 30 s the attempt could otherwise wait (a slow VM adds seconds, not tens).
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 20s);
+  EXPECT_EQ(harness.client_.stats().attempts, 1u);
+  EXPECT_TRUE(harness.delays_.empty());
+  EXPECT_EQ(harness.client_.stats().quota_left, 500);
+}
+
+TEST(AwsDeadlineTest, PassedDeadlineSendsNothing) {
+  Harness harness;
+  harness.server_.Push(Response(200, "{}"));
+  const ScopedDeadline deadline(system_clock::now() - 1s);
+  auto response = harness.client_.CallJson(harness.Target("dynamodb"), "DynamoDB_20120810.GetItem", "1.0", "{}");
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded);
+  EXPECT_EQ(response.status().message(), "dynamodb POST: out of time for the invocation's deadline");
+  EXPECT_TRUE(harness.server_.requests().empty());
+  EXPECT_EQ(harness.client_.stats().attempts, 0u);
+}
+
+TEST(AwsDeadlineTest, DeadlineWithinTheMinimumAttemptTimeSendsNothing) {
+  Harness harness;
+  harness.server_.Push(Response(200, "{}"));
+  const ScopedDeadline deadline(system_clock::now() + kMinimumAttemptTime / 2);
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded);
+  EXPECT_TRUE(harness.server_.requests().empty());
+}
+
+TEST(AwsDeadlineTest, BackoffPastTheDeadlineIsNotTakenAndTheLastAnswerReturned) {
+  RetryOptions retry;
+  // Every draw from [0, 1000 h) but one in a million overruns a 5 s deadline.
+  retry.throttle_base_delay = 1000h;
+  retry.max_delay = 1000h;
+  Harness harness(retry);
+  harness.server_.Push(Response(400, JsonError("ThrottlingException"), {{"x-amzn-RequestId", "R-THROTTLED"}}));
+  harness.server_.Push(Response(200, "{}"));
+  const ScopedDeadline deadline(system_clock::now() + 5s);
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_EQ(response->status, 400);
+  EXPECT_EQ(response->error.code, "ThrottlingException");
+  EXPECT_EQ(response->error.request_id, "R-THROTTLED");
+  EXPECT_EQ(response->attempts, 1);
+  EXPECT_EQ(harness.server_.requests().size(), 1u);
+  EXPECT_TRUE(harness.delays_.empty());
+  EXPECT_EQ(harness.client_.stats().quota_left, 500);  // no retry paid for
+}
+
+TEST(AwsDeadlineTest, TransportFailureNotRetriedPastTheDeadline) {
+  RetryOptions retry;
+  retry.base_delay = 1000h;
+  retry.max_delay = 1000h;
+  Harness harness(retry);
+  const ServiceTarget closed{{"http", "127.0.0.1", scripted_server::ClosedPort()}, "us-east-1", "dynamodb"};
+  const ScopedDeadline deadline(system_clock::now() + 5s);
+  auto response = harness.client_.Send(closed, Request());
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kUnavailable);
+  EXPECT_EQ(harness.client_.stats().attempts, 1u);
+  EXPECT_TRUE(harness.delays_.empty());
+}
+
+TEST(AwsDeadlineTest, BackoffThatFitsIsStillTaken) {
+  Harness harness;
+  harness.server_.Push(Response(400, JsonError("ThrottlingException")));
+  harness.server_.Push(Response(200, "{}"));
+  const ScopedDeadline deadline(system_clock::now() + 60s);
+  auto response = harness.client_.Send(harness.Target("dynamodb"), Request());
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->ok());
+  EXPECT_EQ(response->attempts, 2);
+  EXPECT_EQ(harness.delays_.size(), 1u);
+}
+
+TEST(AwsDeadlineTest, NestedScopesApplyTheEarlierAndRestoreTheOuter) {
+  Harness harness;
+  const auto send = [&] { return harness.client_.Send(harness.Target("dynamodb"), Request()); };
+  {
+    const ScopedDeadline outer(system_clock::now() + 60s);
+    {
+      const ScopedDeadline inner(system_clock::now() - 1s);
+      EXPECT_EQ(send().status().code(), Code::kDeadlineExceeded);
+    }
+    harness.server_.Push(Response(200, "{}"));
+    auto restored = send();
+    ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+    EXPECT_TRUE(restored->ok());
+  }
+  {
+    const ScopedDeadline outer(system_clock::now() - 1s);
+    {
+      const ScopedDeadline later(system_clock::now() + 60s);
+      EXPECT_EQ(send().status().code(), Code::kDeadlineExceeded);
+    }
+    EXPECT_EQ(send().status().code(), Code::kDeadlineExceeded);
+  }
+  harness.server_.Push(Response(200, "{}"));
+  auto unbounded = send();
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status().ToString();
+  EXPECT_TRUE(unbounded->ok());
+  EXPECT_EQ(harness.server_.requests().size(), 2u);
+}
+
+TEST(AwsDeadlineTest, OtherThreadsAreNotBounded) {
+  Harness harness;
+  harness.server_.Push(Response(200, "{}"));
+  const ScopedDeadline passed(system_clock::now() - 1s);
+  StatusOr<AwsResponse> elsewhere = Status(Code::kInternal, "not run");
+  std::thread other([&] { elsewhere = harness.client_.Send(harness.Target("dynamodb"), Request()); });
+  other.join();
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.status().ToString();
+  EXPECT_TRUE(elsewhere->ok());
 }
 
 // --- mapping onto our codes -------------------------------------------------------

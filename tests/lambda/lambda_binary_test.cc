@@ -609,6 +609,7 @@ class LambdaFunctionTest : public ::testing::Test {
 
  protected:
   static FakeRuntimeApi& fake() { return *fake_; }
+  static testing::Process& function_process() { return *process_; }
 };
 
 TEST_F(LambdaFunctionTest, HealthAndReadyAnswerInEveryShape) {
@@ -970,9 +971,18 @@ TEST_F(LambdaFunctionTest, RequestIdIsTheCallersOrElseTheInvocations) {
     const std::string caller_id = Unique("caller.req:1");
     ApiRequest request = Get("/api/v1/images/" + std::string(kUnknownId));
     request.headers.emplace_back("X-Request-Id", caller_id);
-    const LambdaResponse kept = Invoke(shape, request);
+    const std::string invocation_of_kept = Unique("invocation");
+    const LambdaResponse kept = Invoke(shape, request, invocation_of_kept);
     EXPECT_EQ(kept.status, 404);
     EXPECT_EQ(kept.header("x-request-id").value_or(""), caller_id);
+    // The request's log line carries both ids.
+    EXPECT_TRUE(function_process().WaitForLine(
+        [&](const std::string& line) {
+          return line.find("\"request_id\":\"" + caller_id + "\"") != std::string::npos &&
+                 line.find("\"aws_request_id\":\"" + invocation_of_kept + "\"") != std::string::npos;
+        },
+        seconds(10)))
+        << "no request log line with both ids";
 
     // An id the API would not adopt gives way to the invocation's.
     const std::string replacing_id = Unique("invocation");
@@ -981,6 +991,87 @@ TEST_F(LambdaFunctionTest, RequestIdIsTheCallersOrElseTheInvocations) {
     const LambdaResponse replaced = Invoke(shape, insane, replacing_id);
     EXPECT_EQ(replaced.header("x-request-id").value_or(""), replacing_id);
   }
+}
+
+// An invocation whose deadline is too close for another AWS call (within
+// the half second the runtime keeps back to answer) gets a 504 in its event's
+// shape, posted as its response, instead of the function being killed; the
+// next invocation is served as usual.
+TEST_F(LambdaFunctionTest, InvocationOutOfTimeForAwsAnswers504InItsShape) {
+  const ApiRequest read_unknown = Get("/api/v1/images/" + std::string(kUnknownId));
+  // Opens the service stack when this test runs alone.
+  ASSERT_EQ(Invoke(Shape::kHttpApi, read_unknown).status, 404);
+
+  for (const Shape shape : kAllShapes) {
+    SCOPED_TRACE(ShapeName(shape));
+    FakeEvent event;
+    event.event = EventFor(shape, read_unknown);
+    event.deadline = std::chrono::system_clock::now() + milliseconds(200);
+    const std::string id = fake().Enqueue(std::move(event));
+    const std::optional<testing::InvocationOutcome> outcome = fake().WaitForOutcome(id, kInvokeWait);
+    ASSERT_TRUE(outcome.has_value()) << "no outcome";
+    ASSERT_TRUE(outcome->ok) << outcome->error_type << ": " << outcome->payload;
+    const LambdaResponse late = ReadResponse(shape, outcome->payload);
+    EXPECT_EQ(late.status, 504) << late.body;
+    EXPECT_EQ(Str(late.Json(), "detail"), "DynamoDB GetItem: timed out");
+    for (const RuntimePost& post : fake().Posts()) {
+      if (post.request_id == id) {
+        EXPECT_EQ(post.kind, RuntimePost::Kind::kResponse);
+      }
+    }
+
+    const LambdaResponse next = Invoke(shape, read_unknown);
+    EXPECT_EQ(next.status, 404) << next.body;
+  }
+}
+
+// The first invocation opens the service stack (reading the secret): out of
+// time for that, it is reported through /error without calling Secrets
+// Manager, and the next invocation opens the stack. A function of its own,
+// since the suite's has its stack open.
+TEST_F(LambdaFunctionTest, FirstInvocationOutOfTimeToOpenTheStackIsAnErrorAndTheNextOneOpensIt) {
+  auto fake_runtime = FakeRuntimeApi::Start();
+  ASSERT_TRUE(fake_runtime.ok()) << fake_runtime.status().ToString();
+  FakeRuntimeApi& runtime = **fake_runtime;
+  const std::string data_dir = MakeTempDir();
+  ASSERT_FALSE(data_dir.empty());
+  std::vector<std::string> env = AwsEnvironment(peers());
+  env.insert(env.end(), {"AWS_LAMBDA_RUNTIME_API=" + runtime.address(), "IMGSVC_STORAGE=aws",
+                         "IMGSVC_BUCKET=" + bucket(), "IMGSVC_TABLE=" + bucket(), "IMGSVC_TOKEN_SECRET=" + bucket(),
+                         "IMGSVC_AUTH_MODE=shared", "IMGSVC_DATA_DIR=" + data_dir});
+  auto process = testing::Process::Start(IMGSVC_BINARY, {}, env);
+  ASSERT_TRUE(process.ok()) << process.status().ToString();
+  ASSERT_TRUE(runtime.WaitForNextCalls(1, kStartWait)) << Tail(**process, 20);
+  auto secret_reads_before = testing::RequestCount("secretsmanager", "GetSecretValue");
+  ASSERT_TRUE(secret_reads_before.ok()) << secret_reads_before.status().ToString();
+
+  FakeEvent late;
+  late.event = EventFor(Shape::kHttpApi, Get("/health"));
+  late.deadline = std::chrono::system_clock::now() + milliseconds(200);
+  const std::string late_id = runtime.Enqueue(std::move(late));
+  const std::optional<testing::InvocationOutcome> refused = runtime.WaitForOutcome(late_id, kInvokeWait);
+  ASSERT_TRUE(refused.has_value()) << "no outcome; log:\n" << Tail(**process, 20);
+  EXPECT_FALSE(refused->ok);
+  EXPECT_EQ(refused->error_type, "Runtime.Unavailable");
+  EXPECT_NE(Str(ParseJson(refused->payload, "error document"), "errorMessage").find("out of time"),
+            std::string::npos)
+      << refused->payload;
+  auto secret_reads_after = testing::RequestCount("secretsmanager", "GetSecretValue");
+  ASSERT_TRUE(secret_reads_after.ok()) << secret_reads_after.status().ToString();
+  EXPECT_EQ(*secret_reads_after, *secret_reads_before);
+
+  FakeEvent in_time;
+  in_time.event = EventFor(Shape::kHttpApi, Get("/health"));
+  const std::string id = runtime.Enqueue(std::move(in_time));
+  const std::optional<testing::InvocationOutcome> served = runtime.WaitForOutcome(id, kInvokeWait);
+  ASSERT_TRUE(served.has_value()) << "no outcome; log:\n" << Tail(**process, 20);
+  ASSERT_TRUE(served->ok) << served->error_type << ": " << served->payload;
+  EXPECT_EQ(ReadResponse(Shape::kHttpApi, served->payload).status, 200);
+
+  runtime.Shutdown();
+  EXPECT_TRUE((*process)->Wait(seconds(30)).has_value());
+  std::error_code ignored;
+  std::filesystem::remove_all(data_dir, ignored);
 }
 
 // Lambda's /tmp is no place for the embedded store: the runtime refuses to
