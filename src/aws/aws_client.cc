@@ -30,11 +30,6 @@ constexpr std::chrono::seconds kPresignCredentialMargin{30};
 // backed off, so capacity is usually back within a second; a longer hint
 // would only idle clients.
 constexpr int kThrottleRetryAfterSeconds = 1;
-// The longest attempt under a ScopedDeadline: the HTTP client's default total
-// timeout, which imgsvc's clients keep. (A request's timeout replaces the
-// client's own, which net::HttpClient does not expose.)
-constexpr milliseconds kLongestAttempt = net::HttpClientOptions{}.total_timeout;
-
 // The innermost ScopedDeadline of this thread, if any.
 thread_local std::optional<std::chrono::steady_clock::time_point> t_call_deadline;
 
@@ -286,7 +281,8 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
     // is never copied, however many attempts it takes.
     wire.body = std::move(request.body);
     wire.replayable = request.replayable;
-    if (time_left && *time_left < kLongestAttempt) wire.timeout = *time_left;
+    // A request's timeout replaces the client's: under a deadline, the shorter.
+    if (time_left && *time_left < http_->total_timeout()) wire.timeout = *time_left;
     wire.headers.reserve(signable.headers.size() + 1);
     for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
     // Not signed, as in the SDKs: proxies may rewrite it.

@@ -858,6 +858,8 @@ StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const Client
   return std::move(exchange.response);
 }
 
+std::chrono::milliseconds HttpClient::total_timeout() const { return impl_->options.total_timeout; }
+
 HttpClient::Stats HttpClient::stats() const {
   Stats stats;
   stats.requests = impl_->requests.load(std::memory_order_relaxed);

@@ -150,6 +150,8 @@ class HttpClient {
     std::uint64_t stale_replays = 0;        // replays after a dead pooled connection
   };
   Stats stats() const;
+  // The total timeout a request without its own gets.
+  std::chrono::milliseconds total_timeout() const;
 
  private:
   struct Impl;

@@ -405,6 +405,22 @@ TEST(AwsDeadlineTest, HangingServiceEndsAtTheDeadlineWithoutRetrying) {
   EXPECT_EQ(harness.client_.stats().quota_left, 500);
 }
 
+TEST(AwsDeadlineTest, AClientTimeoutShorterThanTheDeadlineStillBoundsEachAttempt) {
+  net::HttpClientOptions short_attempts;
+  short_attempts.total_timeout = 300ms;
+  Harness harness({}, LongTermCredentials(), short_attempts);
+  for (int i = 0; i < 3; ++i) harness.server_.PushSilence();
+  StatusOr<AwsResponse> response = [&] {
+    const ScopedDeadline deadline(system_clock::now() + 60s);
+    return harness.client_.Send(harness.Target("dynamodb"), Request());
+  }();
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kDeadlineExceeded) << response.status().ToString();
+  // Each attempt timed out on the client's 300 ms, so all three were made
+  // long before the deadline (which would have allowed one).
+  EXPECT_EQ(harness.client_.stats().attempts, 3u);
+}
+
 TEST(AwsDeadlineTest, PassedDeadlineSendsNothing) {
   Harness harness;
   harness.server_.Push(Response(200, "{}"));
