@@ -12,8 +12,6 @@
 //
 // Also: a non-aws storage is an init error, and `imgsvc invoke --event FILE`.
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
@@ -23,16 +21,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "lambda/function_harness.h"
 #include "support/fake_runtime_api.h"
 #include "support/http_client.h"
 #include "support/image_fixtures.h"
@@ -43,50 +40,22 @@ namespace imgsvc::lambda {
 namespace lambda_binary_test {
 
 namespace json = boost::json;
+namespace harness = function_harness;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::FakeEvent;
 using testing::FakeRuntimeApi;
 using testing::RuntimePost;
 
-// Generous bounds for a slow, noisy VM; every wait ends as soon as its fact holds.
-constexpr milliseconds kInvokeWait{90000};
-constexpr milliseconds kStartWait{90000};
-constexpr milliseconds kCommandWait{120000};
-
 constexpr std::string_view kToken = "lambda-binary-test-token-7c1e4f0a9d";
 // A well-formed image id no test creates.
 constexpr std::string_view kUnknownId = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
 constexpr std::string_view kPngSignature("\x89PNG\r\n\x1a\n", 8);
 
-std::string RandomHex() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::uint64_t bits = rng(), i = 0; i < 16; ++i, bits >>= 4) out.push_back(kHex[bits & 15]);
-  return out;
-}
-
-// "alice" -> "alice-3f9a0c1e5b7d2e4f": names no other test or run shares.
-std::string Unique(std::string_view base) { return std::string(base) + "-" + RandomHex(); }
-
 std::string KeyFor(std::string_view user) { return std::string(user) + ":" + std::string(kToken); }
 
-std::string MakeTempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/imgsvc-lambda-binary-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 std::string Fixture(std::string_view name) {
-  return ReadFile(std::string(IMGSVC_LAMBDA_EVENTS) + "/" + std::string(name));
+  return harness::ReadFile(std::string(IMGSVC_LAMBDA_EVENTS) + "/" + std::string(name));
 }
 
 json::value ParseJson(std::string_view text, std::string_view what) {
@@ -293,7 +262,7 @@ json::object RestApiEvent(const ApiRequest& request) {
         {"stage", stage},
         {"domainPrefix", "r3pmxmplak"},
         {"requestTimeEpoch", 1583798639428},
-        {"requestId", Unique("rest")},
+        {"requestId", harness::Unique("rest")},
         {"identity",
          {{"cognitoIdentityPoolId", nullptr},
           {"accountId", nullptr},
@@ -354,7 +323,7 @@ json::object Payload2Event(const ApiRequest& request, bool function_url) {
         {"protocol", "HTTP/1.1"},
         {"sourceIp", "198.51.100.7"},
         {"userAgent", "lambda-binary-test"}}},
-      {"requestId", Unique(function_url ? "url" : "http")},
+      {"requestId", harness::Unique(function_url ? "url" : "http")},
       {"routeKey", function_url ? "$default" : "ANY /{proxy+}"},
       {"stage", stage},
       {"time", "21/Apr/2020:15:08:21 +0000"},
@@ -478,17 +447,6 @@ std::string Tail(const testing::Process& process, std::size_t count) {
   return out;
 }
 
-// The local peers' endpoints and credentials, as Lambda would set them.
-std::vector<std::string> AwsEnvironment(const testing::LocalAws& peers) {
-  return {std::string("AWS_ACCESS_KEY_ID=") + testing::kLocalAwsAccessKeyId,
-          std::string("AWS_SECRET_ACCESS_KEY=") + testing::kLocalAwsSecretAccessKey,
-          std::string("AWS_REGION=") + testing::kLocalAwsRegion,
-          "AWS_EC2_METADATA_DISABLED=true",
-          "AWS_ENDPOINT_URL_S3=" + peers.s3,
-          "AWS_ENDPOINT_URL_DYNAMODB=" + peers.dynamodb,
-          "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + peers.secretsmanager};
-}
-
 // One function instance for the whole suite: the peers, a bucket, table and
 // secret of its own (the secret holds kToken; shared auth mode), the fake
 // Runtime API and the binary polling it. Tests keep apart by their user ids.
@@ -520,7 +478,7 @@ class LambdaFunctionTest : public ::testing::Test {
     event.event = EventFor(shape, request);
     event.request_id = std::move(invocation_id);
     const std::string id = fake_->Enqueue(std::move(event));
-    const std::optional<testing::InvocationOutcome> outcome = fake_->WaitForOutcome(id, kInvokeWait);
+    const std::optional<testing::InvocationOutcome> outcome = fake_->WaitForOutcome(id, harness::kInvokeWait);
     if (!outcome) {
       ADD_FAILURE() << ShapeName(shape) << " " << request.method << " " << request.path << ": no outcome";
       return {};
@@ -573,14 +531,14 @@ class LambdaFunctionTest : public ::testing::Test {
     auto peers = testing::StartLocalAws();
     if (!peers.ok()) return "local AWS peers: " + peers.status().ToString();
     peers_ = *peers;
-    name_ = Unique("lambda");
-    data_dir_ = MakeTempDir();
+    name_ = harness::Unique("lambda");
+    data_dir_ = harness::MakeTempDir("imgsvc-lambda-binary");
     if (data_dir_.empty()) return "cannot create a temporary directory";
-    const std::vector<std::string> aws_env = AwsEnvironment(peers_);
+    const std::vector<std::string> aws_env = harness::AwsEnvironment(peers_);
     auto init = testing::RunCommand(IMGSVC_BINARY,
                                     {"init", "--api-token", std::string(kToken), "--bucket", name_, "--table", name_,
                                      "--token-secret", name_},
-                                    aws_env, kCommandWait);
+                                    aws_env, harness::kCommandWait);
     if (!init.ok()) return "imgsvc init: " + init.status().ToString();
     if (!init->exit.exited || init->exit.code != 0) return "imgsvc init failed: " + init->stdout_text;
 
@@ -594,7 +552,7 @@ class LambdaFunctionTest : public ::testing::Test {
     auto process = testing::Process::Start(IMGSVC_BINARY, {}, env);
     if (!process.ok()) return "cannot start " IMGSVC_BINARY ": " + process.status().ToString();
     process_ = std::move(*process);
-    if (!fake_->WaitForNextCalls(1, kStartWait)) {
+    if (!fake_->WaitForNextCalls(1, harness::kStartWait)) {
       return "the function never asked for /next; log:\n" + Tail(*process_, 40);
     }
     return {};
@@ -639,7 +597,7 @@ TEST_F(LambdaFunctionTest, StageOtherThanDefaultIsNotPartOfTheRoutedPath) {
 }
 
 TEST_F(LambdaFunctionTest, Base64MultipartUploadCreatesRecordsWhosePresignedUrlsDownloadTheBytes) {
-  const std::string user = Unique("upload");
+  const std::string user = harness::Unique("upload");
   const std::string png = testing::MakePng(64, 48, 300);
   const std::string jpeg = testing::MakeJpeg(20, 10, 100);
   const std::vector<UploadFile> files{{"dir/sunset.png", "application/octet-stream", png},
@@ -700,7 +658,7 @@ TEST_F(LambdaFunctionTest, Base64MultipartUploadCreatesRecordsWhosePresignedUrls
 }
 
 TEST_F(LambdaFunctionTest, ListingFollowsTheCursorToTheEndAcrossShapes) {
-  const std::string user = Unique("lister");
+  const std::string user = harness::Unique("lister");
   const std::vector<json::object> records = Upload(Shape::kFunctionUrl, user, Pngs(5));
   ASSERT_EQ(records.size(), 5u);
   std::vector<std::string> newest_first;
@@ -740,7 +698,7 @@ TEST_F(LambdaFunctionTest, ListingFollowsTheCursorToTheEndAcrossShapes) {
 }
 
 TEST_F(LambdaFunctionTest, PatchUpdatesTheRecord) {
-  const std::string user = Unique("patcher");
+  const std::string user = harness::Unique("patcher");
   const std::vector<json::object> records = Upload(Shape::kRestApi, user, Pngs(1));
   ASSERT_EQ(records.size(), 1u);
   const std::string id = Str(records[0], "image_id");
@@ -770,14 +728,14 @@ TEST_F(LambdaFunctionTest, PatchUpdatesTheRecord) {
   EXPECT_NE(std::find(locs.begin(), locs.end(), "body/visibility"), locs.end()) << invalid.body;
   EXPECT_NE(std::find(locs.begin(), locs.end(), "body/colour"), locs.end()) << invalid.body;
 
-  const std::string stranger = Unique("stranger");
+  const std::string stranger = harness::Unique("stranger");
   const LambdaResponse foreign =
       Invoke(Shape::kHttpApi, JsonRequest("PATCH", path, KeyFor(stranger), {{"category", "mine"}}));
   EXPECT_EQ(foreign.status, 404) << foreign.body;
 }
 
 TEST_F(LambdaFunctionTest, ContentRedirectsToThePresignedUrl) {
-  const std::string user = Unique("content");
+  const std::string user = harness::Unique("content");
   const std::vector<UploadFile> files = Pngs(1);
   const std::vector<json::object> records = Upload(Shape::kHttpApi, user, files, "public");
   ASSERT_EQ(records.size(), 1u);
@@ -820,7 +778,7 @@ TEST_F(LambdaFunctionTest, BinaryResponsesAreBase64EncodedAndTextIsNot) {
 }
 
 TEST_F(LambdaFunctionTest, DeletesOneImageAndInBulk) {
-  const std::string user = Unique("deleter");
+  const std::string user = harness::Unique("deleter");
   const std::vector<json::object> records = Upload(Shape::kHttpApi, user, Pngs(3));
   ASSERT_EQ(records.size(), 3u);
   const std::string first = Str(records[0], "image_id");
@@ -864,7 +822,7 @@ TEST_F(LambdaFunctionTest, DeletesOneImageAndInBulk) {
 }
 
 TEST_F(LambdaFunctionTest, ErrorsAreAnsweredInTheEventsShape) {
-  const std::string user = Unique("errors");
+  const std::string user = harness::Unique("errors");
   const std::vector<UploadFile> one = Pngs(1);
 
   const LambdaResponse no_key = Invoke(Shape::kHttpApi, UploadRequest(user, one, std::nullopt));
@@ -876,7 +834,8 @@ TEST_F(LambdaFunctionTest, ErrorsAreAnsweredInTheEventsShape) {
       Invoke(Shape::kRestApi, Get("/api/v1/images", {{"user_id", user}}, user + ":not-the-token"));
   EXPECT_EQ(wrong_token.status, 401) << wrong_token.body;
 
-  const LambdaResponse other_user = Invoke(Shape::kFunctionUrl, UploadRequest(user, one, KeyFor(Unique("mallory"))));
+  const LambdaResponse other_user =
+      Invoke(Shape::kFunctionUrl, UploadRequest(user, one, KeyFor(harness::Unique("mallory"))));
   EXPECT_EQ(other_user.status, 403) << other_user.body;
 
   const LambdaResponse unknown =
@@ -915,7 +874,7 @@ TEST_F(LambdaFunctionTest, ErrorsAreAnsweredInTheEventsShape) {
 // On Lambda the per-file limit defaults to 4 MiB (server mode: 20 MiB), so
 // our 413 comes before API Gateway's own limits.
 TEST_F(LambdaFunctionTest, UploadLimitDefaultsToFourMebibytes) {
-  const std::string user = Unique("big");
+  const std::string user = harness::Unique("big");
   const std::string too_big = testing::MakeImageOfSize(core::ImageFormat::kPng, 100, 100, 5u << 20);
   const LambdaResponse refused =
       Invoke(Shape::kHttpApi, UploadRequest(user, {{"big.png", "image/png", too_big}}, KeyFor(user)));
@@ -939,7 +898,7 @@ TEST_F(LambdaFunctionTest, MalformedEventsAreReportedAsInvalidEventAndTheLoopGoe
     FakeEvent event;
     event.event = body;
     const std::string id = fake().Enqueue(std::move(event));
-    const std::optional<testing::InvocationOutcome> outcome = fake().WaitForOutcome(id, kInvokeWait);
+    const std::optional<testing::InvocationOutcome> outcome = fake().WaitForOutcome(id, harness::kInvokeWait);
     ASSERT_TRUE(outcome.has_value()) << "no outcome";
     EXPECT_FALSE(outcome->ok);
     EXPECT_EQ(outcome->error_type, "InvalidEvent");
@@ -963,15 +922,15 @@ TEST_F(LambdaFunctionTest, MalformedEventsAreReportedAsInvalidEventAndTheLoopGoe
 TEST_F(LambdaFunctionTest, RequestIdIsTheCallersOrElseTheInvocations) {
   for (const Shape shape : kAllShapes) {
     SCOPED_TRACE(ShapeName(shape));
-    const std::string invocation_id = Unique("invocation");
+    const std::string invocation_id = harness::Unique("invocation");
     const LambdaResponse adopted = Invoke(shape, Get("/health"), invocation_id);
     EXPECT_EQ(adopted.request_id, invocation_id);
     EXPECT_EQ(adopted.header("x-request-id").value_or(""), invocation_id);
 
-    const std::string caller_id = Unique("caller.req:1");
+    const std::string caller_id = harness::Unique("caller.req:1");
     ApiRequest request = Get("/api/v1/images/" + std::string(kUnknownId));
     request.headers.emplace_back("X-Request-Id", caller_id);
-    const std::string invocation_of_kept = Unique("invocation");
+    const std::string invocation_of_kept = harness::Unique("invocation");
     const LambdaResponse kept = Invoke(shape, request, invocation_of_kept);
     EXPECT_EQ(kept.status, 404);
     EXPECT_EQ(kept.header("x-request-id").value_or(""), caller_id);
@@ -985,7 +944,7 @@ TEST_F(LambdaFunctionTest, RequestIdIsTheCallersOrElseTheInvocations) {
         << "no request log line with both ids";
 
     // An id the API would not adopt gives way to the invocation's.
-    const std::string replacing_id = Unique("invocation");
+    const std::string replacing_id = harness::Unique("invocation");
     ApiRequest insane = Get("/health");
     insane.headers.emplace_back("X-Request-Id", "not sane: spaces & symbols!");
     const LambdaResponse replaced = Invoke(shape, insane, replacing_id);
@@ -1008,7 +967,7 @@ TEST_F(LambdaFunctionTest, InvocationOutOfTimeForAwsAnswers504InItsShape) {
     event.event = EventFor(shape, read_unknown);
     event.deadline = std::chrono::system_clock::now() + milliseconds(200);
     const std::string id = fake().Enqueue(std::move(event));
-    const std::optional<testing::InvocationOutcome> outcome = fake().WaitForOutcome(id, kInvokeWait);
+    const std::optional<testing::InvocationOutcome> outcome = fake().WaitForOutcome(id, harness::kInvokeWait);
     ASSERT_TRUE(outcome.has_value()) << "no outcome";
     ASSERT_TRUE(outcome->ok) << outcome->error_type << ": " << outcome->payload;
     const LambdaResponse late = ReadResponse(shape, outcome->payload);
@@ -1033,15 +992,15 @@ TEST_F(LambdaFunctionTest, FirstInvocationOutOfTimeToOpenTheStackIsAnErrorAndThe
   auto fake_runtime = FakeRuntimeApi::Start();
   ASSERT_TRUE(fake_runtime.ok()) << fake_runtime.status().ToString();
   FakeRuntimeApi& runtime = **fake_runtime;
-  const std::string data_dir = MakeTempDir();
+  const std::string data_dir = harness::MakeTempDir("imgsvc-lambda-binary");
   ASSERT_FALSE(data_dir.empty());
-  std::vector<std::string> env = AwsEnvironment(peers());
+  std::vector<std::string> env = harness::AwsEnvironment(peers());
   env.insert(env.end(), {"AWS_LAMBDA_RUNTIME_API=" + runtime.address(), "IMGSVC_STORAGE=aws",
                          "IMGSVC_BUCKET=" + bucket(), "IMGSVC_TABLE=" + bucket(), "IMGSVC_TOKEN_SECRET=" + bucket(),
                          "IMGSVC_AUTH_MODE=shared", "IMGSVC_DATA_DIR=" + data_dir});
   auto process = testing::Process::Start(IMGSVC_BINARY, {}, env);
   ASSERT_TRUE(process.ok()) << process.status().ToString();
-  ASSERT_TRUE(runtime.WaitForNextCalls(1, kStartWait)) << Tail(**process, 20);
+  ASSERT_TRUE(runtime.WaitForNextCalls(1, harness::kStartWait)) << Tail(**process, 20);
   auto secret_reads_before = testing::RequestCount("secretsmanager", "GetSecretValue");
   ASSERT_TRUE(secret_reads_before.ok()) << secret_reads_before.status().ToString();
 
@@ -1049,7 +1008,7 @@ TEST_F(LambdaFunctionTest, FirstInvocationOutOfTimeToOpenTheStackIsAnErrorAndThe
   late.event = EventFor(Shape::kHttpApi, Get("/health"));
   late.deadline = std::chrono::system_clock::now() + milliseconds(200);
   const std::string late_id = runtime.Enqueue(std::move(late));
-  const std::optional<testing::InvocationOutcome> refused = runtime.WaitForOutcome(late_id, kInvokeWait);
+  const std::optional<testing::InvocationOutcome> refused = runtime.WaitForOutcome(late_id, harness::kInvokeWait);
   ASSERT_TRUE(refused.has_value()) << "no outcome; log:\n" << Tail(**process, 20);
   EXPECT_FALSE(refused->ok);
   EXPECT_EQ(refused->error_type, "Runtime.Unavailable");
@@ -1063,7 +1022,7 @@ TEST_F(LambdaFunctionTest, FirstInvocationOutOfTimeToOpenTheStackIsAnErrorAndThe
   FakeEvent in_time;
   in_time.event = EventFor(Shape::kHttpApi, Get("/health"));
   const std::string id = runtime.Enqueue(std::move(in_time));
-  const std::optional<testing::InvocationOutcome> served = runtime.WaitForOutcome(id, kInvokeWait);
+  const std::optional<testing::InvocationOutcome> served = runtime.WaitForOutcome(id, harness::kInvokeWait);
   ASSERT_TRUE(served.has_value()) << "no outcome; log:\n" << Tail(**process, 20);
   ASSERT_TRUE(served->ok) << served->error_type << ": " << served->payload;
   EXPECT_EQ(ReadResponse(Shape::kHttpApi, served->payload).status, 200);
@@ -1079,14 +1038,14 @@ TEST_F(LambdaFunctionTest, FirstInvocationOutOfTimeToOpenTheStackIsAnErrorAndThe
 TEST(LambdaInitTest, StorageOtherThanAwsIsAnInitErrorAndTheProcessExits) {
   auto fake = FakeRuntimeApi::Start();
   ASSERT_TRUE(fake.ok()) << fake.status().ToString();
-  const std::string data_dir = MakeTempDir();
+  const std::string data_dir = harness::MakeTempDir("imgsvc-lambda-binary");
   ASSERT_FALSE(data_dir.empty());
   auto process = testing::Process::Start(
       IMGSVC_BINARY, {},
       {"AWS_LAMBDA_RUNTIME_API=" + (*fake)->address(), "IMGSVC_STORAGE=embedded", "IMGSVC_DATA_DIR=" + data_dir});
   ASSERT_TRUE(process.ok()) << process.status().ToString();
 
-  const std::optional<RuntimePost> init_error = (*fake)->WaitForInitError(kStartWait);
+  const std::optional<RuntimePost> init_error = (*fake)->WaitForInitError(harness::kStartWait);
   ASSERT_TRUE(init_error.has_value()) << "no init error; log:\n" << Tail(**process, 20);
   EXPECT_EQ(init_error->answered, 202);
   EXPECT_EQ(init_error->header("Lambda-Runtime-Function-Error-Type").value_or(""), "Runtime.InvalidConfiguration");
@@ -1094,7 +1053,7 @@ TEST(LambdaInitTest, StorageOtherThanAwsIsAnInitErrorAndTheProcessExits) {
   EXPECT_EQ(Str(document, "errorType"), "Runtime.InvalidConfiguration");
   EXPECT_NE(Str(document, "errorMessage").find("IMGSVC_STORAGE"), std::string::npos) << init_error->body;
 
-  const std::optional<testing::ExitStatus> exit = (*process)->Wait(kStartWait);
+  const std::optional<testing::ExitStatus> exit = (*process)->Wait(harness::kStartWait);
   ASSERT_TRUE(exit.has_value()) << "still running after the init error";
   EXPECT_TRUE(exit->exited);
   EXPECT_NE(exit->code, 0);
@@ -1109,7 +1068,7 @@ TEST(LambdaInitTest, StorageOtherThanAwsIsAnInitErrorAndTheProcessExits) {
 class LambdaInvokeCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = MakeTempDir();
+    dir_ = harness::MakeTempDir("imgsvc-lambda-binary");
     ASSERT_FALSE(dir_.empty());
   }
   void TearDown() override {
@@ -1120,7 +1079,7 @@ class LambdaInvokeCommandTest : public ::testing::Test {
   testing::CommandResult InvokeFile(const std::string& event_file) {
     auto result = testing::RunCommand(
         IMGSVC_BINARY, {"invoke", "--event", event_file, "--storage", "embedded", "--data-dir", dir_ + "/data"}, {},
-        kCommandWait);
+        harness::kCommandWait);
     if (!result.ok()) {
       ADD_FAILURE() << "imgsvc invoke: " << result.status().ToString();
       return {};

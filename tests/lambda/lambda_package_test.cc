@@ -18,11 +18,8 @@
 // chroot(2) needs CAP_SYS_CHROOT: where it is refused the tests skip.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,10 +31,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -46,28 +41,27 @@
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "lambda/function_harness.h"
 #include "support/fake_runtime_api.h"
 #include "support/http_client.h"
 #include "support/image_fixtures.h"
 #include "support/local_aws.h"
 #include "support/process.h"
+#include "support/tls_peers.h"
 
 namespace imgsvc::lambda {
 namespace lambda_package_test {
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
+namespace harness = function_harness;
 using std::chrono::milliseconds;
-using std::chrono::seconds;
 using testing::FakeEvent;
 using testing::FakeRuntimeApi;
+using testing::TlsFront;
 
-// Generous bounds for a slow, noisy VM; every wait ends as soon as its fact holds.
-constexpr milliseconds kInvokeWait{90000};
-constexpr milliseconds kStartWait{90000};
-constexpr milliseconds kCommandWait{120000};
+// Generous, as the waits in function_harness.h.
 constexpr milliseconds kExitWait{30000};
-constexpr int kNginxStartAttempts = 5;
 
 constexpr std::string_view kToken = "lambda-package-test-token-4b8d2e6f1a";
 // A well-formed image id no test creates.
@@ -75,50 +69,7 @@ constexpr std::string_view kUnknownId = "5d0c7a3e-9b1f-4e26-8c4d-2f7a6b1e9c03";
 constexpr char kTaskRoot[] = "/var/task";
 constexpr char kCaBundle[] = "etc/pki/tls/certs/ca-bundle.crt";  // in the root
 
-// Extensions as a public CA would set them; the server certificate names
-// localhost, the host the DynamoDB endpoint uses.
-constexpr char kOpensslConfig[] = R"([req]
-distinguished_name = subject
-prompt = no
-[subject]
-CN = imgsvc test
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-)";
-
-std::string RandomHex() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::uint64_t bits = rng(), i = 0; i < 16; ++i, bits >>= 4) out.push_back(kHex[bits & 15]);
-  return out;
-}
-
-std::string Unique(std::string_view base) { return std::string(base) + "-" + RandomHex(); }
-
 std::string KeyFor(std::string_view user) { return std::string(user) + ":" + std::string(kToken); }
-
-std::string MakeTempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string pattern =
-      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/imgsvc-lambda-package-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 Status WriteFile(const std::string& path, std::string_view text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -136,7 +87,7 @@ std::vector<std::string> Lines(const std::string& text) {
 }
 
 std::string Tail(const std::string& path, std::size_t count) {
-  const std::vector<std::string> lines = Lines(ReadFile(path));
+  const std::vector<std::string> lines = Lines(harness::ReadFile(path));
   std::string out;
   for (std::size_t i = lines.size() > count ? lines.size() - count : 0; i < lines.size(); ++i) out += lines[i] + "\n";
   return out;
@@ -154,7 +105,7 @@ StatusOr<std::string> FindOnPath(const std::string& name) {
 }
 
 StatusOr<std::string> RunTool(const std::string& binary, const std::vector<std::string>& args) {
-  IMGSVC_ASSIGN_OR_RETURN(testing::CommandResult result, testing::RunCommand(binary, args, {}, kCommandWait));
+  IMGSVC_ASSIGN_OR_RETURN(testing::CommandResult result, testing::RunCommand(binary, args, {}, harness::kCommandWait));
   if (!result.exit.exited || result.exit.code != 0) {
     std::string command = binary;
     for (const std::string& arg : args) command += " " + arg;
@@ -170,7 +121,7 @@ StatusOr<std::string> RunTool(const std::string& binary, const std::vector<std::
 // ldd names them; none for a static binary.
 StatusOr<std::vector<std::string>> SharedObjectsOf(const std::string& binary) {
   IMGSVC_ASSIGN_OR_RETURN(const std::string ldd, FindOnPath("ldd"));
-  IMGSVC_ASSIGN_OR_RETURN(testing::CommandResult result, testing::RunCommand(ldd, {binary}, {}, kCommandWait));
+  IMGSVC_ASSIGN_OR_RETURN(testing::CommandResult result, testing::RunCommand(ldd, {binary}, {}, harness::kCommandWait));
   if (result.stdout_text.find("not a dynamic executable") != std::string::npos) return std::vector<std::string>{};
   if (!result.exit.exited || result.exit.code != 0) {
     return Status(Code::kInternal, "ldd " + binary + " failed: " + result.stdout_text);
@@ -361,149 +312,6 @@ class ChrootedProcess {
   std::optional<testing::ExitStatus> exit_;
 };
 
-// --- TLS in front of DynamoDB -------------------------------------------
-
-Status Openssl(const std::vector<std::string>& args) { return RunTool(IMGSVC_OPENSSL, args).status(); }
-
-// A self-signed CA certificate (P-256) at dir/name.crt, its key at dir/name.key.
-Status MakeCa(const std::string& dir, const std::string& name, const std::string& config) {
-  return Openssl({"req", "-x509", "-config", config, "-extensions", "ca_ext", "-newkey", "ec", "-pkeyopt",
-                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/" + name + ".key", "-out",
-                  dir + "/" + name + ".crt", "-days", "2", "-subj", "/CN=imgsvc " + name});
-}
-
-// dir/server.crt for localhost, signed by dir/ca.
-Status MakeServerCertificate(const std::string& dir, const std::string& config) {
-  IMGSVC_RETURN_IF_ERROR(Openssl({"req", "-new", "-config", config, "-newkey", "ec", "-pkeyopt",
-                                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/server.key", "-out",
-                                  dir + "/server.csr", "-subj", "/CN=localhost"}));
-  return Openssl({"x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.crt", "-CAkey", dir + "/ca.key",
-                  "-set_serial", "2", "-days", "2", "-extfile", config, "-extensions", "server_ext", "-out",
-                  dir + "/server.crt"});
-}
-
-// A port nothing listens on right now; nginx may still lose it to a racing
-// process, which TlsFront::Start handles by trying again.
-StatusOr<std::uint16_t> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status(Code::kInternal, "socket failed");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  const bool bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 &&
-                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  ::close(fd);
-  if (!bound) return Status(Code::kInternal, "cannot bind a loopback port");
-  return ntohs(address.sin_port);
-}
-
-bool AcceptsConnections(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
-  const bool connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return connected;
-}
-
-// nginx terminating TLS on 127.0.0.1 and proxying to `upstream`, with the
-// CAs and certificates in `dir`. Its access log has one line per forwarded
-// request: "<TLS version> <X-Amz-Target> <status>".
-class TlsFront {
- public:
-  static StatusOr<std::unique_ptr<TlsFront>> Start(const std::string& dir, const std::string& upstream) {
-    std::unique_ptr<TlsFront> front(new TlsFront(dir));
-    const std::string config = dir + "/openssl.cnf";
-    IMGSVC_RETURN_IF_ERROR(WriteFile(config, kOpensslConfig));
-    IMGSVC_RETURN_IF_ERROR(MakeCa(dir, "ca", config));
-    IMGSVC_RETURN_IF_ERROR(MakeServerCertificate(dir, config));
-    IMGSVC_RETURN_IF_ERROR(MakeCa(dir, "other-ca", config));
-    Status started;
-    for (int attempt = 0; attempt < kNginxStartAttempts; ++attempt) {
-      started = front->StartNginx(upstream);
-      if (started.ok()) return front;
-    }
-    return started;
-  }
-
-  TlsFront(const TlsFront&) = delete;
-  TlsFront& operator=(const TlsFront&) = delete;
-  ~TlsFront() {
-    if (nginx_ == nullptr) return;
-    (void)nginx_->Signal(SIGTERM);
-    (void)nginx_->Wait(seconds(10));  // else the Process destructor kills it
-  }
-
-  std::uint16_t port() const { return port_; }
-  std::string ca_file() const { return dir_ + "/ca.crt"; }
-  std::string other_ca_file() const { return dir_ + "/other-ca.crt"; }
-  std::vector<std::string> AccessLog() const { return Lines(ReadFile(dir_ + "/access.log")); }
-
- private:
-  explicit TlsFront(std::string dir) : dir_(std::move(dir)) {}
-
-  Status StartNginx(const std::string& upstream) {
-    nginx_.reset();
-    IMGSVC_ASSIGN_OR_RETURN(port_, FreeLoopbackPort());
-    const std::string error_log = dir_ + "/error.log";
-    // One process (no master), so it can be stopped by pid and keeps the
-    // rights it starts with. Every path nginx writes is in the temp dir.
-    std::ostringstream config;
-    config << "master_process off;\n"
-           << "pid " << dir_ << "/nginx.pid;\n"
-           << "error_log " << error_log << " warn;\n"
-           << "events { worker_connections 64; }\n"
-           << "http {\n"
-           << "  log_format tls '$ssl_protocol $http_x_amz_target $status';\n"
-           << "  access_log " << dir_ << "/access.log tls;\n"
-           << "  client_body_temp_path " << dir_ << "/client_body;\n"
-           << "  proxy_temp_path " << dir_ << "/proxy;\n"
-           << "  fastcgi_temp_path " << dir_ << "/fastcgi;\n"
-           << "  uwsgi_temp_path " << dir_ << "/uwsgi;\n"
-           << "  scgi_temp_path " << dir_ << "/scgi;\n"
-           << "  server {\n"
-           << "    listen 127.0.0.1:" << port_ << " ssl;\n"
-           << "    ssl_certificate " << dir_ << "/server.crt;\n"
-           << "    ssl_certificate_key " << dir_ << "/server.key;\n"
-           << "    ssl_protocols TLSv1.2 TLSv1.3;\n"
-           << "    client_max_body_size 64m;\n"
-           << "    location / {\n"
-           << "      proxy_pass " << upstream << ";\n"
-           << "      proxy_http_version 1.1;\n"
-           // The signature covers Host: the function signed localhost:PORT.
-           << "      proxy_set_header Host $http_host;\n"
-           << "      proxy_set_header Connection \"\";\n"
-           << "      proxy_read_timeout 120s;\n"
-           << "    }\n"
-           << "  }\n"
-           << "}\n";
-    const std::string config_path = dir_ + "/nginx.conf";
-    IMGSVC_RETURN_IF_ERROR(WriteFile(config_path, config.str()));
-    IMGSVC_ASSIGN_OR_RETURN(nginx_, testing::Process::Start(IMGSVC_NGINX, {"-e", "stderr", "-p", dir_, "-c",
-                                                                            config_path, "-g", "daemon off;"}));
-    const auto deadline = std::chrono::steady_clock::now() + kStartWait;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (AcceptsConnections(port_)) return Status::Ok();
-      if (std::optional<testing::ExitStatus> exit = nginx_->Wait(milliseconds(50))) {
-        nginx_.reset();
-        return Status(Code::kUnavailable,
-                      "nginx exited (code " + std::to_string(exit->code) + "): " + ReadFile(error_log));
-      }
-    }
-    nginx_.reset();
-    return Status(Code::kDeadlineExceeded,
-                  "nginx did not listen on port " + std::to_string(port_) + ": " + ReadFile(error_log));
-  }
-
-  std::string dir_;
-  std::uint16_t port_ = 0;
-  std::unique_ptr<testing::Process> nginx_;
-};
-
 // --- Events -------------------------------------------------------------
 
 struct ApiRequest {
@@ -557,7 +365,7 @@ std::string HttpApiEvent(const ApiRequest& request) {
           {"protocol", "HTTP/1.1"},
           {"sourceIp", "198.51.100.7"},
           {"userAgent", "lambda-package-test"}}},
-        {"requestId", Unique("http")},
+        {"requestId", harness::Unique("http")},
         {"routeKey", "$default"},
         {"stage", "$default"},
         {"time", "21/Apr/2020:15:08:21 +0000"},
@@ -583,18 +391,6 @@ struct LambdaResponse {
     return field != nullptr && field->is_string() ? std::string(field->get_string()) : std::string();
   }
 };
-
-// The local peers' endpoints and credentials; DynamoDB's is overridden for
-// the function.
-std::vector<std::string> AwsEnvironment(const testing::LocalAws& peers) {
-  return {std::string("AWS_ACCESS_KEY_ID=") + testing::kLocalAwsAccessKeyId,
-          std::string("AWS_SECRET_ACCESS_KEY=") + testing::kLocalAwsSecretAccessKey,
-          std::string("AWS_REGION=") + testing::kLocalAwsRegion,
-          "AWS_EC2_METADATA_DISABLED=true",
-          "AWS_ENDPOINT_URL_S3=" + peers.s3,
-          "AWS_ENDPOINT_URL_DYNAMODB=" + peers.dynamodb,
-          "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + peers.secretsmanager};
-}
 
 // The access log lines of DynamoDB requests from index `from` on.
 std::vector<std::string> DynamoDbLines(const std::vector<std::string>& log, std::size_t from) {
@@ -670,7 +466,8 @@ class LambdaPackageTest : public ::testing::Test {
                                  "IMGSVC_TABLE=" + name_,
                                  "IMGSVC_TOKEN_SECRET=" + name_,
                                  "IMGSVC_AUTH_MODE=shared"};
-    for (std::string& entry : AwsEnvironment(peers_)) {
+    // The peers as they are, but DynamoDB through the TLS front.
+    for (std::string& entry : harness::AwsEnvironment(peers_)) {
       if (entry.rfind("AWS_ENDPOINT_URL_DYNAMODB=", 0) == 0) {
         entry = "AWS_ENDPOINT_URL_DYNAMODB=https://localhost:" + std::to_string(front_->port());
       }
@@ -680,7 +477,7 @@ class LambdaPackageTest : public ::testing::Test {
         ChrootedProcess::Start(root_, kTaskRoot, std::string(kTaskRoot) + "/bootstrap", std::move(env), log_path_);
     if (!function.ok()) return "starting the bootstrap: " + function.status().ToString();
     function_ = std::move(*function);
-    if (!fake_->WaitForNextCalls(1, kStartWait)) {
+    if (!fake_->WaitForNextCalls(1, harness::kStartWait)) {
       return "the bootstrap never asked for /next; log:\n" + Tail(log_path_, 40);
     }
     return {};
@@ -690,7 +487,7 @@ class LambdaPackageTest : public ::testing::Test {
     FakeEvent event;
     event.event = HttpApiEvent(request);
     const std::string id = fake_->Enqueue(std::move(event));
-    const std::optional<testing::InvocationOutcome> outcome = fake_->WaitForOutcome(id, kInvokeWait);
+    const std::optional<testing::InvocationOutcome> outcome = fake_->WaitForOutcome(id, harness::kInvokeWait);
     LambdaResponse response;
     if (!outcome) {
       ADD_FAILURE() << request.method << " " << request.path << ": no outcome";
@@ -718,7 +515,7 @@ class LambdaPackageTest : public ::testing::Test {
     return response;
   }
 
-  std::string FunctionLog() const { return ReadFile(log_path_); }
+  std::string FunctionLog() const { return harness::ReadFile(log_path_); }
   std::string FunctionLogTail() const { return Tail(log_path_, 20); }
 
   static TlsFront& front() { return *front_; }
@@ -727,7 +524,7 @@ class LambdaPackageTest : public ::testing::Test {
   // "" when the peers are provisioned and nginx listens, or when chroot(2)
   // is refused (nothing to run then); else what went wrong.
   static std::string Prepare() {
-    work_dir_ = MakeTempDir();
+    work_dir_ = harness::MakeTempDir("imgsvc-lambda-package");
     if (work_dir_.empty()) return "cannot create a temporary directory";
     StatusOr<bool> may_chroot = MayChroot(work_dir_);
     if (!may_chroot.ok()) return may_chroot.status().ToString();
@@ -736,17 +533,18 @@ class LambdaPackageTest : public ::testing::Test {
     auto peers = testing::StartLocalAws();
     if (!peers.ok()) return "local AWS peers: " + peers.status().ToString();
     peers_ = *peers;
-    name_ = Unique("package");
+    name_ = harness::Unique("package");
     auto init = testing::RunCommand(IMGSVC_BINARY,
                                     {"init", "--api-token", std::string(kToken), "--bucket", name_, "--table", name_,
                                      "--token-secret", name_},
-                                    AwsEnvironment(peers_), kCommandWait);
+                                    harness::AwsEnvironment(peers_), harness::kCommandWait);
     if (!init.ok()) return "imgsvc init: " + init.status().ToString();
     if (!init->exit.exited || init->exit.code != 0) return "imgsvc init failed: " + init->stdout_text;
-    const std::string tls_dir = work_dir_ + "/tls";
-    std::error_code error;
-    if (!fs::create_directories(tls_dir, error)) return "cannot create " + tls_dir;
-    auto front = TlsFront::Start(tls_dir, peers_.dynamodb);
+    testing::TlsFrontOptions options;
+    options.upstream = peers_.dynamodb;
+    // One line per forwarded request: "<TLS version> <X-Amz-Target> <status>".
+    options.access_log_format = "$ssl_protocol $http_x_amz_target $status";
+    auto front = TlsFront::Start(options);
     if (!front.ok()) return "TLS front: " + front.status().ToString();
     front_ = std::move(*front);
     return {};
@@ -778,7 +576,7 @@ TEST_F(LambdaPackageTest, BootstrapServesFromTheUnpackedZipWithDynamoDbOverTls) 
   const LambdaResponse ready = Invoke(Get("/ready"));
   EXPECT_EQ(ready.status, 200) << ready.body;
 
-  const std::string user = Unique("packaged");
+  const std::string user = harness::Unique("packaged");
   const std::string png = testing::MakePng(16, 8);
   const LambdaResponse created = Invoke(UploadPng(user, png));
   ASSERT_EQ(created.status, 201) << created.body;
@@ -824,7 +622,7 @@ TEST_F(LambdaPackageTest, BundleOfAnotherCaFailsCertificateVerification) {
   EXPECT_EQ(health.status, 200) << health.body;
 
   // A GetItem that would find nothing fails before reaching DynamoDB.
-  const std::string user = Unique("untrusted");
+  const std::string user = harness::Unique("untrusted");
   const LambdaResponse read = Invoke(Get("/api/v1/images/" + std::string(kUnknownId), KeyFor(user)));
   EXPECT_EQ(read.status, 503) << read.body;
   EXPECT_EQ(read.Field("detail"), "DynamoDB GetItem: temporarily unavailable, retry later");

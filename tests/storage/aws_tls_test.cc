@@ -5,24 +5,13 @@
 // every call crosses TLS, our certificate verification and the independent
 // signature check. A client trusting another CA must refuse the handshake.
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <boost/json.hpp>
@@ -32,210 +21,16 @@
 #include "net/http_client.h"
 #include "storage/aws/dynamodb_metadata_store.h"
 #include "storage/aws_peers.h"
-#include "storage/temp_dir.h"
 #include "support/local_aws.h"
-#include "support/process.h"
+#include "support/tls_peers.h"
 
 namespace imgsvc::storage {
 namespace aws_tls_test {
 
 using ::testing::HasSubstr;
+using imgsvc::testing::TlsFront;
 
 constexpr core::Micros kEpoch = 1'767'225'600'000'000;  // 2026-01-01T00:00:00Z
-constexpr auto kCommandTimeout = std::chrono::seconds(60);
-constexpr auto kStartTimeout = std::chrono::seconds(30);
-constexpr int kStartAttempts = 5;
-
-// Extensions as a public CA would set them: the CA may only sign, the server
-// certificate only serves and names both ways the tests reach it.
-constexpr char kOpensslConfig[] = R"([req]
-distinguished_name = subject
-prompt = no
-[subject]
-CN = imgsvc test
-[ca_ext]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server_ext]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-)";
-
-Status WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return Status(Code::kInternal, "cannot write " + path);
-  return Status::Ok();
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-Status Openssl(const std::vector<std::string>& args) {
-  IMGSVC_ASSIGN_OR_RETURN(imgsvc::testing::CommandResult result,
-                          imgsvc::testing::RunCommand(IMGSVC_OPENSSL, args, {}, kCommandTimeout));
-  if (!result.exit.exited || result.exit.code != 0) {
-    std::string command = "openssl";
-    for (const std::string& arg : args) command += " " + arg;
-    return Status(Code::kInternal, command + " failed (exit " + std::to_string(result.exit.code) + ", signal " +
-                                       std::to_string(result.exit.signal) + ")");
-  }
-  return Status::Ok();
-}
-
-// A self-signed CA certificate (P-256) at dir/name.crt, its key at dir/name.key.
-Status MakeCa(const std::string& dir, const std::string& name, const std::string& config) {
-  return Openssl({"req", "-x509", "-config", config, "-extensions", "ca_ext", "-newkey", "ec", "-pkeyopt",
-                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/" + name + ".key", "-out",
-                  dir + "/" + name + ".crt", "-days", "2", "-subj", "/CN=imgsvc " + name});
-}
-
-// dir/server.crt for localhost and 127.0.0.1, signed by dir/ca.
-Status MakeServerCertificate(const std::string& dir, const std::string& config) {
-  IMGSVC_RETURN_IF_ERROR(Openssl({"req", "-new", "-config", config, "-newkey", "ec", "-pkeyopt",
-                                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/server.key", "-out",
-                                  dir + "/server.csr", "-subj", "/CN=localhost"}));
-  return Openssl({"x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.crt", "-CAkey", dir + "/ca.key",
-                  "-set_serial", "2", "-days", "2", "-extfile", config, "-extensions", "server_ext", "-out",
-                  dir + "/server.crt"});
-}
-
-// A port nothing listens on right now; nginx may still lose it to a racing
-// process, which Start() handles by trying again.
-StatusOr<std::uint16_t> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status(Code::kInternal, "socket failed");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  const bool bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0 &&
-                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  ::close(fd);
-  if (!bound) return Status(Code::kInternal, "cannot bind a loopback port");
-  return ntohs(address.sin_port);
-}
-
-bool AcceptsConnections(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
-  const bool connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return connected;
-}
-
-// nginx terminating TLS on 127.0.0.1:port and proxying to `upstream`.
-class TlsFront {
- public:
-  // Makes the CAs and certificates, then starts nginx.
-  static StatusOr<std::unique_ptr<TlsFront>> Start(const std::string& upstream) {
-    std::unique_ptr<TlsFront> front(new TlsFront());
-    const std::string& dir = front->dir_.path();
-    if (dir.empty()) return Status(Code::kInternal, "cannot create a temp dir");
-    const std::string config = dir + "/openssl.cnf";
-    IMGSVC_RETURN_IF_ERROR(WriteFile(config, kOpensslConfig));
-    IMGSVC_RETURN_IF_ERROR(MakeCa(dir, "ca", config));
-    IMGSVC_RETURN_IF_ERROR(MakeServerCertificate(dir, config));
-    IMGSVC_RETURN_IF_ERROR(MakeCa(dir, "other-ca", config));
-    Status started;
-    for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
-      started = front->StartNginx(upstream);
-      if (started.ok()) return front;
-    }
-    return started;
-  }
-
-  TlsFront(const TlsFront&) = delete;
-  TlsFront& operator=(const TlsFront&) = delete;
-  ~TlsFront() {
-    if (nginx_ == nullptr) return;
-    (void)nginx_->Signal(SIGTERM);
-    (void)nginx_->Wait(std::chrono::seconds(10));  // else the Process destructor kills it
-  }
-
-  std::uint16_t port() const { return port_; }
-  std::string ca_file() const { return dir_.path() + "/ca.crt"; }
-  std::string other_ca_file() const { return dir_.path() + "/other-ca.crt"; }
-
- private:
-  TlsFront() = default;
-
-  Status StartNginx(const std::string& upstream) {
-    nginx_.reset();
-    IMGSVC_ASSIGN_OR_RETURN(port_, FreeLoopbackPort());
-    const std::string& dir = dir_.path();
-    const std::string error_log = dir + "/error.log";
-    // One process (no master), so it can be stopped by pid and keeps the
-    // rights it starts with. Every path nginx writes is in the temp dir.
-    std::ostringstream config;
-    config << "master_process off;\n"
-           << "pid " << dir << "/nginx.pid;\n"
-           << "error_log " << error_log << " warn;\n"
-           << "events { worker_connections 64; }\n"
-           << "http {\n"
-           << "  access_log off;\n"
-           << "  client_body_temp_path " << dir << "/client_body;\n"
-           << "  proxy_temp_path " << dir << "/proxy;\n"
-           << "  fastcgi_temp_path " << dir << "/fastcgi;\n"
-           << "  uwsgi_temp_path " << dir << "/uwsgi;\n"
-           << "  scgi_temp_path " << dir << "/scgi;\n"
-           // Far beyond any test's length: the keep-alive assertion must not
-           // depend on how slow the machine is.
-           << "  keepalive_timeout 600s;\n"
-           << "  server {\n"
-           << "    listen 127.0.0.1:" << port_ << " ssl;\n"
-           << "    ssl_certificate " << dir << "/server.crt;\n"
-           << "    ssl_certificate_key " << dir << "/server.key;\n"
-           << "    ssl_protocols TLSv1.2 TLSv1.3;\n"
-           << "    client_max_body_size 64m;\n"
-           << "    client_body_buffer_size 1m;\n"
-           << "    location / {\n"
-           << "      proxy_pass " << upstream << ";\n"
-           << "      proxy_http_version 1.1;\n"
-           // The signature covers Host: the client signed localhost:PORT.
-           << "      proxy_set_header Host $http_host;\n"
-           << "      proxy_set_header Connection \"\";\n"
-           << "      proxy_buffer_size 64k;\n"
-           << "      proxy_buffers 16 64k;\n"
-           << "      proxy_read_timeout 120s;\n"
-           << "    }\n"
-           << "  }\n"
-           << "}\n";
-    const std::string config_path = dir + "/nginx.conf";
-    IMGSVC_RETURN_IF_ERROR(WriteFile(config_path, config.str()));
-    IMGSVC_ASSIGN_OR_RETURN(nginx_, imgsvc::testing::Process::Start(
-                                        IMGSVC_NGINX, {"-e", "stderr", "-p", dir, "-c", config_path, "-g",
-                                                       "daemon off;"}));
-    const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (AcceptsConnections(port_)) return Status::Ok();
-      if (std::optional<imgsvc::testing::ExitStatus> exit = nginx_->Wait(std::chrono::milliseconds(50))) {
-        nginx_.reset();
-        return Status(Code::kUnavailable, "nginx exited (code " + std::to_string(exit->code) + "): " +
-                                              ReadFile(error_log));
-      }
-    }
-    nginx_.reset();
-    return Status(Code::kDeadlineExceeded, "nginx did not listen on port " + std::to_string(port_) + ": " +
-                                               ReadFile(error_log));
-  }
-
-  storage::testing::TempDir dir_;
-  std::uint16_t port_ = 0;
-  std::unique_ptr<imgsvc::testing::Process> nginx_;
-};
 
 core::ImageRecord MakeRecord(const std::string& user, int second) {
   static core::RandomIdGenerator ids;
@@ -258,7 +53,11 @@ class AwsTlsTest : public ::testing::Test {
   static void SetUpTestSuite() {
     const storage::testing::AwsPeers* peers = storage::testing::Peers();
     if (peers == nullptr) return;
-    StatusOr<std::unique_ptr<TlsFront>> front = TlsFront::Start(peers->dynamodb.endpoint.Origin());
+    imgsvc::testing::TlsFrontOptions options;
+    options.upstream = peers->dynamodb.endpoint.Origin();
+    // Both ways the tests reach the front.
+    options.subject_alt_names = "DNS:localhost, IP:127.0.0.1";
+    StatusOr<std::unique_ptr<TlsFront>> front = TlsFront::Start(options);
     if (front.ok()) {
       front_ = std::move(*front).release();
     } else {
