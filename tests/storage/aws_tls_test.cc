@@ -21,6 +21,7 @@
 #include "net/http_client.h"
 #include "storage/aws/dynamodb_metadata_store.h"
 #include "storage/aws_peers.h"
+#include "storage/sample_record.h"
 #include "support/local_aws.h"
 #include "support/tls_peers.h"
 
@@ -30,23 +31,6 @@ namespace aws_tls_test {
 using ::testing::HasSubstr;
 using imgsvc::testing::TlsFront;
 
-constexpr core::Micros kEpoch = 1'767'225'600'000'000;  // 2026-01-01T00:00:00Z
-
-core::ImageRecord MakeRecord(const std::string& user, int second) {
-  static core::RandomIdGenerator ids;
-  core::ImageRecord record;
-  record.image_id = ids.NewId();
-  record.user_id = user;
-  record.filename = "photo.png";
-  record.format = core::ImageFormat::kPng;
-  record.size_bytes = 1234;
-  record.width = 640;
-  record.height = 480;
-  record.sha256 = std::string(64, 'a');
-  record.created_at = core::FormatTimestamp(kEpoch + std::int64_t{second} * 1'000'000);
-  record.updated_at = record.created_at;
-  return record;
-}
 
 class AwsTlsTest : public ::testing::Test {
  protected:
@@ -134,7 +118,7 @@ class AwsTlsTest : public ::testing::Test {
     ASSERT_TRUE(store.CheckReady().ok());
 
     const std::string user = storage::testing::UniqueName("tls-user");
-    const std::vector<core::ImageRecord> records{MakeRecord(user, 1), MakeRecord(user, 2)};
+    const std::vector<core::ImageRecord> records{testing::SampleRecord(user, 1), testing::SampleRecord(user, 2)};
     const Status put = store.PutNew(records);
     ASSERT_TRUE(put.ok()) << put.ToString();
 

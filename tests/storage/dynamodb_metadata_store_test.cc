@@ -33,6 +33,7 @@
 
 #include "aws/credentials.h"
 #include "storage/aws_peers.h"
+#include "storage/sample_record.h"
 #include "support/local_aws.h"
 
 namespace imgsvc::storage {
@@ -44,24 +45,9 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
-constexpr core::Micros kEpoch = 1'767'225'600'000'000;  // 2026-01-01T00:00:00Z
+constexpr core::Micros kEpoch = testing::kSampleEpoch;
 constexpr std::size_t kMaxReads = 1000;
 
-core::ImageRecord MakeRecord(const std::string& user, int second) {
-  static core::RandomIdGenerator ids;
-  core::ImageRecord record;
-  record.image_id = ids.NewId();
-  record.user_id = user;
-  record.filename = "photo.png";
-  record.format = core::ImageFormat::kPng;
-  record.size_bytes = 1234;
-  record.width = 640;
-  record.height = 480;
-  record.sha256 = std::string(64, 'a');
-  record.created_at = core::FormatTimestamp(kEpoch + std::int64_t{second} * 1'000'000);
-  record.updated_at = record.created_at;
-  return record;
-}
 
 std::vector<std::string> IdsOf(const std::vector<core::ImageRecord>& records) {
   std::vector<std::string> ids;
@@ -396,12 +382,12 @@ class DynamoDbMetadataStoreTest : public ::testing::Test {
 // (1) ---------------------------------------------------------------------------
 
 TEST_F(DynamoDbMetadataStoreTest, StoresTheDocumentedItemShape) {
-  core::ImageRecord full = MakeRecord("alice", 1);
+  core::ImageRecord full = testing::SampleRecord("alice", 1);
   full.category = "cats";
   full.tags = {"black", "small"};
   full.visibility = core::Visibility::kPublic;
   full.size_bytes = 5'000'000'000;
-  const core::ImageRecord bare = MakeRecord("alice", 2);
+  const core::ImageRecord bare = testing::SampleRecord("alice", 2);
   ASSERT_TRUE(store_->PutNew(std::vector{full, bare}).ok());
 
   const std::optional<json::object> item = RawItem(full.image_id);
@@ -430,7 +416,7 @@ TEST_F(DynamoDbMetadataStoreTest, StoresTheDocumentedItemShape) {
 }
 
 TEST_F(DynamoDbMetadataStoreTest, UpdateRemovesAClearedCategoryAndStoresTagsAsAList) {
-  core::ImageRecord record = MakeRecord("alice", 1);
+  core::ImageRecord record = testing::SampleRecord("alice", 1);
   record.category = "cats";
   ASSERT_TRUE(store_->PutNew(std::vector{record}).ok());
 
@@ -531,7 +517,7 @@ TEST_F(DynamoDbMetadataStoreTest, APutWhoseAnswerWasLostSucceedsWhenTheIdHoldsOu
   ASSERT_TRUE(proxy.Start().ok());
   DynamoDbMetadataStore through_proxy(NewClient(), proxy.Target(), table_);
 
-  const core::ImageRecord record = MakeRecord("alice", 1);
+  const core::ImageRecord record = testing::SampleRecord("alice", 1);
   const Status put = through_proxy.PutNew(std::vector{record});
   EXPECT_TRUE(put.ok()) << put.ToString();
   EXPECT_EQ(proxy.put_items(), 2);  // the lost one and its retry
@@ -541,13 +527,13 @@ TEST_F(DynamoDbMetadataStoreTest, APutWhoseAnswerWasLostSucceedsWhenTheIdHoldsOu
 }
 
 TEST_F(DynamoDbMetadataStoreTest, APutWhoseAnswerWasLostIsAConflictWhenTheIdHoldsSomeoneElsesRecord) {
-  const core::ImageRecord theirs = MakeRecord("bob", 1);
+  const core::ImageRecord theirs = testing::SampleRecord("bob", 1);
   ASSERT_TRUE(store_->PutNew(std::vector{theirs}).ok());
   LostAnswerProxy proxy(peers_->dynamodb_direct);
   ASSERT_TRUE(proxy.Start().ok());
   DynamoDbMetadataStore through_proxy(NewClient(), proxy.Target(), table_);
 
-  core::ImageRecord ours = MakeRecord("alice", 2);
+  core::ImageRecord ours = testing::SampleRecord("alice", 2);
   ours.image_id = theirs.image_id;
   EXPECT_EQ(through_proxy.PutNew(std::vector{ours}).code(), Code::kConflict);
   EXPECT_EQ(proxy.put_items(), 2);
@@ -559,12 +545,12 @@ TEST_F(DynamoDbMetadataStoreTest, APutWhoseAnswerWasLostIsAConflictWhenTheIdHold
 // (4) ---------------------------------------------------------------------------
 
 TEST_F(DynamoDbMetadataStoreTest, PutNewRemovesWhatItWroteWhenALaterRecordConflicts) {
-  const core::ImageRecord existing = MakeRecord("bob", 1);
+  const core::ImageRecord existing = testing::SampleRecord("bob", 1);
   ASSERT_TRUE(store_->PutNew(std::vector{existing}).ok());
 
-  const core::ImageRecord first = MakeRecord("alice", 2);
-  const core::ImageRecord second = MakeRecord("alice", 3);
-  core::ImageRecord clash = MakeRecord("alice", 4);
+  const core::ImageRecord first = testing::SampleRecord("alice", 2);
+  const core::ImageRecord second = testing::SampleRecord("alice", 3);
+  core::ImageRecord clash = testing::SampleRecord("alice", 4);
   clash.image_id = existing.image_id;
   EXPECT_EQ(store_->PutNew(std::vector{first, second, clash}).code(), Code::kConflict);
 
@@ -579,7 +565,7 @@ TEST_F(DynamoDbMetadataStoreTest, PutNewRemovesWhatItWroteWhenALaterRecordConfli
 
 TEST_F(DynamoDbMetadataStoreTest, AFilteredReadEvaluatesAtLeastAHundredItemsAndASpentBudgetResumesAfterThem) {
   std::vector<core::ImageRecord> records;
-  for (int second = 0; second < 120; ++second) records.push_back(MakeRecord("alice", second));
+  for (int second = 0; second < 120; ++second) records.push_back(testing::SampleRecord("alice", second));
   records.front().tags = {"rare"};  // the oldest: reached last
   ASSERT_TRUE(store_->PutNew(records).ok());
   core::ListQuery query = ByUser("alice", "alice");
