@@ -52,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   const Position position = PositionFrom(input.substr(0, 512));
-  const std::string cursor = Codec().Seal(position, kBinding);
+  const std::string cursor = Codec().Seal(position, kBinding).value();
   const auto reopened = Codec().Open(cursor, kBinding);
   Check(reopened.ok() && *reopened == position);
   Check(!Codec().Open(cursor, std::string(kBinding) + "x").ok());

@@ -2,11 +2,14 @@
 // runtime, and `imgsvc invoke --event FILE` (one event through the same code,
 // what `sam local invoke` gives other runtimes).
 //
-// Nothing touches the network before the first /next: the configuration is
-// checked and the AWS clients built (environment credentials, which Lambda
-// sets), but the service stack, whose cursor key needs the secret, is opened
-// at the first invocation and then kept for every warm one, with its HTTP
-// connections, cached token and signing keys.
+// Nothing touches the network before the first /next: the service stack is
+// opened at init (the configuration checked, the AWS clients built with the
+// environment credentials Lambda sets), so an unusable configuration is an
+// init error, and it is kept for every warm invocation with its HTTP
+// connections, cached token and signing keys. The API token is read from
+// Secrets Manager by the first request that needs it: a Secrets Manager
+// outage then answers 503 and the next request tries again, without a cold
+// start.
 //
 // Each invocation's AWS calls stop short of its deadline (aws::ScopedDeadline),
 // so a slow AWS answers 504 in the event's shape instead of Lambda killing the
@@ -73,19 +76,15 @@ int RunLambdaRuntime(const Config& config, const std::string& runtime_api) {
     log::Error("IMGSVC_STORAGE must be aws on Lambda", {{"init_error_reported", reported.ok()}});
     return 1;
   }
-  std::unique_ptr<ServiceStack> stack;
+  auto stack = OpenForLambda(config);
+  if (!stack.ok()) {
+    const Status reported = runtime.PostInitError("Runtime.InvalidConfiguration", stack.status().ToString());
+    log::Error("cannot open the service", {{"cause", stack.status().ToString()}, {"init_error_reported", reported.ok()}});
+    return 1;
+  }
   const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
     const aws::ScopedDeadline aws_deadline(invocation.deadline - kAnswerMargin);
-    if (!stack) {
-      auto opened = OpenForLambda(config);
-      if (!opened.ok()) {
-        // Not fatal: the next invocation tries again (a Secrets Manager
-        // outage must not need a cold start to recover from).
-        return lambda::InvocationResult::Error("Runtime.Unavailable", opened.status().ToString());
-      }
-      stack = std::move(*opened);
-    }
-    return Handle(*stack, invocation.event, invocation.request_id);
+    return Handle(**stack, invocation.event, invocation.request_id);
   });
   log::Error("Lambda runtime loop ended", {{"cause", ended.ToString()}});
   return 1;

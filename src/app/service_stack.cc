@@ -111,21 +111,23 @@ StatusOr<std::unique_ptr<ServiceStack>> OpenServiceStack(const Config& config, c
       return **again;
     });
   }
-  if (backend.cursor_secret.empty()) {
-    // Every instance derives the same cursor key from the shared secret, so a
-    // cursor minted by one opens in all (behind a load balancer, on Lambda).
-    auto secret = backend.tokens->Current();
-    if (!secret.ok()) return secret.status().WithContext("cannot fetch the API token");
-    backend.cursor_secret = *secret;
-  }
-
   stack->blobs = std::move(backend.blobs);
   stack->records = std::move(backend.records);
   stack->tokens = std::move(backend.tokens);
   stack->aws = std::move(backend.aws);
   stack->auth = std::make_unique<core::Authenticator>(
       *stack->tokens, config.mode(), std::chrono::seconds(config.token_refresh_interval), stack->clock);
-  stack->cursors = std::make_unique<core::CursorCodec>(backend.cursor_secret);
+  if (backend.cursor_secret.empty()) {
+    // Every instance derives the same cursor key from the shared secret, so a
+    // cursor minted by one opens in all (behind a load balancer, on Lambda).
+    stack->cursors = std::make_unique<core::CursorCodec>([tokens = stack->tokens.get()] {
+      auto secret = tokens->Current();
+      if (!secret.ok()) return StatusOr<std::string>(secret.status().WithContext("cannot fetch the API token"));
+      return secret;
+    });
+  } else {
+    stack->cursors = std::make_unique<core::CursorCodec>(backend.cursor_secret);
+  }
   core::ServiceLimits limits;
   limits.max_file_bytes = config.max_upload_mb << 20;
   limits.max_files = static_cast<std::size_t>(config.max_files);

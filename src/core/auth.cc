@@ -1,7 +1,6 @@
 #include "core/auth.h"
 
 #include "core/image.h"
-#include "core/log.h"
 #include "crypto/crypto.h"
 
 namespace imgsvc::core {
@@ -10,9 +9,12 @@ namespace {
 // The message never echoes the key: it may be a real token with a typo.
 Status InvalidKey() { return Status(Code::kUnauthenticated, "Invalid API key"); }
 
+// Whatever failed, the caller may retry: 503 (504 when the invocation ran out
+// of time). The message keeps the cause, which names the token source's
+// dependency first, for the 5xx detail and the request's log line.
 Status Unavailable(const Status& cause) {
-  log::Warn("token source failed", {{"error", cause.ToString()}});
-  Status status(Code::kUnavailable, "Token source unavailable");
+  Status status(cause.code() == Code::kDeadlineExceeded ? Code::kDeadlineExceeded : Code::kUnavailable,
+                cause.message());
   if (cause.retry_after()) status.set_retry_after(*cause.retry_after());
   return status;
 }

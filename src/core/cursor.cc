@@ -79,14 +79,30 @@ std::string AssociatedData(std::string_view header, std::string_view binding) {
 
 }  // namespace
 
-CursorCodec::CursorCodec(std::string_view service_secret)
-    : key_(crypto::HkdfSha256(service_secret, "imgsvc-cursor", "v1")) {
+CursorCodec::Key::Key(std::string_view service_secret)
+    : bytes(crypto::HkdfSha256(service_secret, "imgsvc-cursor", "v1")) {
   const crypto::Sha256Digest digest =
-      crypto::Sha256Of(std::string_view(reinterpret_cast<const char*>(key_.data()), key_.size()));
-  std::copy_n(digest.begin(), key_id_.size(), key_id_.begin());
+      crypto::Sha256Of(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  std::copy_n(digest.begin(), id.size(), id.begin());
 }
 
-std::string CursorCodec::Seal(const Position& position, std::string_view binding) const {
+CursorCodec::CursorCodec(std::string_view service_secret) : key_(std::in_place, service_secret), ready_(true) {}
+
+CursorCodec::CursorCodec(SecretSource secret) : secret_(std::move(secret)) {}
+
+StatusOr<const CursorCodec::Key*> CursorCodec::GetKey() const {
+  if (ready_.load(std::memory_order_acquire)) return &*key_;
+  std::lock_guard lock(mutex_);
+  if (!key_) {
+    IMGSVC_ASSIGN_OR_RETURN(const std::string secret, secret_());
+    key_.emplace(secret);
+    ready_.store(true, std::memory_order_release);
+  }
+  return &*key_;
+}
+
+StatusOr<std::string> CursorCodec::Seal(const Position& position, std::string_view binding) const {
+  IMGSVC_ASSIGN_OR_RETURN(const Key* key, GetKey());
   std::string payload;
   payload.reserve(position.user_id.size() + position.created_at.size() + position.image_id.size() + 6);
   AppendString(payload, position.user_id);
@@ -94,21 +110,22 @@ std::string CursorCodec::Seal(const Position& position, std::string_view binding
   AppendString(payload, position.image_id);
 
   std::string header(1, kVersion);
-  header.append(reinterpret_cast<const char*>(key_id_.data()), key_id_.size());
-  std::string wire = header + crypto::Aes256GcmSeal(key_, payload, AssociatedData(header, binding));
+  header.append(reinterpret_cast<const char*>(key->id.data()), key->id.size());
+  std::string wire = header + crypto::Aes256GcmSeal(key->bytes, payload, AssociatedData(header, binding));
   return crypto::Base64UrlEncode(wire);
 }
 
 StatusOr<Position> CursorCodec::Open(std::string_view cursor, std::string_view binding) const {
   if (cursor.size() > kMaxCursorChars) return InvalidCursor();
+  IMGSVC_ASSIGN_OR_RETURN(const Key* key, GetKey());
   const std::optional<std::string> wire = crypto::Base64UrlDecode(cursor);
   if (!wire || wire->size() < kHeaderBytes) return InvalidCursor();
   const std::string_view header = std::string_view(*wire).substr(0, kHeaderBytes);
-  const std::string_view key_id(reinterpret_cast<const char*>(key_id_.data()), key_id_.size());
+  const std::string_view key_id(reinterpret_cast<const char*>(key->id.data()), key->id.size());
   if (header[0] != kVersion || header.substr(1) != key_id) return InvalidCursor();
 
   const std::optional<std::string> payload =
-      crypto::Aes256GcmOpen(key_, std::string_view(*wire).substr(kHeaderBytes), AssociatedData(header, binding));
+      crypto::Aes256GcmOpen(key->bytes, std::string_view(*wire).substr(kHeaderBytes), AssociatedData(header, binding));
   if (!payload) return InvalidCursor();
   Reader reader(*payload);
   auto user_id = reader.String();

@@ -294,7 +294,9 @@ StatusOr<ListResult> ImageService::List(const Caller& caller, ListRequest reques
     IMGSVC_ASSIGN_OR_RETURN(PresignedUrl url, blobs_.PresignGet(record.StorageKey(), request.url_expires_in));
     result.items.push_back({std::move(record), std::move(url)});
   }
-  if (page.next) result.cursor = cursors_.Seal(*page.next, binding);
+  if (page.next) {
+    IMGSVC_ASSIGN_OR_RETURN(result.cursor, cursors_.Seal(*page.next, binding));
+  }
   return result;
 }
 

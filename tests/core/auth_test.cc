@@ -214,11 +214,13 @@ TEST_F(AuthTest, TokenSourceFailuresAreUnavailable) {
   const auto result = auth.Authenticate("alice:s3cret-token");
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), Code::kUnavailable);
-  EXPECT_EQ(result.status().message(), "Token source unavailable");
+  EXPECT_EQ(result.status().message(), "secretsmanager: timeout") << "the cause names the dependency";
   EXPECT_EQ(result.status().retry_after(), 5);
 
   tokens_.FailWith(Status(Code::kInternal, "access denied"));
   EXPECT_EQ(auth.Authenticate("alice:s3cret-token").status().code(), Code::kUnavailable);
+  tokens_.FailWith(Status(Code::kDeadlineExceeded, "out of time"));
+  EXPECT_EQ(auth.Authenticate("alice:s3cret-token").status().code(), Code::kDeadlineExceeded);
   tokens_.FailWith(std::nullopt);
   EXPECT_EQ(UserOf(auth.Authenticate("alice:s3cret-token")), "alice");
 }

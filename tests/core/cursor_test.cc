@@ -14,6 +14,12 @@ constexpr std::string_view kSecret = "0123456789abcdef0123456789abcdef-service-s
 
 const Position kPosition{"alice", "2026-11-25T18:00:00.123456Z", "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11"};
 
+std::string Sealed(const CursorCodec& codec, const Position& position, std::string_view binding) {
+  StatusOr<std::string> cursor = codec.Seal(position, binding);
+  EXPECT_TRUE(cursor.ok()) << cursor.status().ToString();
+  return cursor.ok() ? *cursor : std::string();
+}
+
 void ExpectInvalid(const StatusOr<Position>& result, std::string_view what) {
   ASSERT_FALSE(result.ok()) << what;
   EXPECT_EQ(result.status().code(), Code::kBadRequest) << what;
@@ -23,7 +29,7 @@ void ExpectInvalid(const StatusOr<Position>& result, std::string_view what) {
 TEST(CursorCodecTest, RoundTripsAcrossInstancesWithTheSameSecret) {
   const CursorCodec sealer(kSecret);
   const CursorCodec opener(kSecret);  // another process or Lambda instance
-  const std::string cursor = sealer.Seal(kPosition, "binding");
+  const std::string cursor = Sealed(sealer, kPosition, "binding");
   const auto opened = opener.Open(cursor, "binding");
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   EXPECT_EQ(*opened, kPosition);
@@ -33,7 +39,7 @@ TEST(CursorCodecTest, RoundTripsEmptyAndBinaryFields) {
   const CursorCodec codec(kSecret);
   for (const Position& p : {Position{}, Position{"", "", "x"}, Position{std::string(200, 'u'), "t", ""},
                             Position{std::string("a\0b", 3), "\xff\xfe", std::string(130, '\x80')}}) {
-    const auto opened = codec.Open(codec.Seal(p, ""), "");
+    const auto opened = codec.Open(Sealed(codec, p, ""), "");
     ASSERT_TRUE(opened.ok());
     EXPECT_EQ(*opened, p);
   }
@@ -41,7 +47,7 @@ TEST(CursorCodecTest, RoundTripsEmptyAndBinaryFields) {
 
 TEST(CursorCodecTest, IsUrlSafeAndRevealsNoIds) {
   const CursorCodec codec(kSecret);
-  const std::string cursor = codec.Seal(kPosition, "b");
+  const std::string cursor = Sealed(codec, kPosition, "b");
   for (const char c : cursor) {
     EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << cursor;
   }
@@ -53,25 +59,25 @@ TEST(CursorCodecTest, IsUrlSafeAndRevealsNoIds) {
 
 TEST(CursorCodecTest, SealingTwiceGivesDifferentCursors) {
   const CursorCodec codec(kSecret);
-  EXPECT_NE(codec.Seal(kPosition, "b"), codec.Seal(kPosition, "b"));
+  EXPECT_NE(Sealed(codec, kPosition, "b"), Sealed(codec, kPosition, "b"));
 }
 
 TEST(CursorCodecTest, RejectsOtherBindings) {
   const CursorCodec codec(kSecret);
-  const std::string cursor = codec.Seal(kPosition, "viewer=alice");
+  const std::string cursor = Sealed(codec, kPosition, "viewer=alice");
   ExpectInvalid(codec.Open(cursor, "viewer=bob"), "other binding");
   ExpectInvalid(codec.Open(cursor, ""), "empty binding");
   ExpectInvalid(codec.Open(cursor, "viewer=alice "), "extended binding");
 }
 
 TEST(CursorCodecTest, RejectsOtherSecrets) {
-  const std::string cursor = CursorCodec(kSecret).Seal(kPosition, "b");
+  const std::string cursor = Sealed(CursorCodec(kSecret), kPosition, "b");
   ExpectInvalid(CursorCodec("another secret").Open(cursor, "b"), "rotated secret");
 }
 
 TEST(CursorCodecTest, RejectsEveryEditedCharacter) {
   const CursorCodec codec(kSecret);
-  const std::string cursor = codec.Seal(kPosition, "b");
+  const std::string cursor = Sealed(codec, kPosition, "b");
   for (std::size_t i = 0; i < cursor.size(); ++i) {
     for (const char replacement : {'A', 'z', '-', '_', '0'}) {
       if (cursor[i] == replacement) continue;
@@ -84,7 +90,7 @@ TEST(CursorCodecTest, RejectsEveryEditedCharacter) {
 
 TEST(CursorCodecTest, RejectsTruncatedAndExtended) {
   const CursorCodec codec(kSecret);
-  const std::string cursor = codec.Seal(kPosition, "b");
+  const std::string cursor = Sealed(codec, kPosition, "b");
   for (std::size_t len = 0; len < cursor.size(); ++len) {
     ExpectInvalid(codec.Open(cursor.substr(0, len), "b"), "truncated to " + std::to_string(len));
   }
@@ -94,7 +100,7 @@ TEST(CursorCodecTest, RejectsTruncatedAndExtended) {
 
 TEST(CursorCodecTest, RejectsGarbageAndPaddingAndOtherAlphabets) {
   const CursorCodec codec(kSecret);
-  const std::string cursor = codec.Seal(kPosition, "b");
+  const std::string cursor = Sealed(codec, kPosition, "b");
   ExpectInvalid(codec.Open(cursor + "=", "b"), "padded");
   ExpectInvalid(codec.Open("not a cursor", "b"), "garbage");
   ExpectInvalid(codec.Open("%2F%2F", "b"), "percent-encoded");
@@ -106,14 +112,14 @@ TEST(CursorCodecTest, RejectsGarbageAndPaddingAndOtherAlphabets) {
 TEST(CursorCodecTest, RejectsAnAuthenticCursorOverTheLengthLimit) {
   const CursorCodec codec(kSecret);
   const Position huge{std::string(900, 'u'), "t", "i"};
-  const std::string cursor = codec.Seal(huge, "b");
+  const std::string cursor = Sealed(codec, huge, "b");
   ASSERT_GT(cursor.size(), 1024u);
   ExpectInvalid(codec.Open(cursor, "b"), "over-long");
 }
 
 TEST(CursorCodecTest, RejectsWrongVersionAndKeyIdEvenWithAValidSeal) {
   const CursorCodec codec(kSecret);
-  std::string wire = crypto::Base64UrlDecode(codec.Seal(kPosition, "b")).value();
+  std::string wire = crypto::Base64UrlDecode(Sealed(codec, kPosition, "b")).value();
   for (std::size_t i = 0; i < 5; ++i) {
     std::string edited = wire;
     edited[i] = static_cast<char>(edited[i] ^ 0x40);
@@ -183,12 +189,47 @@ TEST(CursorBindingTest, TagOrderDoesNotMatter) {
   EXPECT_EQ(CursorCodec::BindingFor(a), CursorCodec::BindingFor(b));
 }
 
+TEST(CursorCodecTest, AsksForTheSecretAtFirstUseAndThenNeverAgain) {
+  int asked = 0;
+  const CursorCodec lazy([&asked]() -> StatusOr<std::string> {
+    ++asked;
+    return std::string(kSecret);
+  });
+  EXPECT_EQ(asked, 0);
+  const std::string cursor = Sealed(lazy, kPosition, "b");
+  EXPECT_EQ(asked, 1);
+  EXPECT_TRUE(lazy.Open(cursor, "b").ok());
+  EXPECT_TRUE(CursorCodec(kSecret).Open(cursor, "b").ok()) << "the same key as from the secret itself";
+  EXPECT_EQ(asked, 1);
+}
+
+TEST(CursorCodecTest, ReturnsTheSecretsErrorUntilTheSecretCanBeHad) {
+  int asked = 0;
+  const CursorCodec lazy([&asked]() -> StatusOr<std::string> {
+    if (++asked == 1) return Status(Code::kUnavailable, "Secrets Manager GetSecretValue: timed out");
+    return std::string(kSecret);
+  });
+  const StatusOr<std::string> refused = lazy.Seal(kPosition, "b");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kUnavailable);
+  const std::string cursor = Sealed(lazy, kPosition, "b");
+  EXPECT_EQ(asked, 2);
+  EXPECT_TRUE(CursorCodec(kSecret).Open(cursor, "b").ok());
+}
+
+TEST(CursorCodecTest, OpeningAsksForTheSecretAndReportsItsError) {
+  const CursorCodec unavailable([]() -> StatusOr<std::string> { return Status(Code::kUnavailable, "down"); });
+  const StatusOr<Position> opened = unavailable.Open(Sealed(CursorCodec(kSecret), kPosition, "b"), "b");
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), Code::kUnavailable) << "not a 400: the cursor may be fine";
+}
+
 TEST(CursorBindingTest, ACursorFromOneCallerDoesNotOpenForAnother) {
   const CursorCodec codec(kSecret);
   ListQuery alice;
   alice.viewer = "alice";
   ListQuery anonymous;
-  const std::string cursor = codec.Seal(kPosition, CursorCodec::BindingFor(alice));
+  const std::string cursor = Sealed(codec, kPosition, CursorCodec::BindingFor(alice));
   EXPECT_TRUE(codec.Open(cursor, CursorCodec::BindingFor(alice)).ok());
   ExpectInvalid(codec.Open(cursor, CursorCodec::BindingFor(anonymous)), "anonymous replay");
 }

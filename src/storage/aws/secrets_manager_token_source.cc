@@ -125,7 +125,9 @@ StatusOr<std::string> SecretsManagerTokenSource::FetchAndRemember() {
 
 SecretsManagerTokenSource::Fetched SecretsManagerTokenSource::Fetch() {
   ++fetches_;
-  const std::string operation = "Secrets Manager GetSecretValue " + secret_id_;
+  // The dependency and operation lead, before the first ':', as in every
+  // store's errors: a 503's detail names them and not the secret.
+  const std::string operation = "Secrets Manager GetSecretValue: secret " + secret_id_;
   const boost::json::object request{{"SecretId", secret_id_}};
   StatusOr<aws::AwsResponse> answer = client_->CallJson(target_, "secretsmanager.GetSecretValue", kJsonVersion,
                                                         boost::json::serialize(request));
@@ -135,7 +137,7 @@ SecretsManagerTokenSource::Fetched SecretsManagerTokenSource::Fetch() {
   }
   if (answer->ok()) return {TokenFromAnswer(answer->body), false};
   if (answer->error.code == "ResourceNotFoundException") {
-    return {Status(Code::kUnavailable, "secret " + secret_id_ + " not found"), false};
+    return {Status(Code::kUnavailable, operation + " not found"), false};
   }
   const Status failure = aws::ToStatus(operation, *answer);
   return {failure, IsOutage(failure)};
@@ -145,18 +147,19 @@ StatusOr<std::string> SecretsManagerTokenSource::TokenFromAnswer(std::string_vie
   boost::system::error_code error;
   const boost::json::value parsed = boost::json::parse(body, error);
   if (error || !parsed.is_object()) {
-    return Status(Code::kInternal, "Secrets Manager GetSecretValue " + secret_id_ + ": unreadable answer");
+    return Status(Code::kInternal, "Secrets Manager GetSecretValue: secret " + secret_id_ + ": unreadable answer");
   }
   const boost::json::object& object = parsed.get_object();
   if (const boost::json::value* text = object.if_contains("SecretString"); text != nullptr && text->is_string()) {
     StatusOr<std::string> token = TokenFromSecretString(text->get_string());
-    if (!token.ok()) return token.status().WithContext("secret " + secret_id_);
+    if (!token.ok()) return token.status().WithContext("Secrets Manager GetSecretValue: secret " + secret_id_);
     return token;
   }
   if (object.contains("SecretBinary")) {
-    return Status(Code::kInternal, "secret " + secret_id_ + " holds a SecretBinary; a SecretString is needed");
+    return Status(Code::kInternal,
+                  "Secrets Manager GetSecretValue: secret " + secret_id_ + " holds a SecretBinary; a SecretString is needed");
   }
-  return Status(Code::kInternal, "secret " + secret_id_ + ": GetSecretValue answer without a SecretString");
+  return Status(Code::kInternal, "Secrets Manager GetSecretValue: secret " + secret_id_ + ": answer without a SecretString");
 }
 
 StatusOr<bool> SecretsManagerTokenSource::CreateIfMissing(const std::string& value) {
