@@ -65,6 +65,6 @@ env -i PATH=/usr/local/bin:/usr/bin:/bin TZ=:UTC "${CREDENTIALS[@]}" \
   AWS_ENDPOINT_URL_S3="$(field s3_direct)" AWS_ENDPOINT_URL_DYNAMODB="$(field dynamodb_direct)" \
   AWS_ENDPOINT_URL_SECRETS_MANAGER="$(field secretsmanager)" \
   IMGSVC_STORAGE=aws IMGSVC_BUCKET="$BUCKET" IMGSVC_TABLE="$TABLE" IMGSVC_TOKEN_SECRET="$SECRET" \
-  "$BUILD_DIR/bench/lambda_cold" --bootstrap="$BUILD_DIR/function/bootstrap" --hello="$BUILD_DIR/bench/hello_static" \
+  "$BUILD_DIR/bench/lambda_cold" --bootstrap="${BOOTSTRAP:-$BUILD_DIR/function/bootstrap}" --hello="$BUILD_DIR/bench/hello_static" \
   --zip="$BUILD_DIR/function.zip" --api-key="alice:$TOKEN" --user=alice --rounds="$ROUNDS" --warm="$WARM" \
   --log="$WORK/function.log" || { echo "function log tail:" >&2; tail -20 "$WORK/function.log" >&2; exit 1; }

@@ -12,6 +12,7 @@
 #include "app/commands.h"
 #include "app/config.h"
 #include "core/log.h"
+#include "crypto/crypto.h"
 
 namespace {
 
@@ -83,6 +84,7 @@ void AddSettings(CLI::App& cmd, Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  imgsvc::crypto::InitializeOpenSsl();
   bool explicit_env_file = false;
   const std::string env_file = EnvFileArgument(argc, argv, explicit_env_file);
   if (auto st = imgsvc::app::LoadEnvFile(env_file, explicit_env_file); !st.ok()) {

@@ -158,6 +158,13 @@ std::optional<std::string> DecodeBase64(std::string_view text, const DecodeTable
 
 }  // namespace
 
+void InitializeOpenSsl() {
+  // The legacy digest table stays: certificate checks look signature
+  // digests up in it to rate their strength.
+  Check(OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ADD_ALL_CIPHERS, nullptr),
+        "OpenSSL initialisation");
+}
+
 Sha256::Sha256() : ctx_(CheckPtr(EVP_MD_CTX_new(), "EVP_MD_CTX_new")) {
   Check(EVP_DigestInit_ex2(static_cast<EVP_MD_CTX*>(ctx_), Sha256Md(), nullptr), "DigestInit");
 }

@@ -736,6 +736,10 @@ StatusOr<ssl::context*> HttpClient::Impl::TlsContext() {
   if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
     return Status(Code::kUnavailable, "cannot require TLS 1.2 or later");
   }
+  // 112-bit security at least (RSA/DH of 2048 bits, no SHA-1 signatures):
+  // what Debian's and Amazon Linux's system policies ask, set here because
+  // openssl.cnf is not read (crypto::InitializeOpenSsl).
+  SSL_CTX_set_security_level(native, 2);
   context->set_verify_mode(ssl::verify_peer);
   ErrorCode error;
   if (!options.ca_file.empty()) {
