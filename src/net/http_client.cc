@@ -520,12 +520,18 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
 // error before the whole body arrived) and stop reading; the answer is then
 // taken and the rest of the request abandoned with the connection.
 // `peer` names the other end in messages.
+constexpr std::size_t kReadBufferBytes = 64 * 1024;
+
 template <class Stream>
 Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
                      const ClientRequest& request, std::size_t max_body, Deadline deadline) {
   beast::tcp_stream& transport = connection.tcp();
   ExpireAt(transport, deadline);
   beast::flat_buffer buffer;
+  // Beast reads into what the buffer has room for, at least 512 bytes: room
+  // for 64 KiB reads a Lambda event of megabytes (or an S3 answer) in a few
+  // hundred reads instead of thousands. Untouched pages cost nothing.
+  buffer.reserve(kReadBufferBytes);
   bhttp::response_parser<bhttp::string_body> parser;
   parser.header_limit(kResponseHeaderLimit);
   parser.body_limit(max_body);
