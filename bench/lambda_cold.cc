@@ -17,9 +17,9 @@
 //   hello world, then a cold GET /health;
 //   hello world, then a cold GET /api/v1/images/{id};
 // where a cold start is split into init (exec to the first /next: process
-// start, configuration, AWS clients) and the first invocation (the service
-// stack opens, which fetches the API token from Secrets Manager even for
-// /health, then the request is handled). VmRSS/VmHWM are read right after the
+// start, configuration, the service stack with its AWS clients) and the
+// first invocation (the request is handled; the GET first fetches the API
+// token from Secrets Manager, which /health never needs). VmRSS/VmHWM are read right after the
 // first response; then `warm` more invocations of the same event run one at
 // a time (enqueue to response), and the instance is killed as Lambda does.
 //
@@ -56,6 +56,7 @@
 #include "support/fake_runtime_api.h"
 #include "support/http_client.h"
 #include "support/image_fixtures.h"
+#include "bench_util.h"
 
 extern char** environ;
 
@@ -63,7 +64,6 @@ namespace imgsvc::bench {
 namespace {
 
 namespace json = boost::json;
-using Clock = std::chrono::steady_clock;
 using testing::FakeRuntimeApi;
 
 // Generous: a stalled shared machine must fail the run, not hang it.
@@ -109,66 +109,6 @@ std::optional<Options> ParseOptions(int argc, char** argv) {
   return options;
 }
 
-double Ms(Clock::duration duration) { return std::chrono::duration<double, std::milli>(duration).count(); }
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
-// Nearest rank.
-double Percentile(std::vector<double> values, double fraction) {
-  std::sort(values.begin(), values.end());
-  const auto rank = static_cast<std::size_t>(std::ceil(fraction * static_cast<double>(values.size())));
-  return values[std::max<std::size_t>(rank, 1) - 1];
-}
-
-// A JSON line with numbers printed as people read them (Boost.JSON would
-// print 1.5E0).
-class JsonLine {
- public:
-  JsonLine& Add(std::string_view name, std::string_view value) {
-    return Raw(name, json::serialize(json::string(value)));
-  }
-  JsonLine& Add(std::string_view name, double value, int decimals = 3) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%.*f", decimals, value);
-    return Raw(name, text);
-  }
-  JsonLine& Add(std::string_view name, std::uint64_t value) { return Raw(name, std::to_string(value)); }
-  JsonLine& Add(std::string_view name, int value) { return Raw(name, std::to_string(value)); }
-  // Not an Add overload: a string literal would convert to bool first.
-  JsonLine& Flag(std::string_view name) { return Raw(name, "true"); }
-  void Print() const { std::printf("{%s}\n", text_.c_str()); }
-
- private:
-  JsonLine& Raw(std::string_view name, std::string_view value) {
-    if (!text_.empty()) text_ += ',';
-    text_ += '"';
-    text_ += name;
-    text_ += "\":";
-    text_ += value;
-    return *this;
-  }
-
-  std::string text_;
-};
-
-// Strings and the null-terminated pointer array execve wants.
-class CStrings {
- public:
-  explicit CStrings(std::vector<std::string> strings) : strings_(std::move(strings)) {
-    for (std::string& s : strings_) pointers_.push_back(s.data());
-    pointers_.push_back(nullptr);
-  }
-  char** data() { return pointers_.data(); }
-
- private:
-  std::vector<std::string> strings_;
-  std::vector<char*> pointers_;
-};
-
 // This process's environment, plus AWS_LAMBDA_RUNTIME_API when given.
 CStrings Environment(const std::string& runtime_api) {
   std::vector<std::string> entries;
@@ -178,22 +118,6 @@ CStrings Environment(const std::string& runtime_api) {
   }
   if (!runtime_api.empty()) entries.push_back("AWS_LAMBDA_RUNTIME_API=" + runtime_api);
   return CStrings(std::move(entries));
-}
-
-// posix_spawn for both programs, so the two exec paths cost alike
-// (glibc's is a vfork-style clone: no copy of this process's page tables).
-StatusOr<pid_t> Spawn(const std::string& path, char** envp, int output_fd) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, output_fd, STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, output_fd, STDERR_FILENO);
-  std::string arg0 = path;
-  char* argv[] = {arg0.data(), nullptr};
-  pid_t pid = -1;
-  const int error = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv, envp);
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) return Status(Code::kInternal, "cannot start " + path + ": " + std::to_string(error));
-  return pid;
 }
 
 // Kills the function instance when its measurement ends, as Lambda does.
@@ -210,32 +134,6 @@ class Instance {
  private:
   pid_t pid_;
 };
-
-struct Memory {
-  std::uint64_t rss_kib = 0;
-  std::uint64_t hwm_kib = 0;
-};
-
-Memory ReadMemory(pid_t pid) {
-  Memory memory;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) memory.rss_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
-    if (line.starts_with("VmHWM:")) memory.hwm_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
-  }
-  return memory;
-}
-
-StatusOr<double> RunHello(const Options& options, char** envp, int output_fd) {
-  const Clock::time_point start = Clock::now();
-  IMGSVC_ASSIGN_OR_RETURN(const pid_t pid, Spawn(options.hello, envp, output_fd));
-  int wait_status = 0;
-  ::waitpid(pid, &wait_status, 0);
-  const Clock::time_point end = Clock::now();
-  if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) return Status(Code::kInternal, "hello world failed");
-  return Ms(end - start);
-}
 
 // An HTTP API (payload 2.0) event, in the shape of AWS's sample event.
 std::string HttpApiEvent(std::string_view method, std::string_view path, const std::string& api_key,
@@ -318,7 +216,7 @@ StatusOr<Run> RunFunction(const Options& options, const std::string& event, int 
     if (fake->WaitForNextCalls(1, kWait)) first_next = Clock::now();
   });
   const Clock::time_point start = Clock::now();
-  StatusOr<pid_t> pid = Spawn(options.bootstrap, envp.data(), log_fd);
+  StatusOr<pid_t> pid = Spawn(options.bootstrap, {}, envp.data(), log_fd);
   if (!pid.ok()) {
     fake->Shutdown();
     next_watcher.join();
@@ -386,7 +284,7 @@ struct Series {
 };
 
 Status MeasureRound(const Options& options, int round, Series& series, char** hello_envp, int log_fd) {
-  IMGSVC_ASSIGN_OR_RETURN(const double hello_ms, RunHello(options, hello_envp, log_fd));
+  IMGSVC_ASSIGN_OR_RETURN(const double hello_ms, RunHello(options.hello, hello_envp, log_fd));
   IMGSVC_ASSIGN_OR_RETURN(const Run run, RunFunction(options, series.event, 200, options.warm, log_fd));
   series.hello_ms.push_back(hello_ms);
   series.cold_ms.push_back(run.cold_ms);
@@ -480,7 +378,7 @@ int Main(int argc, char** argv) {
   }
   CStrings hello_envp = Environment("");
   for (int i = 0; i < kSetupHellos; ++i) {
-    if (auto hello = RunHello(*options, hello_envp.data(), log_fd); !hello.ok()) {
+    if (auto hello = RunHello(options->hello, hello_envp.data(), log_fd); !hello.ok()) {
       std::fprintf(stderr, "%s\n", hello.status().ToString().c_str());
       return 1;
     }

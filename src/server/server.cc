@@ -1,4 +1,5 @@
 #include "server/server.h"
+#include "server/worker_pool.h"
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -31,7 +32,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -163,7 +163,7 @@ class Core {
 
   const ServerOptions& options() const { return options_; }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
-  asio::thread_pool& workers() { return workers_; }
+  WorkerPool& workers() { return workers_; }
   http::Response Handle(http::Request& request);
   http::Response ErrorResponse(int status, std::string_view detail);
 
@@ -200,7 +200,7 @@ class Core {
   asio::steady_timer accept_retry_timer_{server_strand_};
   asio::steady_timer grace_timer_{server_strand_};
   std::optional<asio::signal_set> signals_;
-  asio::thread_pool workers_;  // last: joined first on destruction
+  WorkerPool workers_;  // last: joined first on destruction
 };
 
 // One connection. Network I/O runs on the session's executor (a strand when
@@ -385,7 +385,7 @@ void Session::OnHeader(const ErrorCode& ec) {
     HandleOnWorker();  // on this io thread: the request has no body to wait for
     return WriteResponse();
   }
-  asio::post(core_.workers(), [self = shared_from_this()]() mutable {
+  core_.workers().Post([self = shared_from_this()]() mutable {
     self->HandleOnWorker();
     Session& session = *self;
     asio::post(session.executor(), [self = std::move(self)] { self->WriteResponse(); });

@@ -1,8 +1,8 @@
 // The standalone HTTP/1.1 server (Boost.Beast/Asio).
 //
 // Network I/O runs on a few io threads; each request's handler runs on a
-// bounded worker pool, so blocking store work never stalls the sockets and a
-// burst of requests queues instead of spawning threads. The handler sees only
+// bounded worker pool (worker_pool.h), so blocking store work never stalls
+// the sockets and a burst beyond the bound queues. The handler sees only
 // http::Request/Response; its BodySource pulls the body from the socket on
 // demand (sending "100 Continue" at the first read when the client asked for
 // it), so an early answer (401, 413) is sent without reading the body. Beast
