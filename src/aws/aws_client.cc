@@ -160,6 +160,12 @@ ScopedDeadline::ScopedDeadline(std::chrono::system_clock::time_point deadline) :
 
 ScopedDeadline::~ScopedDeadline() { t_call_deadline = previous_; }
 
+std::optional<std::chrono::system_clock::time_point> ScopedDeadline::Current() {
+  if (!t_call_deadline) return std::nullopt;
+  return std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                *t_call_deadline - std::chrono::steady_clock::now());
+}
+
 std::string_view AwsResponse::HeaderValue(std::string_view name) const { return FindHeader(headers, name); }
 
 AwsError ParseAwsError(int status, const std::vector<net::Header>& headers, std::string_view body) {

@@ -115,6 +115,10 @@ class ScopedDeadline {
   ScopedDeadline(const ScopedDeadline&) = delete;
   ScopedDeadline& operator=(const ScopedDeadline&) = delete;
 
+  // This thread's deadline, if any: work handed to another thread takes it
+  // along by opening a ScopedDeadline there.
+  static std::optional<std::chrono::system_clock::time_point> Current();
+
  private:
   std::optional<std::chrono::steady_clock::time_point> previous_;
 };

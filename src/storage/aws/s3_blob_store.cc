@@ -4,6 +4,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstdint>
+#include <future>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -157,6 +158,8 @@ class S3Upload final : public core::BlobUpload {
       if (!holds_slot_ && buffer_.size() + data.size() > kUnreservedBytes) {
         if (Status slot = large_uploads_->Acquire(); !slot.ok()) return Fail(std::move(slot));
         holds_slot_ = true;
+        // A large upload fills whole parts: no regrowing and copying on the way.
+        buffer_.reserve(part_size_);
       }
       const std::size_t n = std::min(part_size_ - buffer_.size(), data.size());
       Reserve(buffer_.size() + n);
@@ -175,6 +178,7 @@ class S3Upload final : public core::BlobUpload {
       return put;
     }
     Status completed = SendPart();
+    if (completed.ok()) completed = AwaitPart();
     if (completed.ok()) completed = Complete();
     if (!completed.ok()) return Fail(std::move(completed));
     upload_id_.reset();  // nothing left to abort
@@ -210,6 +214,7 @@ class S3Upload final : public core::BlobUpload {
   // leaves behind are for the bucket's AbortIncompleteMultipartUpload
   // lifecycle rule to reclaim; the client has logged the failure.
   void Abort() {
+    static_cast<void>(AwaitPart());
     if (!upload_id_) return;
     aws::AwsRequest request = MakeRequest("DELETE", path_);
     request.query = {{"uploadId", *upload_id_}};
@@ -239,23 +244,40 @@ class S3Upload final : public core::BlobUpload {
   }
 
   // Sends the buffer as the next part, starting the multipart upload first
-  // when this is the first part.
+  // when this is the first part. The part goes out on its own thread while
+  // the caller fills the next one, so the client's upload and ours to S3
+  // overlap; one part at a time is in flight (the previous one is awaited
+  // first), which keeps parts in order and the memory to two parts.
   Status SendPart() {
     if (!upload_id_) IMGSVC_RETURN_IF_ERROR(CreateMultipartUpload());
-    if (part_etags_.size() >= kMaxParts) {
+    IMGSVC_RETURN_IF_ERROR(AwaitPart());
+    if (parts_started_ >= kMaxParts) {
       return Status(Code::kPayloadTooLarge, "S3: the object needs more than 10000 parts");
     }
     aws::AwsRequest request = MakeRequest("PUT", path_);
-    request.query = {{"partNumber", std::to_string(part_etags_.size() + 1)}, {"uploadId", *upload_id_}};
+    request.query = {{"partNumber", std::to_string(++parts_started_)}, {"uploadId", *upload_id_}};
     // Moved, not copied: the part is the upload's memory while it is sent.
     request.body = std::move(buffer_);
-    buffer_.clear();
-    IMGSVC_ASSIGN_OR_RETURN(aws::AwsResponse response,
-                            Perform(*client_, target_, "S3 UploadPart", std::move(request)));
-    const std::string_view etag = response.HeaderValue("ETag");
-    if (etag.empty()) return Status(Code::kInternal, "S3 UploadPart: the answer carries no ETag");
-    part_etags_.emplace_back(etag);
+    buffer_ = std::string();
+    if (holds_slot_) buffer_.reserve(part_size_);
+    part_in_flight_ = std::async(std::launch::async, [this, request = std::move(request),
+                                                      deadline = aws::ScopedDeadline::Current()]() mutable {
+      std::optional<aws::ScopedDeadline> scope;
+      if (deadline) scope.emplace(*deadline);
+      StatusOr<aws::AwsResponse> response = Perform(*client_, target_, "S3 UploadPart", std::move(request));
+      if (!response.ok()) return response.status();
+      const std::string_view etag = response->HeaderValue("ETag");
+      if (etag.empty()) return Status(Code::kInternal, "S3 UploadPart: the answer carries no ETag");
+      part_etags_.emplace_back(etag);
+      return Status::Ok();
+    });
     return Status::Ok();
+  }
+
+  // The outcome of the part in flight, if one is.
+  Status AwaitPart() {
+    if (!part_in_flight_.valid()) return Status::Ok();
+    return part_in_flight_.get();
   }
 
   Status Complete() {
@@ -287,6 +309,8 @@ class S3Upload final : public core::BlobUpload {
   std::string buffer_;
   std::optional<std::string> upload_id_;  // set while a multipart upload is open
   std::vector<std::string> part_etags_;   // part i + 1's ETag, as S3 sent it
+  std::size_t parts_started_ = 0;
+  std::future<Status> part_in_flight_;     // written part_etags_ when it succeeded
   bool finished_ = false;
 };
 

@@ -16,8 +16,9 @@
 // request goes out, hence a part buffer per upload. To keep RSS flat however
 // many uploads arrive, an upload buffers its first MiB freely (small images,
 // the common case, never wait) and needs one of `max_large_uploads` slots to
-// grow past it (so at most workers x 1 MiB + max_large_uploads x part_size
-// are buffered: 32 MiB + 4 x 8 MiB with the defaults). An upload that waits
+// grow past it. A large upload holds two parts: one being sent while the
+// next fills (so at most workers x 1 MiB + max_large_uploads x 2 x part_size
+// are buffered: 32 MiB + 4 x 16 MiB with the defaults). An upload that waits
 // longer than `large_upload_wait` for a slot fails with kUnavailable (503,
 // Retry-After) instead of queueing without bound. part_size must be at least
 // 5 MiB for real S3 (its minimum part size; emulators accept less).
