@@ -1,0 +1,726 @@
+// The performance suite of issue 5, run by bench/run (which installs what is
+// missing and builds Release first). Every scenario runs the service and its
+// reference in the same run on this machine and reports the ratio, because
+// absolute numbers on a shared 2-core machine drift:
+//  - HTTP scenarios (wrk, keep-alive, 16/64/256 connections): GET one image,
+//    list-20, a filtered listing (tags + date range), a 64 KiB upload and
+//    /health, on the embedded backend and on AWS (s3rver + dynalite, reached
+//    directly). References: nginx serving a copy of the very response; for
+//    embedded uploads the disk's fdatasync ceiling; for AWS the emulators
+//    alone answering the very requests imgsvc sends (captured once, then
+//    replayed by wrk).
+//  - Large upload: one 200 MiB image streamed, against nginx's PUT-to-disk
+//    ceiling (embedded) and s3rver alone storing the same bytes (AWS); the
+//    service's peak RSS.
+//  - 2,000 idle keep-alive connections: RSS growth, an active client's p99
+//    meanwhile, and whether all are still open at the end.
+//  - Cold start of the server (bench/server_cold.cc) and of the Lambda
+//    bootstrap (bench/lambda_cold.sh), each beside a static hello world.
+//  - Instructions per request (callgrind) for GET, list-20 and a 64 KiB
+//    upload, beside the CPU time per request measured under wrk.
+//  - The Google Benchmark micro-benchmarks.
+// The service runs as deployed: log level info to a file, SQLite with the
+// durability it always has (recorded from its log), on this filesystem.
+// Output: JSON lines on stdout (and --out FILE), then a summary table.
+//
+// Usage: node bench/suite.mjs --build-dir=DIR [--seconds=5] [--connections=16,64,256]
+//                             [--only=embedded,aws,large,idle,cold,callgrind,micro] [--out=FILE]
+import { spawn, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const options = Object.fromEntries(
+  process.argv.slice(2).map((arg) => {
+    const m = /^--([a-z-]+)=(.*)$/.exec(arg);
+    if (!m) throw new Error(`unknown argument ${arg}`);
+    return [m[1], m[2]];
+  }),
+);
+const BUILD = path.resolve(ROOT, options['build-dir'] ?? 'build-release');
+const SECONDS = Number(options.seconds ?? 5);
+const CONNECTIONS = (options.connections ?? '16,64,256').split(',').map(Number);
+const ONLY = new Set((options.only ?? 'embedded,aws,large,idle,cold,callgrind,micro').split(','));
+const IMGSVC = path.join(BUILD, 'src/app/imgsvc');
+const TOKEN = 'bench-token-0123456789abcdef0123';
+const KEY = `alice:${TOKEN}`;
+const SEED_IMAGES = 220;
+const LARGE_MIB = 200;
+const IDLE_CONNECTIONS = 2000;
+const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'imgsvc-bench-'));
+const results = [];
+const children = new Set();
+let nextPort = 18300;
+
+// Plumbing -------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function emit(line) {
+  results.push(line);
+  const text = JSON.stringify(line);
+  console.log(text);
+  if (options.out) fs.appendFileSync(options.out, `${text}\n`);
+}
+
+function start(name, command, args, env = {}) {
+  const log = fs.openSync(path.join(WORK, `${name}.log`), 'a');
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+async function stop(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await exited;
+}
+
+function cleanup() {
+  for (const child of children) child.kill('SIGKILL');
+  spawnSync('sh', ['-c', `[ -f ${WORK}/nginx.pid ] && kill $(cat ${WORK}/nginx.pid)`]);
+  fs.rmSync(WORK, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+function request(method, url, { headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (chunk) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    if (body) req.end(body);
+    else req.end();
+  });
+}
+
+async function waitHealthy(port, what) {
+  for (let i = 0; i < 300; ++i) {
+    try {
+      if ((await request('GET', `http://127.0.0.1:${port}/health`)).status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`${what} did not start on port ${port}; see ${WORK}`);
+}
+
+function procStat(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return { ticks: Number(fields[11]) + Number(fields[12]) };
+}
+const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim());
+
+function memoryKib(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)[1]);
+  return { rss: field('VmRSS'), hwm: field('VmHWM') };
+}
+// Resets VmHWM to the current RSS, so the next peak is this scenario's.
+const resetPeak = (pid) => fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+
+// A PNG header (width, height) and random bytes up to `size`: the service
+// probes headers, it never decodes pixels.
+function pngOf(size, width = 64, height = 64) {
+  const signature = Buffer.from('89504e470d0a1a0a0000000d', 'hex');
+  const ihdr = Buffer.alloc(17);
+  ihdr.write('IHDR', 0, 'latin1');
+  ihdr.writeUInt32BE(width, 4);
+  ihdr.writeUInt32BE(height, 8);
+  ihdr.set([8, 6, 0, 0, 0], 12);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(zlib.crc32(ihdr));
+  const head = Buffer.concat([signature, ihdr, crc]);
+  return Buffer.concat([head, randomFillSync(Buffer.alloc(Math.max(0, size - head.length)))]);
+}
+
+const BOUNDARY = 'imgsvcbenchboundary7MA4YWxkTrZu0gW';
+function multipart(fields, files) {
+  const parts = [];
+  for (const [name, value] of Object.entries(fields)) {
+    parts.push(Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`));
+  }
+  for (const [index, file] of files.entries()) {
+    parts.push(Buffer.from(`--${BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="img${index}.png"\r\n` +
+                           'Content-Type: image/png\r\n\r\n'));
+    parts.push(file, Buffer.from('\r\n'));
+  }
+  parts.push(Buffer.from(`--${BOUNDARY}--\r\n`));
+  return Buffer.concat(parts);
+}
+const MULTIPART_TYPE = `multipart/form-data; boundary=${BOUNDARY}`;
+
+// wrk --------------------------------------------------------------------------
+
+// One wrk run; the Lua script replays one request (method, headers, body
+// from a file) and prints its own JSON line at the end.
+async function wrk(url, connections,
+                   { method = 'GET', headers = {}, bodyFile, seconds = SECONDS, allowStatusErrors = false } = {}) {
+  const lua = path.join(WORK, `wrk-${nextPort++}.lua`);
+  const lines = [`wrk.method = ${JSON.stringify(method)}`];
+  for (const [name, value] of Object.entries(headers)) lines.push(`wrk.headers[${JSON.stringify(name)}] = ${JSON.stringify(String(value))}`);
+  if (bodyFile) lines.push(`local f = assert(io.open(${JSON.stringify(bodyFile)}, "rb")); wrk.body = f:read("*a"); f:close()`);
+  lines.push(`done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%d,"p99_us":%d,"max_us":%d}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end`);
+  fs.writeFileSync(lua, lines.join('\n'));
+  const threads = Math.min(2, connections);
+  const child = spawn('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', lua, url]);
+  let out = '';
+  child.stdout.on('data', (chunk) => (out += chunk));
+  child.stderr.on('data', (chunk) => (out += chunk));
+  await new Promise((resolve) => child.on('exit', resolve));
+  const m = /WRKJSON (\{.*\})/.exec(out);
+  if (!m) throw new Error(`wrk printed no result:\n${out}`);
+  const r = JSON.parse(m[1]);
+  if (!allowStatusErrors && r.status_errors > r.requests / 100) throw new Error(`${url}: ${r.status_errors} of ${r.requests} answers not 2xx/3xx`);
+  const errors = r.connect_errors + r.read_errors + r.write_errors + r.status_errors + r.timeouts;
+  return { requests: r.requests, rps: r.requests / (r.duration_us / 1e6), p50_ms: r.p50_us / 1000,
+           p99_ms: r.p99_us / 1000, errors, status_errors: r.status_errors, seconds };
+}
+
+// wrk against a process, with that process's CPU per request and peak RSS.
+async function measured(pid, url, connections, spec) {
+  resetPeak(pid);
+  const before = procStat(pid).ticks;
+  const run = await wrk(url, connections, spec);
+  const ticks = procStat(pid).ticks - before;
+  run.cpu_us_per_request = run.requests ? (1e6 * ticks) / TICKS_PER_SECOND / run.requests : null;
+  run.cpu_percent = (100 * ticks) / TICKS_PER_SECOND / run.seconds;
+  run.peak_rss_kib = memoryKib(pid).hwm;
+  return run;
+}
+
+const round3 = (x) => (x === null || x === undefined ? x : Math.round(x * 1000) / 1000);
+function line(fields) {
+  const out = {};
+  for (const [k, v] of Object.entries(fields)) out[k] = typeof v === 'number' ? round3(v) : v;
+  return out;
+}
+
+// nginx -----------------------------------------------------------------------
+
+async function startNginx() {
+  const port = nextPort++;
+  const www = path.join(WORK, 'www');
+  fs.mkdirSync(path.join(www, 'put'), { recursive: true });
+  // nginx's workers run unprivileged: they read the copies and write PUTs.
+  fs.chmodSync(WORK, 0o755);
+  fs.chmodSync(www, 0o755);
+  fs.chmodSync(path.join(www, 'put'), 0o777);
+  const config = fs.readFileSync(path.join(ROOT, 'bench/nginx.conf.in'), 'utf8')
+    .replaceAll('@DIR@', WORK).replaceAll('@PORT@', String(port));
+  fs.writeFileSync(path.join(WORK, 'nginx.conf'), config);
+  const result = spawnSync('nginx', ['-c', path.join(WORK, 'nginx.conf'), '-p', WORK]);
+  if (result.status !== 0) throw new Error(`nginx did not start: ${result.stderr}`);
+  for (let i = 0; i < 100 && !fs.existsSync(path.join(WORK, 'nginx.pid')); ++i) await sleep(20);
+  return { port, www, pid: Number(fs.readFileSync(path.join(WORK, 'nginx.pid'), 'utf8')) };
+}
+
+// nginx's master forks workers: their CPU is not the master's. Only its
+// req/s and latencies are used.
+async function nginxReference(nginx, name, body, connections) {
+  fs.writeFileSync(path.join(nginx.www, `${name}.json`), body, { mode: 0o644 });
+  return wrk(`http://127.0.0.1:${nginx.port}/${name}.json`, connections);
+}
+
+// The disk's durable small-write ceiling: 4 KiB appends, each followed by
+// fdatasync, for a few seconds, in this process (as a database would).
+function fdatasyncCeiling(dir, seconds = 3) {
+  const file = path.join(dir, 'fdatasync.probe');
+  const fd = fs.openSync(file, 'w');
+  const block = Buffer.alloc(4096, 7);
+  const until = Date.now() + seconds * 1000;
+  let writes = 0;
+  while (Date.now() < until) {
+    fs.writeSync(fd, block);
+    fs.fdatasyncSync(fd);
+    ++writes;
+  }
+  fs.closeSync(fd);
+  fs.rmSync(file);
+  return writes / seconds;
+}
+
+// The service --------------------------------------------------------------------
+
+async function startImgsvc(name, args, env = {}) {
+  const port = nextPort++;
+  const child = start(name, IMGSVC, ['serve', '--port', String(port), '--log-level', 'info', ...args],
+                      { IMGSVC_API_TOKEN: TOKEN, ...env });
+  await waitHealthy(port, name);
+  return { name, port, pid: child.pid, child, url: `http://127.0.0.1:${port}`, log: path.join(WORK, `${name}.log`) };
+}
+
+function storeSettings(service) {
+  const text = fs.readFileSync(service.log, 'utf8');
+  const open = text.split('\n').find((l) => l.includes('"embedded store open"'));
+  return open ? JSON.parse(open) : {};
+}
+
+// 220 images for alice in requests of 10: all tagged cat, every other one
+// also dog, so the filtered listing keeps about half of what it reads.
+async function seed(service) {
+  const image = pngOf(4096);
+  let first;
+  for (let done = 0; done < SEED_IMAGES; done += 10) {
+    const body = multipart({ user_id: 'alice', visibility: 'public', category: 'animals',
+                             tags: (done / 10) % 2 ? 'cat,dog' : 'cat' }, Array(10).fill(image));
+    const answer = await request('POST', `${service.url}/api/v1/images`,
+                                 { headers: { 'x-api-key': KEY, 'content-type': MULTIPART_TYPE }, body });
+    if (answer.status !== 201) throw new Error(`seeding ${service.name}: ${answer.status} ${answer.body}`);
+    first ??= JSON.parse(answer.body).images[0].image_id;
+  }
+  return first;
+}
+
+function scenarioPaths(imageId) {
+  const today = new Date().toISOString().slice(0, 10);
+  return {
+    get_one: `/api/v1/images/${imageId}`,
+    list_20: '/api/v1/images?user_id=alice&limit=20',
+    list_filtered: `/api/v1/images?user_id=alice&tags=cat,dog&created_from=${today}&created_to=${today}&limit=20`,
+    health: '/health',
+  };
+}
+
+const uploadBodyFile = () => {
+  const file = path.join(WORK, 'upload-64k.body');
+  if (!fs.existsSync(file)) {
+    fs.writeFileSync(file, multipart({ user_id: 'alice', visibility: 'public', tags: 'bench' }, [pngOf(64 * 1024)]));
+  }
+  return file;
+};
+const UPLOAD_SPEC = () => ({ method: 'POST', headers: { 'x-api-key': KEY, 'content-type': MULTIPART_TYPE },
+                             bodyFile: uploadBodyFile() });
+
+// Embedded backend -------------------------------------------------------------
+
+async function embeddedScenarios(nginx) {
+  const dataDir = path.join(WORK, 'embedded-data');
+  const service = await startImgsvc('embedded', ['--data-dir', dataDir]);
+  const settings = storeSettings(service);
+  const fsType = spawnSync('stat', ['-f', '-c', '%T', WORK]).stdout.toString().trim();
+  const imageId = await seed(service);
+  const paths = scenarioPaths(imageId);
+  for (const [scenario, target] of Object.entries(paths)) {
+    const answer = await request('GET', service.url + target, { headers: { 'x-api-key': KEY } });
+    if (answer.status !== 200) throw new Error(`${scenario}: ${answer.status} ${answer.body}`);
+    for (const connections of CONNECTIONS) {
+      const reference = await nginxReference(nginx, scenario, answer.body, connections);
+      const run = await measured(service.pid, service.url + target, connections, { headers: { 'x-api-key': KEY } });
+      emit(line({ backend: 'embedded', scenario, connections, response_bytes: answer.body.length, ...prefixed('imgsvc', run),
+                  ...prefixed('nginx', reference), ratio_to_nginx: run.rps / reference.rps,
+                  filesystem: fsType, sqlite_journal_mode: settings.sqlite_journal_mode,
+                  sqlite_synchronous: settings.sqlite_synchronous, log_level: 'info' }));
+    }
+  }
+  await stop(service.child);
+
+  // Uploads: a fresh data directory per run, so disk use starts alike.
+  for (const connections of CONNECTIONS) {
+    const ceiling = fdatasyncCeiling(WORK);
+    const dir = path.join(WORK, `upload-data-${connections}`);
+    const uploader = await startImgsvc(`embedded-upload-${connections}`, ['--data-dir', dir]);
+    const run = await measured(uploader.pid, `${uploader.url}/api/v1/images`, connections, UPLOAD_SPEC());
+    emit(line({ backend: 'embedded', scenario: 'upload_64k', connections, ...prefixed('imgsvc', run),
+                fdatasync_per_s: ceiling, ratio_to_fdatasync: run.rps / ceiling, filesystem: fsType,
+                sqlite_journal_mode: settings.sqlite_journal_mode, sqlite_synchronous: settings.sqlite_synchronous }));
+    await stop(uploader.child);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function prefixed(prefix, run) {
+  const out = {};
+  for (const [k, v] of Object.entries(run)) if (k !== 'seconds') out[`${prefix}_${k}`] = v;
+  return out;
+}
+
+// AWS backend ---------------------------------------------------------------------
+
+async function startPeers() {
+  const child = start('peers', 'node', ['--openssl-legacy-provider', path.join(ROOT, 'tests/support/local_aws.mjs')]);
+  const log = path.join(WORK, 'peers.log');
+  for (let i = 0; i < 200; ++i) {
+    const first = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n')[0] : '';
+    if (first.startsWith('{')) {
+      const peers = { pid: child.pid, child, ...JSON.parse(first) };
+      // Provisioned through the signature-checking fronts, as a deployment would be.
+      const init = spawnSync(IMGSVC, ['init', ...AWS_FLAGS.slice(2), '--api-token', TOKEN], {
+        env: { ...process.env, ...AWS_ENV, AWS_ENDPOINT_URL_S3: peers.s3, AWS_ENDPOINT_URL_DYNAMODB: peers.dynamodb,
+               AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager } });
+      if (init.status !== 0) throw new Error(`imgsvc init: ${init.stdout}${init.stderr}`);
+      return peers;
+    }
+    await sleep(50);
+  }
+  throw new Error('the local AWS peers did not start');
+}
+
+// A recording proxy: forwards every request to `upstream` and keeps the
+// last one of each operation (method, path, headers, body) to be replayed by
+// wrk against the emulator alone, and counts operations per service request.
+function startRecorder(upstream) {
+  const recorded = new Map();
+  const counts = new Map();
+  const target = new URL(upstream);
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const operation = req.headers['x-amz-target']?.split('.').pop() ?? `${req.method}`;
+      recorded.set(operation, { method: req.method, path: req.url, headers: { ...req.headers }, body });
+      counts.set(operation, (counts.get(operation) ?? 0) + 1);
+      const forward = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url,
+                                     headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(res);
+      });
+      forward.on('error', () => res.destroy());
+      forward.end(body);
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () =>
+    resolve({ url: `http://127.0.0.1:${server.address().port}`, recorded, counts, server })));
+}
+
+// Replays a recorded request with wrk against the emulator alone.
+async function emulatorAlone(recording, base, connections) {
+  const bodyFile = path.join(WORK, `replay-${nextPort++}.body`);
+  fs.writeFileSync(bodyFile, recording.body);
+  const headers = { ...recording.headers };
+  for (const name of ['host', 'content-length', 'connection']) delete headers[name];
+  // A replayed conditional PutItem fails its condition (the item exists after
+  // the first): dynalite still reads the item and evaluates the condition,
+  // but writes nothing, so that ceiling is if anything too high.
+  return wrk(base + recording.path, connections, { method: recording.method, headers,
+                                                   bodyFile: recording.body.length ? bodyFile : undefined,
+                                                   allowStatusErrors: true });
+}
+
+const AWS_ENV = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1',
+                  AWS_EC2_METADATA_DISABLED: 'true' };
+const AWS_FLAGS = ['--storage', 'aws', '--bucket', 'bench-images', '--table', 'BenchImages',
+                   '--token-secret', 'bench_api_token'];
+
+async function awsScenarios(nginx, peers) {
+  const directEnv = { ...AWS_ENV, AWS_ENDPOINT_URL_S3: peers.s3_direct, AWS_ENDPOINT_URL_DYNAMODB: peers.dynamodb_direct,
+                      AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager, IMGSVC_API_TOKEN: '' };
+  const service = await startImgsvc('aws', AWS_FLAGS, directEnv);
+  const imageId = await seed(service);
+  const paths = scenarioPaths(imageId);
+
+  // One request of each scenario through recording proxies: what imgsvc
+  // sends for it, and how many calls.
+  const dynamoRecorder = await startRecorder(peers.dynamodb_direct);
+  const s3Recorder = await startRecorder(peers.s3_direct);
+  const recording = await startImgsvc('aws-recording', AWS_FLAGS, { ...directEnv,
+    AWS_ENDPOINT_URL_S3: s3Recorder.url, AWS_ENDPOINT_URL_DYNAMODB: dynamoRecorder.url });
+  const calls = {};
+  const replays = {};
+  for (const [scenario, target] of [...Object.entries(paths), ['upload_64k', null]]) {
+    dynamoRecorder.counts.clear();
+    s3Recorder.counts.clear();
+    dynamoRecorder.recorded.clear();
+    s3Recorder.recorded.clear();
+    const answer = target
+      ? await request('GET', recording.url + target, { headers: { 'x-api-key': KEY } })
+      : await request('POST', `${recording.url}/api/v1/images`, { headers: UPLOAD_SPEC().headers,
+                                                                  body: fs.readFileSync(uploadBodyFile()) });
+    if (answer.status >= 300) throw new Error(`recording ${scenario}: ${answer.status} ${answer.body}`);
+    calls[scenario] = { ...Object.fromEntries(dynamoRecorder.counts), ...Object.fromEntries(s3Recorder.counts) };
+    replays[scenario] = [...[...dynamoRecorder.recorded.values()].map((r) => [r, peers.dynamodb_direct]),
+                         ...[...s3Recorder.recorded.values()].map((r) => [r, peers.s3_direct])];
+    replays[scenario].forEach(([r], i) => (replays[scenario][i].push(calls[scenario][r.headers['x-amz-target']?.split('.').pop() ?? r.method])));
+  }
+  await stop(recording.child);
+  dynamoRecorder.server.close();
+  s3Recorder.server.close();
+
+  for (const [scenario, target] of [...Object.entries(paths), ['upload_64k', null]]) {
+    const body = target ? (await request('GET', service.url + target, { headers: { 'x-api-key': KEY } })).body : null;
+    for (const connections of CONNECTIONS) {
+      // The emulators alone, each call the scenario makes; their costs add
+      // up in the one node process, so the ceiling of the whole request is
+      // 1 / sum(calls / rate).
+      const alone = {};
+      let secondsPerRequest = 0;
+      for (const [recorded, base, count] of replays[scenario]) {
+        const operation = recorded.headers['x-amz-target']?.split('.').pop() ?? `S3 ${recorded.method}`;
+        const run = await emulatorAlone(recorded, base, connections);
+        alone[operation] = { rps: round3(run.rps), p99_ms: round3(run.p99_ms), status_errors: run.status_errors };
+        secondsPerRequest += count / run.rps;
+      }
+      const ceiling = secondsPerRequest ? 1 / secondsPerRequest : null;
+      const run = await measured(service.pid, target ? service.url + target : `${service.url}/api/v1/images`,
+                                 connections, target ? { headers: { 'x-api-key': KEY } } : UPLOAD_SPEC());
+      const reference = body ? await nginxReference(nginx, `aws-${scenario}`, body, connections) : null;
+      emit(line({ backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), calls_per_request: calls[scenario],
+                  emulator_alone: alone, emulator_ceiling_rps: ceiling,
+                  ratio_to_emulator: ceiling ? run.rps / ceiling : null,
+                  ...(reference ? { nginx_rps: reference.rps, ratio_to_nginx: run.rps / reference.rps } : {}) }));
+    }
+  }
+  await stop(service.child);
+}
+
+// Large upload ----------------------------------------------------------------------
+
+// s3rver alone storing a file the way imgsvc does: CreateMultipartUpload,
+// 8 MiB parts one after another, CompleteMultipartUpload; signed by the AWS
+// SDK for JavaScript's signer with UNSIGNED-PAYLOAD (s3rver checks no
+// signature, and hashing in JS would charge the reference for work it
+// does not need). Seconds from the first request to the last answer.
+async function s3rverMultipartAlone(base, key, file) {
+  const { SignatureV4 } = await import(path.join(ROOT, 'node_modules/@smithy/signature-v4/dist-cjs/index.js'));
+  const { Sha256 } = await import(path.join(ROOT, 'node_modules/@aws-crypto/sha256-js/build/main/index.js'));
+  const signer = new SignatureV4({ service: 's3', region: 'us-east-1', sha256: Sha256, uriEscapePath: false,
+                                   credentials: { accessKeyId: 'test', secretAccessKey: 'test-secret' } });
+  const target = new URL(`${base}/bench-images/${key}`);
+  const call = async (method, query, body = Buffer.alloc(0)) => {
+    const signed = await signer.sign({
+      method, protocol: 'http:', hostname: target.hostname, port: Number(target.port), path: target.pathname, query,
+      headers: { host: target.host, 'content-length': String(body.length), 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' },
+    });
+    const search = new URLSearchParams(query).toString().replace(/=(&|$)/g, '$1');
+    const answer = await request(method, `${target.href}?${search}`, { headers: signed.headers, body });
+    if (answer.status !== 200) throw new Error(`s3rver ${method} ${search}: ${answer.status} ${answer.body}`);
+    return answer;
+  };
+  const part = 8 << 20;
+  const fd = fs.openSync(file, 'r');
+  const size = fs.fstatSync(fd).size;
+  const started = process.hrtime.bigint();
+  const created = await call('POST', { uploads: '' });
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(created.body.toString())[1];
+  const etags = [];
+  for (let offset = 0, number = 1; offset < size; offset += part, ++number) {
+    const chunk = Buffer.alloc(Math.min(part, size - offset));
+    fs.readSync(fd, chunk, 0, chunk.length, offset);
+    etags.push((await call('PUT', { partNumber: String(number), uploadId }, chunk)).headers.etag);
+  }
+  const complete = `<CompleteMultipartUpload>${etags.map((etag, i) =>
+    `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`).join('')}</CompleteMultipartUpload>`;
+  await call('POST', { uploadId }, Buffer.from(complete));
+  fs.closeSync(fd);
+  return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
+const LARGE_ROUNDS = 3;
+
+// Sends a file to `url` with curl: status and seconds.
+function curlUpload(url, args) {
+  const result = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', ...args, url]);
+  const [code, seconds] = result.stdout.toString().trim().split(' ');
+  return { status: Number(code), seconds: Number(seconds) };
+}
+
+async function largeUpload(nginx, peers) {
+  const file = path.join(WORK, 'large.png');
+  fs.writeFileSync(file, pngOf(1024 * 1024, 4000, 3000));
+  const extra = Buffer.alloc(1024 * 1024);
+  for (let i = 1; i < LARGE_MIB; ++i) fs.appendFileSync(file, randomFillSync(extra));
+  const form = ['-H', `x-api-key: ${KEY}`, '-F', 'user_id=alice', '-F', `files=@${file};type=image/png`];
+  const limit = ['--max-upload-mb', String(LARGE_MIB + 1)];
+
+  // Rounds alternate the service and its reference; medians are reported.
+  const embedded = await startImgsvc('large-embedded', ['--data-dir', path.join(WORK, 'large-data'), ...limit]);
+  const put = [], viaEmbedded = [];
+  let embeddedPeak = 0;
+  for (let round = 0; round < LARGE_ROUNDS; ++round) {
+    put.push(curlUpload(`http://127.0.0.1:${nginx.port}/put/large.png`, ['-T', file]));
+    fs.rmSync(path.join(nginx.www, 'put/large.png'), { force: true });
+    resetPeak(embedded.pid);
+    viaEmbedded.push(curlUpload(`${embedded.url}/api/v1/images`, form));
+    embeddedPeak = Math.max(embeddedPeak, memoryKib(embedded.pid).hwm);
+  }
+  await stop(embedded.child);
+  fs.rmSync(path.join(WORK, 'large-data'), { recursive: true, force: true });
+  const putSeconds = median(put.map((r) => r.seconds));
+  const embeddedSeconds = median(viaEmbedded.map((r) => r.seconds));
+  emit(line({ scenario: 'large_upload', backend: 'embedded', mib: LARGE_MIB, rounds: LARGE_ROUNDS,
+              statuses: viaEmbedded.map((r) => r.status).join(','), imgsvc_seconds: embeddedSeconds,
+              imgsvc_mib_per_s: LARGE_MIB / embeddedSeconds, nginx_put_seconds: putSeconds,
+              nginx_put_mib_per_s: LARGE_MIB / putSeconds, ratio_to_nginx_put: putSeconds / embeddedSeconds,
+              imgsvc_peak_rss_kib: embeddedPeak }));
+
+  if (peers) {
+    const aws = await startImgsvc('large-aws', [...AWS_FLAGS, ...limit], {
+      ...AWS_ENV, AWS_ENDPOINT_URL_S3: peers.s3_direct, AWS_ENDPOINT_URL_DYNAMODB: peers.dynamodb_direct,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager, IMGSVC_API_TOKEN: '' });
+    const alone = [], viaAws = [];
+    let awsPeak = 0;
+    for (let round = 0; round < LARGE_ROUNDS; ++round) {
+      alone.push(await s3rverMultipartAlone(peers.s3_direct, `large-alone-${round}.png`, file));
+      resetPeak(aws.pid);
+      viaAws.push(curlUpload(`${aws.url}/api/v1/images`, form));
+      awsPeak = Math.max(awsPeak, memoryKib(aws.pid).hwm);
+    }
+    await stop(aws.child);
+    const aloneSeconds = median(alone);
+    const awsSeconds = median(viaAws.map((r) => r.seconds));
+    emit(line({ scenario: 'large_upload', backend: 'aws', mib: LARGE_MIB, rounds: LARGE_ROUNDS,
+                statuses: viaAws.map((r) => r.status).join(','), imgsvc_seconds: awsSeconds,
+                imgsvc_mib_per_s: LARGE_MIB / awsSeconds, s3rver_alone_multipart_seconds: aloneSeconds,
+                time_ratio_to_s3rver_alone: awsSeconds / aloneSeconds, imgsvc_peak_rss_kib: awsPeak }));
+  }
+  fs.rmSync(file);
+}
+
+// Idle connections -----------------------------------------------------------------
+
+function openIdle(port, count) {
+  const sockets = [];
+  const one = () => new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write('GET /health HTTP/1.1\r\nHost: bench\r\n\r\n'));
+    socket.once('data', () => resolve(socket));
+    socket.once('error', reject);
+    sockets.push(socket);
+  });
+  return (async () => {
+    for (let i = 0; i < count; i += 100) await Promise.all(Array.from({ length: Math.min(100, count - i) }, one));
+    return sockets;
+  })();
+}
+
+// Asks every socket for /health again: how many still answer.
+async function stillOpen(sockets) {
+  const answers = await Promise.all(sockets.map((socket) => new Promise((resolve) => {
+    if (socket.destroyed) return resolve(false);
+    const timer = setTimeout(() => resolve(false), 10000);
+    socket.once('data', (data) => { clearTimeout(timer); resolve(data.toString().startsWith('HTTP/1.1 200')); });
+    socket.once('close', () => { clearTimeout(timer); resolve(false); });
+    socket.write('GET /health HTTP/1.1\r\nHost: bench\r\n\r\n');
+  })));
+  return answers.filter(Boolean).length;
+}
+
+async function idleConnections() {
+  const service = await startImgsvc('idle', ['--data-dir', path.join(WORK, 'idle-data')]);
+  const imageId = await seed(service);
+  const target = `${service.url}/api/v1/images/${imageId}`;
+  const baseline = await measured(service.pid, target, 16, { headers: { 'x-api-key': KEY } });
+  const rssBefore = memoryKib(service.pid).rss;
+  const sockets = await openIdle(service.port, IDLE_CONNECTIONS);
+  await sleep(500);
+  const rssWithIdle = memoryKib(service.pid).rss;
+  const during = await measured(service.pid, target, 16, { headers: { 'x-api-key': KEY } });
+  const open = await stillOpen(sockets);
+  for (const socket of sockets) socket.destroy();
+  await stop(service.child);
+  emit(line({ scenario: 'idle_connections', backend: 'embedded', idle_connections: IDLE_CONNECTIONS,
+              rss_before_kib: rssBefore, rss_with_idle_kib: rssWithIdle, rss_growth_mib: (rssWithIdle - rssBefore) / 1024,
+              active_p99_ms_without: baseline.p99_ms, active_p99_ms_with: during.p99_ms, active_rps_with: during.rps,
+              still_open_at_end: open }));
+}
+
+// Cold start -------------------------------------------------------------------------
+
+function coldStarts() {
+  const server = spawnSync(path.join(BUILD, 'bench/server_cold'), [
+    `--imgsvc=${IMGSVC}`, `--hello=${path.join(BUILD, 'bench/hello_static')}`,
+    `--data-dir=${path.join(WORK, 'cold-data')}`, '--rounds=20', `--port=${nextPort++}`]);
+  const serverSummary = server.stdout.toString().split('\n').find((l) => l.includes('"summary"'));
+  if (!serverSummary) throw new Error(`server_cold failed: ${server.stderr}`);
+  emit({ scenario: 'cold_start', ...JSON.parse(serverSummary) });
+  const lambda = spawnSync(path.join(ROOT, 'bench/lambda_cold.sh'), ['20', '50'],
+                           { env: { ...process.env, BUILD_DIR: BUILD } });
+  const lambdaSummary = lambda.stdout.toString().split('\n').find((l) => l.includes('"summary"'));
+  if (!lambdaSummary) throw new Error(`lambda_cold.sh failed: ${lambda.stderr}`);
+  emit({ scenario: 'cold_start', measurement: 'lambda', ...JSON.parse(lambdaSummary) });
+}
+
+// Instructions per request (callgrind) -------------------------------------------------
+
+// Runs the server under callgrind, makes `count` requests one after another,
+// stops it: total instructions (Ir) of the whole process.
+async function instructionsFor(name, count, dataDir, makeRequest) {
+  const out = path.join(WORK, `callgrind.${name}.${count}`);
+  const port = nextPort++;
+  const child = start(`callgrind-${name}`, 'valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`,
+    IMGSVC, 'serve', '--port', String(port), '--data-dir', dataDir, '--log-level', 'info'], { IMGSVC_API_TOKEN: TOKEN });
+  await waitHealthy(port, `callgrind ${name}`);
+  for (let i = 0; i < count; ++i) {
+    const answer = await makeRequest(`http://127.0.0.1:${port}`);
+    if (answer.status >= 300) throw new Error(`callgrind ${name}: ${answer.status}`);
+  }
+  await stop(child);
+  const summary = /summary: (\d+)/.exec(fs.readFileSync(out, 'utf8'));
+  return Number(summary[1]);
+}
+
+async function callgrind() {
+  const dataDir = path.join(WORK, 'callgrind-data');
+  const seeding = await startImgsvc('callgrind-seed', ['--data-dir', dataDir]);
+  const imageId = await seed(seeding);
+  await stop(seeding.child);
+  const paths = scenarioPaths(imageId);
+  const get = (target) => (base) => request('GET', base + target, { headers: { 'x-api-key': KEY } });
+  const upload = (base) => request('POST', `${base}/api/v1/images`, { headers: UPLOAD_SPEC().headers,
+                                                                       body: fs.readFileSync(uploadBodyFile()) });
+  const N = 200;
+  for (const [scenario, makeRequest, n] of [['get_one', get(paths.get_one), N], ['list_20', get(paths.list_20), N],
+                                            ['health', get(paths.health), N], ['upload_64k', upload, 50]]) {
+    // The health checks of startup and the stop are the same in both runs.
+    const base = await instructionsFor(scenario, 0, dataDir, makeRequest);
+    const total = await instructionsFor(scenario, n, dataDir, makeRequest);
+    emit(line({ scenario: 'instructions_per_request', request: scenario, requests: n,
+                instructions_per_request: Math.round((total - base) / n) }));
+  }
+}
+
+// Micro-benchmarks ------------------------------------------------------------------------
+
+function microBenchmarks() {
+  for (const name of ['micro_bench', 'aws_bench']) {
+    const binary = path.join(BUILD, 'bench', name);
+    if (!fs.existsSync(binary)) continue;
+    const run = spawnSync(binary, ['--benchmark_format=json', '--benchmark_repetitions=3',
+                                   '--benchmark_report_aggregates_only=true']);
+    for (const b of JSON.parse(run.stdout.toString()).benchmarks ?? []) {
+      if (b.aggregate_name !== 'median') continue;
+      emit(line({ scenario: 'micro', benchmark: b.run_name, cpu_ns: b.cpu_time,
+                  ...(b.bytes_per_second ? { mib_per_s: b.bytes_per_second / (1 << 20) } : {}) }));
+    }
+  }
+}
+
+// Main ----------------------------------------------------------------------------------
+
+const started = Date.now();
+emit({ machine: true, cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(),
+       memory_gib: Math.round(os.totalmem() / 2 ** 30), filesystem: spawnSync('stat', ['-f', '-c', '%T', WORK]).stdout.toString().trim(),
+       load_average: os.loadavg().map(round3), seconds_per_run: SECONDS, connections: CONNECTIONS,
+       command: `bench/run ${process.argv.slice(2).join(' ')}`.trim() });
+const nginx = await startNginx();
+let peers = null;
+if (ONLY.has('embedded')) await embeddedScenarios(nginx);
+if (ONLY.has('aws') || ONLY.has('large')) peers = await startPeers();
+if (ONLY.has('aws')) await awsScenarios(nginx, peers);
+if (ONLY.has('large')) await largeUpload(nginx, peers);
+if (ONLY.has('idle')) await idleConnections();
+if (peers) await stop(peers.child);
+if (ONLY.has('cold')) coldStarts();
+if (ONLY.has('callgrind')) await callgrind();
+if (ONLY.has('micro')) microBenchmarks();
+emit({ summary: true, minutes: round3((Date.now() - started) / 60000) });
+process.exit(0);
