@@ -74,9 +74,13 @@ std::string RecordJson(const core::ImageRecord& record) {
   return out;
 }
 
+// A record with an embedded /files/ URL is about 700 bytes; with an S3 URL
+// signed with a session token (Lambda, ECS), about 2 KB.
+constexpr std::size_t kImageJsonBytes = 2048;
+
 std::string ImageWithUrlJson(const core::ImageWithUrl& image) {
   std::string out;
-  out.reserve(768);
+  out.reserve(kImageJsonBytes);
   AppendImageWithUrl(out, image);
   return out;
 }
@@ -95,7 +99,7 @@ std::string UploadResponseJson(const std::vector<core::ImageRecord>& records) {
 
 std::string ListResponseJson(const core::ListResult& result) {
   std::string out;
-  out.reserve(64 + result.items.size() * 768);
+  out.reserve(64 + result.items.size() * kImageJsonBytes);
   out += "{\"items\":[";
   for (std::size_t i = 0; i < result.items.size(); ++i) {
     if (i) out.push_back(',');

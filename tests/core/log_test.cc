@@ -99,6 +99,40 @@ TEST_F(LogTest, AppendJsonStringWritesALiteral) {
   EXPECT_EQ(out, "x=\"a\\\"b\\\\c\\nd\\u0002\"");
 }
 
+// Plain bytes are copied in runs: every byte must still be escaped the same
+// wherever it falls in a run (first, inside, last, alone).
+TEST_F(LogTest, AppendJsonStringEscapesEveryByteWhereverItFallsInARun) {
+  const auto escaped = [](unsigned char c) -> std::string {
+    switch (c) {
+      case '"': return "\\\"";
+      case '\\': return "\\\\";
+      case '\n': return "\\n";
+      case '\r': return "\\r";
+      case '\t': return "\\t";
+      default: break;
+    }
+    if (c >= 0x80) return "\\ufffd";  // a lone byte of that range is never valid UTF-8
+    if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\u%04x", c);
+      return hex;
+    }
+    return std::string(1, static_cast<char>(c));
+  };
+  for (int c = 0; c < 256; ++c) {
+    const std::string byte(1, static_cast<char>(c));
+    for (const auto& [before, after] : std::vector<std::pair<std::string, std::string>>{
+             {"", ""}, {"ab", ""}, {"", "cd"}, {"https://x/y?a=1", "&b=2"}}) {
+      std::string out;
+      AppendJsonString(out, before + byte + after);
+      EXPECT_EQ(out, "\"" + before + escaped(static_cast<unsigned char>(c)) + after + "\"") << "byte " << c;
+    }
+  }
+  std::string out;
+  AppendJsonString(out, "caf\xC3\xA9 \xE2\x82\xAC\"end");
+  EXPECT_EQ(out, "\"caf\xC3\xA9 \xE2\x82\xAC\\\"end\"") << "valid UTF-8 inside runs is kept";
+}
+
 TEST_F(LogTest, LevelFiltersLines) {
   SetLevel(Level::kWarn);
   EXPECT_FALSE(Enabled(Level::kInfo));
