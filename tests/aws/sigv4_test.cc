@@ -750,6 +750,25 @@ TEST(Sigv4UriEncode, KeepsOnlyUnreservedCharacters) {
   EXPECT_EQ(UriEncode("", false), "");
 }
 
+// Kept bytes are copied in runs: each byte must encode the same wherever it
+// falls in a run (first, inside, last, alone).
+TEST(Sigv4UriEncode, EncodesEveryByteTheSameWhereverItFallsInARun) {
+  for (int c = 0; c < 256; ++c) {
+    const auto byte = static_cast<unsigned char>(c);
+    const bool unreserved = std::isalnum(byte) || byte == '-' || byte == '_' || byte == '.' || byte == '~';
+    char hex[4];
+    std::snprintf(hex, sizeof hex, "%%%02X", c);
+    for (const bool keep_slash : {false, true}) {
+      const std::string expected = unreserved || (keep_slash && byte == '/') ? std::string(1, static_cast<char>(c)) : hex;
+      for (const auto& [before, after] : std::vector<std::pair<std::string, std::string>>{
+               {"", ""}, {"ab", ""}, {"", "cd"}, {"key-1.png", "~x"}}) {
+        EXPECT_EQ(UriEncode(before + static_cast<char>(c) + after, keep_slash), before + expected + after)
+            << "byte " << c << (keep_slash ? " keeping /" : "");
+      }
+    }
+  }
+}
+
 TEST(Sigv4UriEncode, SlashIsKeptOnlyWhenAsked) {
   EXPECT_EQ(UriEncode("/photos/a b.png", true), "/photos/a%20b.png");
   EXPECT_EQ(UriEncode("/photos/a b.png", false), "%2Fphotos%2Fa%20b.png");
