@@ -176,11 +176,18 @@ std::string AmzDate(std::chrono::system_clock::time_point when) {
   const auto day = std::chrono::floor<std::chrono::days>(whole_seconds);
   const std::chrono::year_month_day date{day};
   const std::chrono::hh_mm_ss clock_time{whole_seconds - day};
-  char text[32];
-  std::snprintf(text, sizeof text, "%04d%02u%02uT%02d%02d%02dZ", static_cast<int>(date.year()),
-                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
-                static_cast<int>(clock_time.hours().count()), static_cast<int>(clock_time.minutes().count()),
-                static_cast<int>(clock_time.seconds().count()));
+  // Digits by hand: snprintf was a tenth of a presign, which runs 20 times
+  // per listed page.
+  std::string text = "00000000T000000Z";
+  const auto put = [&text](std::size_t end, unsigned value, std::size_t width) {
+    for (std::size_t i = 0; i < width; ++i, value /= 10) text[end - i] = static_cast<char>('0' + value % 10);
+  };
+  put(3, static_cast<unsigned>(static_cast<int>(date.year())), 4);
+  put(5, static_cast<unsigned>(date.month()), 2);
+  put(7, static_cast<unsigned>(date.day()), 2);
+  put(10, static_cast<unsigned>(clock_time.hours().count()), 2);
+  put(12, static_cast<unsigned>(clock_time.minutes().count()), 2);
+  put(14, static_cast<unsigned>(clock_time.seconds().count()), 2);
   return text;
 }
 
