@@ -25,6 +25,7 @@
 //
 // Usage: node bench/suite.mjs --build-dir=DIR [--seconds=5] [--connections=16,64,256]
 //                             [--only=embedded,aws,large,idle,cold,callgrind,micro] [--out=FILE]
+//                             [--perf=DIR]  (perf profiles of imgsvc under each wrk run)
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
@@ -196,11 +197,25 @@ end`);
 }
 
 // wrk against a process, with that process's CPU per request and peak RSS.
-async function measured(pid, url, connections, spec) {
+// With --perf=DIR, `perf record -g` samples the process meanwhile, into
+// DIR/<label>.perf (`perf report -i` it).
+async function measured(pid, url, connections, spec, label) {
   resetPeak(pid);
+  let perf = null;
+  if (options.perf && label) {
+    fs.mkdirSync(options.perf, { recursive: true });
+    perf = spawn('perf', ['record', '-q', '-F', '4000', '-g', '-p', String(pid), '-o',
+                          path.join(options.perf, `${label}-${connections}.perf`)], { stdio: 'ignore' });
+    await sleep(200);
+  }
   const before = procStat(pid).ticks;
   const run = await wrk(url, connections, spec);
   const ticks = procStat(pid).ticks - before;
+  if (perf) {
+    const done = new Promise((resolve) => perf.once('exit', resolve));
+    perf.kill('SIGINT');
+    await done;
+  }
   run.cpu_us_per_request = run.requests ? (1e6 * ticks) / TICKS_PER_SECOND / run.requests : null;
   run.cpu_percent = (100 * ticks) / TICKS_PER_SECOND / run.seconds;
   run.peak_rss_kib = memoryKib(pid).hwm;
@@ -324,7 +339,8 @@ async function embeddedScenarios(nginx) {
     if (answer.status !== 200) throw new Error(`${scenario}: ${answer.status} ${answer.body}`);
     for (const connections of CONNECTIONS) {
       const reference = await nginxReference(nginx, scenario, answer.body, connections);
-      const run = await measured(service.pid, service.url + target, connections, { headers: { 'x-api-key': KEY } });
+      const run = await measured(service.pid, service.url + target, connections, { headers: { 'x-api-key': KEY } },
+                                 `embedded-${scenario}`);
       emit(line({ backend: 'embedded', scenario, connections, response_bytes: answer.body.length, ...prefixed('imgsvc', run),
                   ...prefixed('nginx', reference), ratio_to_nginx: run.rps / reference.rps,
                   filesystem: fsType, sqlite_journal_mode: settings.sqlite_journal_mode,
@@ -338,7 +354,8 @@ async function embeddedScenarios(nginx) {
     const ceiling = fdatasyncCeiling(WORK);
     const dir = path.join(WORK, `upload-data-${connections}`);
     const uploader = await startImgsvc(`embedded-upload-${connections}`, ['--data-dir', dir]);
-    const run = await measured(uploader.pid, `${uploader.url}/api/v1/images`, connections, UPLOAD_SPEC());
+    const run = await measured(uploader.pid, `${uploader.url}/api/v1/images`, connections, UPLOAD_SPEC(),
+                               'embedded-upload_64k');
     emit(line({ backend: 'embedded', scenario: 'upload_64k', connections, ...prefixed('imgsvc', run),
                 fdatasync_per_s: ceiling, ratio_to_fdatasync: run.rps / ceiling, filesystem: fsType,
                 sqlite_journal_mode: settings.sqlite_journal_mode, sqlite_synchronous: settings.sqlite_synchronous }));
@@ -470,10 +487,17 @@ async function awsScenarios(nginx, peers) {
         secondsPerRequest += count / run.rps;
       }
       const ceiling = secondsPerRequest ? 1 / secondsPerRequest : null;
+      // The emulators' node process meanwhile: near 100% of a core, they are
+      // what limits the scenario, not imgsvc.
+      const peersBefore = procStat(peers.pid).ticks;
       const run = await measured(service.pid, target ? service.url + target : `${service.url}/api/v1/images`,
-                                 connections, target ? { headers: { 'x-api-key': KEY } } : UPLOAD_SPEC());
+                                 connections, target ? { headers: { 'x-api-key': KEY } } : UPLOAD_SPEC(), `aws-${scenario}`);
+      const peersTicks = procStat(peers.pid).ticks - peersBefore;
+      const peersCpu = { peers_cpu_percent: (100 * peersTicks) / TICKS_PER_SECOND / run.seconds,
+                         peers_cpu_us_per_request: run.requests ? (1e6 * peersTicks) / TICKS_PER_SECOND / run.requests : null };
       const reference = body ? await nginxReference(nginx, `aws-${scenario}`, body, connections) : null;
-      emit(line({ backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), calls_per_request: calls[scenario],
+      emit(line({ backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), ...peersCpu,
+                  calls_per_request: calls[scenario],
                   emulator_alone: alone, emulator_ceiling_rps: ceiling,
                   ratio_to_emulator: ceiling ? run.rps / ceiling : null,
                   ...(reference ? { nginx_rps: reference.rps, ratio_to_nginx: run.rps / reference.rps } : {}) }));
