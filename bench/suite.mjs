@@ -722,7 +722,8 @@ function microBenchmarks() {
                                    '--benchmark_report_aggregates_only=true']);
     for (const b of JSON.parse(run.stdout.toString()).benchmarks ?? []) {
       if (b.aggregate_name !== 'median') continue;
-      emit(line({ scenario: 'micro', benchmark: b.run_name, cpu_ns: b.cpu_time,
+      const nanoseconds = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 }[b.time_unit] ?? 1;
+      emit(line({ scenario: 'micro', benchmark: b.run_name, cpu_ns: b.cpu_time * nanoseconds,
                   ...(b.bytes_per_second ? { mib_per_s: b.bytes_per_second / (1 << 20) } : {}) }));
     }
   }

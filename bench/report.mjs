@@ -1,0 +1,116 @@
+// Turns the JSON lines of bench/run into the Markdown tables of
+// docs/benchmarks.md, each issue-5 target marked met or not.
+// Usage: node bench/report.mjs [bench-results.jsonl]
+import fs from 'node:fs';
+
+const lines = fs.readFileSync(process.argv[2] ?? 'bench-results.jsonl', 'utf8').split('\n').filter(Boolean)
+  .map((l) => JSON.parse(l));
+const out = [];
+const print = (text = '') => out.push(text);
+const fixed = (x, digits = 2) => (x === null || x === undefined ? '—' : Number(x).toFixed(digits));
+const thousands = (x) => (x === null || x === undefined ? '—' : Math.round(x).toLocaleString('en-US'));
+const mark = (ok) => (ok ? '**met**' : '**not met**');
+
+const machine = lines.find((l) => l.machine);
+if (machine) {
+  print(`Machine: ${machine.cpus} × ${machine.cpu_model}, ${machine.memory_gib} GiB, Linux ${machine.kernel}, ` +
+        `filesystem ${machine.filesystem}; load average at the start ${machine.load_average.join(' ')}. ` +
+        `Command: \`${machine.command}\` (${machine.seconds_per_run} s per wrk run).`);
+  print();
+}
+
+const http = lines.filter((l) => l.backend && l.connections);
+if (http.length) {
+  print('| backend | scenario | conns | imgsvc req/s | p50 / p99 ms | errors | reference req/s | ratio | imgsvc CPU µs/req | emulator CPU µs/req | peak RSS MiB |');
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const l of http) {
+    const reference = l.scenario === 'upload_64k' && l.backend === 'embedded'
+      ? `${thousands(l.fdatasync_per_s)} fdatasync/s`
+      : l.backend === 'aws' && l.emulator_ceiling_rps ? `${thousands(l.emulator_ceiling_rps)} (emulators)`
+        : `${thousands(l.nginx_rps)} (nginx)`;
+    const ratio = l.ratio_to_fdatasync ?? l.ratio_to_emulator ?? l.ratio_to_nginx;
+    print(`| ${l.backend} | ${l.scenario} | ${l.connections} | ${thousands(l.imgsvc_rps)} | ` +
+          `${fixed(l.imgsvc_p50_ms)} / ${fixed(l.imgsvc_p99_ms)} | ${l.imgsvc_errors} | ${reference} | ${fixed(ratio, 3)} | ` +
+          `${fixed(l.imgsvc_cpu_us_per_request, 1)} | ${fixed(l.peers_cpu_us_per_request, 1)} | ` +
+          `${fixed(l.imgsvc_peak_rss_kib / 1024, 1)} |`);
+  }
+  print();
+}
+
+const at64 = (backend, scenario) => http.find((l) => l.backend === backend && l.scenario === scenario && l.connections === 64);
+const targets = [];
+const target = (what, value, ok) => targets.push(`| ${what} | ${value} | ${mark(ok)} |`);
+const get = at64('embedded', 'get_one');
+if (get) target('embedded GET one ≥ 60% of nginx, p99 < 5 ms (64 conns)', `${fixed(get.ratio_to_nginx, 3)}, p99 ${fixed(get.imgsvc_p99_ms)} ms`,
+                get.ratio_to_nginx >= 0.6 && get.imgsvc_p99_ms < 5);
+const list = at64('embedded', 'list_20');
+if (list) target('embedded list-20 ≥ 30% of nginx', fixed(list.ratio_to_nginx, 3), list.ratio_to_nginx >= 0.3);
+const upload = at64('embedded', 'upload_64k');
+if (upload) target('embedded durable 64 KiB uploads ≥ 50% of the fdatasync ceiling', fixed(upload.ratio_to_fdatasync, 3),
+                   upload.ratio_to_fdatasync >= 0.5);
+for (const scenario of ['get_one', 'list_20', 'list_filtered', 'upload_64k']) {
+  const l = at64('aws', scenario);
+  if (l) target(`AWS ${scenario} ≥ 70% of the emulators alone`, `${fixed(l.ratio_to_emulator, 3)} (emulators' node at ${fixed(l.peers_cpu_percent, 0)}% CPU)`,
+                l.ratio_to_emulator >= 0.7);
+}
+const cpuTargets = { get_one: 35, list_20: 80, upload_64k: 250, health: 10 };
+for (const [scenario, limit] of Object.entries(cpuTargets)) {
+  for (const backend of ['embedded', 'aws']) {
+    const l = at64(backend, scenario);
+    if (l) target(`CPU per ${scenario} ≤ ${limit} µs (${backend})`, `${fixed(l.imgsvc_cpu_us_per_request, 1)} µs`,
+                  l.imgsvc_cpu_us_per_request <= limit);
+  }
+}
+for (const l of lines.filter((x) => x.scenario === 'large_upload')) {
+  if (l.backend === 'embedded') {
+    target('large upload ≥ 50% of the nginx PUT ceiling (embedded)', `${fixed(l.ratio_to_nginx_put, 3)} (${fixed(l.imgsvc_mib_per_s, 0)} vs ${fixed(l.nginx_put_mib_per_s, 0)} MiB/s)`,
+           l.ratio_to_nginx_put >= 0.5);
+  } else {
+    target('large upload ≤ 1.2× the time of s3rver alone (AWS)', `${fixed(l.time_ratio_to_s3rver_alone, 3)} (${fixed(l.imgsvc_seconds)} vs ${fixed(l.s3rver_alone_multipart_seconds)} s)`,
+           l.time_ratio_to_s3rver_alone <= 1.2);
+  }
+  target(`large upload peak RSS < 64 MiB (${l.backend})`, `${fixed(l.imgsvc_peak_rss_kib / 1024, 1)} MiB`, l.imgsvc_peak_rss_kib < 64 * 1024);
+}
+const idle = lines.find((l) => l.scenario === 'idle_connections');
+if (idle) {
+  target('2,000 idle connections cost < 40 MiB', `${fixed(idle.rss_growth_mib, 1)} MiB`, idle.rss_growth_mib < 40);
+  target('active client p99 ≤ 10 ms meanwhile', `${fixed(idle.active_p99_ms_with)} ms (${fixed(idle.active_p99_ms_without)} without)`,
+         idle.active_p99_ms_with <= 10);
+  target('all 2,000 still open at the end', String(idle.still_open_at_end), idle.still_open_at_end === idle.idle_connections);
+}
+for (const l of lines.filter((x) => x.scenario === 'cold_start')) {
+  if (l.measurement === 'lambda') {
+    target('Lambda cold start (GET /health) < 5× hello world', `${fixed(l.health_median_ratio_to_hello)}× (${fixed(l.health_median_cold_ms)} ms)`,
+           l.health_median_ratio_to_hello < 5);
+    target('Lambda cold start (GET image) < 5× hello world', `${fixed(l.get_image_median_ratio_to_hello)}× (${fixed(l.get_image_median_cold_ms)} ms)`,
+           l.get_image_median_ratio_to_hello < 5);
+  } else {
+    target('server cold start to the first /health < 5× hello world', `${fixed(l.median_ratio_to_hello)}× (${fixed(l.median_cold_ms)} ms; hello ${fixed(l.median_hello_ms)} ms)`,
+           l.median_ratio_to_hello < 5);
+    target('server idle RSS < 15 MiB', `${fixed(l.median_idle_rss_kib / 1024, 1)} MiB`, l.median_idle_rss_kib < 15 * 1024);
+  }
+}
+if (targets.length) {
+  print('| target | measured | |');
+  print('| --- | --- | --- |');
+  targets.forEach((t) => print(t));
+  print();
+}
+
+const instructions = lines.filter((l) => l.scenario === 'instructions_per_request');
+if (instructions.length) {
+  print('| request (embedded) | instructions per request (callgrind) |');
+  print('| --- | ---: |');
+  for (const l of instructions) print(`| ${l.request} | ${thousands(l.instructions_per_request)} |`);
+  print();
+}
+const micro = lines.filter((l) => l.scenario === 'micro');
+if (micro.length) {
+  print('| micro-benchmark | median CPU | throughput |');
+  print('| --- | ---: | ---: |');
+  for (const l of micro) {
+    print(`| \`${l.benchmark}\` | ${l.cpu_ns >= 1000 ? `${fixed(l.cpu_ns / 1000)} µs` : `${fixed(l.cpu_ns, 0)} ns`} | ${l.mib_per_s ? `${thousands(l.mib_per_s)} MiB/s` : ''} |`);
+  }
+  print();
+}
+console.log(out.join('\n'));
