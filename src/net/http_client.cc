@@ -28,7 +28,6 @@
 #include <charconv>
 #include <condition_variable>
 #include <exception>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +35,8 @@
 #include <thread>
 #include <utility>
 #include <variant>
+
+#include "net/ca_store.h"
 
 namespace imgsvc::net {
 namespace {
@@ -53,14 +54,6 @@ using TlsStream = ssl::stream<beast::tcp_stream>;
 
 // AWS answers carry a handful of headers; this only stops a runaway peer.
 constexpr std::uint32_t kResponseHeaderLimit = 64 * 1024;
-
-// Beyond OpenSSL's compiled-in default paths: with IMGSVC_STATIC_DEPS the
-// library is Debian's libssl.a, whose OPENSSLDIR (/usr/lib/ssl) does not exist
-// on Amazon Linux (Lambda), so both distributions' bundles are named here.
-constexpr std::array<const char*, 2> kCaBundles = {
-    "/etc/ssl/certs/ca-certificates.crt",  // Debian, Ubuntu
-    "/etc/pki/tls/certs/ca-bundle.crt",    // Amazon Linux, Fedora
-};
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -710,7 +703,7 @@ struct HttpClient::Impl {
 
   std::mutex tls_mutex;
   // Made at the first https call: plain-http deployments (local stacks, the
-  // Lambda Runtime API) never pay for loading the CA bundle. Declared before
+  // Lambda Runtime API) never pay for reading the CA bundle. Declared before
   // the pool, whose TLS streams were made from it.
   std::unique_ptr<ssl::context> tls_context;
 
@@ -747,19 +740,27 @@ StatusOr<ssl::context*> HttpClient::Impl::TlsContext() {
   // openssl.cnf is not read (crypto::InitializeOpenSsl).
   SSL_CTX_set_security_level(native, 2);
   context->set_verify_mode(ssl::verify_peer);
-  ErrorCode error;
+  // Certificates are parsed only when a handshake needs them (ca_store.h).
+  X509_STORE* const store = SSL_CTX_get_cert_store(native);
+  const StatusOr<CaStore*> attached = CaStore::AttachTo(store);
+  if (!attached.ok()) {
+    return Status(Code::kUnavailable, "cannot set up the trusted CAs: " + attached.status().message());
+  }
+  CaStore* const ca_store = *attached;
   if (!options.ca_file.empty()) {
-    context->load_verify_file(options.ca_file, error);
-    if (error) {
-      return Status(Code::kUnavailable, "cannot load the CA file " + options.ca_file + ": " + error.message());
+    if (const Status loaded = ca_store->AddFile(options.ca_file); !loaded.ok()) {
+      return Status(Code::kUnavailable, "cannot load the CA file: " + loaded.message());
     }
   } else {
     // Failures here leave fewer trusted CAs: the handshake then says which
     // certificate could not be verified, which is the useful message.
-    context->set_default_verify_paths(error);
-    for (const char* bundle : kCaBundles) {
-      if (std::filesystem::exists(bundle, error)) context->load_verify_file(bundle, error);
-    }
+    for (const std::string& file : DefaultCaFiles()) (void)ca_store->AddFile(file);
+    // What SSL_CTX_set_default_verify_paths adds besides its file (which it
+    // would parse at once): the hashed directory (SSL_CERT_DIR, else
+    // OPENSSLDIR/certs), read one subject at a time. Its third source, in
+    // OpenSSL 3.0 an OSSL_STORE over that same directory, adds nothing.
+    X509_LOOKUP* const directory = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (directory != nullptr) X509_LOOKUP_add_dir(directory, nullptr, X509_FILETYPE_DEFAULT);
   }
   tls_context = std::move(context);
   return tls_context.get();

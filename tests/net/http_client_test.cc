@@ -315,19 +315,25 @@ struct Identity {
 
 class TestCa {
  public:
-  TestCa()
+  // Self-signed, or an intermediate CA signed by `parent`.
+  explicit TestCa(const std::string& common_name = "imgsvc test CA", TestCa* parent = nullptr)
       : key_(NewKey()),
-        cert_(NewCertificate(key_.get(), "imgsvc test CA", nullptr, key_.get(),
+        cert_(NewCertificate(key_.get(), common_name, parent != nullptr ? parent->cert_.get() : nullptr,
+                             parent != nullptr ? parent->key_.get() : key_.get(),
                              {{NID_basic_constraints, "critical,CA:TRUE"},
                               {NID_key_usage, "critical,keyCertSign,cRLSign"},
                               {NID_subject_key_identifier, "hash"}},
-                             1)) {}
+                             parent != nullptr ? ++parent->serial_ : 1)) {
+    if (parent != nullptr) intermediates_pem_ = cert_pem() + parent->intermediates_pem_;
+  }
 
   std::string cert_pem() const {
     return ToPem([&](BIO* bio) { return PEM_write_bio_X509(bio, cert_.get()); });
   }
 
-  // alt_names as in openssl.cnf: "DNS:localhost,IP:127.0.0.1".
+  // alt_names as in openssl.cnf: "DNS:localhost,IP:127.0.0.1". The
+  // certificate comes with the intermediate CAs up to the root, as servers
+  // send it.
   Identity Issue(const std::string& common_name, const std::string& alt_names) {
     KeyPtr key = NewKey();
     CertPtr cert = NewCertificate(key.get(), common_name, cert_.get(), key_.get(),
@@ -337,7 +343,8 @@ class TestCa {
                                    {NID_subject_alt_name, alt_names},
                                    {NID_authority_key_identifier, "keyid:always"}},
                                   ++serial_);
-    return {ToPem([&](BIO* bio) { return PEM_write_bio_X509(bio, cert.get()); }), ToPem([&](BIO* bio) {
+    return {ToPem([&](BIO* bio) { return PEM_write_bio_X509(bio, cert.get()); }) + intermediates_pem_,
+            ToPem([&](BIO* bio) {
               return PEM_write_bio_PrivateKey(bio, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
             })};
   }
@@ -346,6 +353,7 @@ class TestCa {
   KeyPtr key_;
   CertPtr cert_;
   long serial_ = 1;
+  std::string intermediates_pem_;
 };
 
 // The CA certificate as a file, for HttpClientOptions::ca_file.
@@ -1049,6 +1057,90 @@ TEST(HttpClientTlsTest, RefusesTls11) {
   const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), Code::kUnavailable);
+}
+
+// A system-like bundle: many CAs of other names, `middle` half way through.
+std::string BundleAround(const std::string& middle) {
+  static const std::vector<std::string> strangers = [] {
+    std::vector<std::string> pems;
+    for (int i = 0; i < 40; ++i) pems.push_back(TestCa("imgsvc stranger CA " + std::to_string(i)).cert_pem());
+    return pems;
+  }();
+  std::string bundle;
+  for (std::size_t i = 0; i < strangers.size(); ++i) {
+    if (i == strangers.size() / 2) bundle += middle;
+    bundle += strangers[i];
+  }
+  return bundle;
+}
+
+TEST(HttpClientTlsTest, TrustsTheOneCaOfALargeBundleThatSignedTheServer) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost,IP:127.0.0.1"));
+  const TempFile with_ca(BundleAround(ca.cert_pem()));
+  const StatusOr<ClientResponse> trusted =
+      HttpClient(TrustingCa(with_ca)).Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(trusted.ok()) << trusted.status().ToString();
+  EXPECT_EQ(trusted->body, "secure");
+
+  const TempFile without_ca(BundleAround(""));
+  const StatusOr<ClientResponse> refused =
+      HttpClient(TrustingCa(without_ca)).Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kUnavailable);
+  EXPECT_THAT(refused.status().message(), HasSubstr("certificate verify failed"));
+}
+
+TEST(HttpClientTlsTest, VerifiesAChainThroughAnIntermediateCa) {
+  TestCa root("imgsvc test root CA");
+  TestCa intermediate("imgsvc test intermediate CA", &root);
+  TlsServer server(intermediate.Issue("localhost", "DNS:localhost"));
+  const TempFile bundle(BundleAround(root.cert_pem()));
+  const StatusOr<ClientResponse> result =
+      HttpClient(TrustingCa(bundle)).Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
+}
+
+TEST(HttpClientTlsTest, TextBetweenTheCertificatesOfABundleIsSkipped) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  const TempFile bundle(BundleAround("# imgsvc test CA\ngarbage: not base64 -----\n" + ca.cert_pem() + "\n\n"));
+  const StatusOr<ClientResponse> result =
+      HttpClient(TrustingCa(bundle)).Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+}
+
+TEST(HttpClientTlsTest, MalformedCaFileIsUnavailableAsOpenSslRefusesIt) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  std::string broken = TestCa("imgsvc broken CA").cert_pem();
+  broken[broken.find('\n') + 10] = '*';  // not base64
+  const TempFile bundle(BundleAround(ca.cert_pem() + broken));
+  const StatusOr<ClientResponse> result =
+      HttpClient(TrustingCa(bundle)).Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), Code::kUnavailable);
+  EXPECT_THAT(result.status().message(), HasSubstr("cannot load the CA file"));
+  EXPECT_EQ(server.handshakes(), 0);
+}
+
+TEST(HttpClientTlsTest, SystemTrustReadsSslCertFileAsOpenSslDoes) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  const TempFile bundle(BundleAround(ca.cert_pem()));
+  const char* const old = std::getenv("SSL_CERT_FILE");
+  const std::optional<std::string> restore = old != nullptr ? std::optional<std::string>(old) : std::nullopt;
+  ::setenv("SSL_CERT_FILE", bundle.path().c_str(), 1);
+  HttpClient client;
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  if (restore) {
+    ::setenv("SSL_CERT_FILE", restore->c_str(), 1);
+  } else {
+    ::unsetenv("SSL_CERT_FILE");
+  }
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
 }
 
 // ---------------------------------------------------------------------------
