@@ -350,6 +350,17 @@ class Connection {
   TlsStream* tls() { return std::get_if<TlsStream>(&stream_); }
   std::variant<beast::tcp_stream, TlsStream>& stream() { return stream_; }
 
+  // Where answers are read, kept with the connection: Beast reads into what
+  // the buffer has room for (at least 512 bytes), and room for 64 KiB reads
+  // a Lambda event of megabytes (or an S3 answer) in a few hundred reads
+  // instead of thousands. Allocated per exchange, 64 KiB also made malloc
+  // consolidate its free lists on every AWS call.
+  beast::flat_buffer& read_buffer() {
+    if (read_buffer_.capacity() == 0) read_buffer_.reserve(kReadBufferBytes);
+    read_buffer_.clear();
+    return read_buffer_;
+  }
+
   // Runs the operations started on this connection until all completed.
   void Run() {
     io_.restart();
@@ -357,8 +368,11 @@ class Connection {
   }
 
  private:
+  static constexpr std::size_t kReadBufferBytes = 64 * 1024;
+
   asio::io_context io_{1};
   std::variant<beast::tcp_stream, TlsStream> stream_;
+  beast::flat_buffer read_buffer_;
 };
 
 // getaddrinfo has no timeout and cannot be cancelled, so it runs on a thread
@@ -513,18 +527,12 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
 // error before the whole body arrived) and stop reading; the answer is then
 // taken and the rest of the request abandoned with the connection.
 // `peer` names the other end in messages.
-constexpr std::size_t kReadBufferBytes = 64 * 1024;
-
 template <class Stream>
 Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
                      const ClientRequest& request, std::size_t max_body, Deadline deadline) {
   beast::tcp_stream& transport = connection.tcp();
   ExpireAt(transport, deadline);
-  beast::flat_buffer buffer;
-  // Beast reads into what the buffer has room for, at least 512 bytes: room
-  // for 64 KiB reads a Lambda event of megabytes (or an S3 answer) in a few
-  // hundred reads instead of thousands. Untouched pages cost nothing.
-  buffer.reserve(kReadBufferBytes);
+  beast::flat_buffer& buffer = connection.read_buffer();
   bhttp::response_parser<bhttp::string_body> parser;
   parser.header_limit(kResponseHeaderLimit);
   parser.body_limit(max_body);
