@@ -93,7 +93,9 @@ int main(int argc, char** argv) {
   }
 
   Config config;
-  config.io_threads = std::max(1u, std::thread::hardware_concurrency() / 2);
+  // One per core, as nginx's `worker_processes auto`: each runs its own
+  // connections, and embedded reads are answered on them.
+  config.io_threads = std::max(1u, std::thread::hardware_concurrency());
 
   // Started by Lambda as the bootstrap (no arguments): the settings come from
   // the environment only, and the upload limit defaults to 4 MiB so our 413

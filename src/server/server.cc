@@ -148,8 +148,15 @@ class Core {
       : options_(Normalized(std::move(options))),
         handler_(std::move(handler)),
         error_responder_(std::move(error_responder)),
-        ioc_(static_cast<int>(options_.io_threads)),
-        workers_(options_.worker_threads) {}
+        workers_(options_.worker_threads) {
+    // Every context runs until StopIo, sessions or none: while the server
+    // drains, one may be idle while another still finishes requests.
+    io_work_.push_back(asio::make_work_guard(ioc_));
+    for (std::size_t i = 1; i < options_.io_threads; ++i) {
+      more_iocs_.push_back(std::make_unique<asio::io_context>(1));
+      io_work_.push_back(asio::make_work_guard(*more_iocs_.back()));
+    }
+  }
   ~Core() { io_stopped_ = true; }
   Core(const Core&) = delete;
   Core& operator=(const Core&) = delete;
@@ -180,6 +187,7 @@ class Core {
   void OnAccept(const ErrorCode& ec, tcp::socket socket);
   void BeginStop();
   void MaybeFinish();
+  void StopIo();
   std::vector<std::shared_ptr<Session>> LiveSessions();
 
   const ServerOptions options_;
@@ -193,7 +201,14 @@ class Core {
   std::atomic<bool> io_stopped_{false};
   std::uint16_t port_ = 0;
   std::function<void()> on_stopping_;
-  asio::io_context ioc_;
+  // One io_context per io thread, each run by its thread alone: a session
+  // lives on one context, so its handlers need no strand and never contend
+  // with another thread's. The first is the calling thread's and also holds
+  // the acceptor, the timers and the signals.
+  asio::io_context ioc_{1};
+  std::vector<std::unique_ptr<asio::io_context>> more_iocs_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> io_work_;
+  std::size_t next_context_ = 0;  // where the next accepted connection goes (round robin)
   // Acceptor, timers and signals are touched only from this strand.
   asio::strand<asio::io_context::executor_type> server_strand_{asio::make_strand(ioc_)};
   tcp::acceptor acceptor_{server_strand_};
@@ -203,8 +218,8 @@ class Core {
   WorkerPool workers_;  // last: joined first on destruction
 };
 
-// One connection. Network I/O runs on the session's executor (a strand when
-// there are several io threads); the handler runs on a worker and pulls the
+// One connection. Network I/O runs on the session's executor (its io_context,
+// run by one io thread); the handler runs on a worker and pulls the
 // body through Read(), which hands each read to the executor and waits.
 class Session final : public std::enable_shared_from_this<Session>, public http::BodySource {
  public:
@@ -793,8 +808,8 @@ void Core::Run(std::function<void()> on_stopping) {
   asio::post(server_strand_, [this] { Accept(); });
 
   std::vector<std::thread> extra_io_threads;
-  for (std::size_t i = 1; i < options_.io_threads; ++i) {
-    extra_io_threads.emplace_back([this] { ioc_.run(); });
+  for (const auto& context : more_iocs_) {
+    extra_io_threads.emplace_back([&context = *context] { context.run(); });
   }
   ioc_.run();
   for (auto& thread : extra_io_threads) thread.join();
@@ -806,9 +821,9 @@ void Core::Run(std::function<void()> on_stopping) {
 
 void Core::Accept() {
   if (!acceptor_.is_open()) return;
-  asio::any_io_executor executor = ioc_.get_executor();
-  if (options_.io_threads > 1) executor = asio::make_strand(ioc_);
-  acceptor_.async_accept(executor, [this](const ErrorCode& ec, tcp::socket socket) {
+  asio::io_context& context = next_context_ == 0 ? ioc_ : *more_iocs_[next_context_ - 1];
+  next_context_ = (next_context_ + 1) % (more_iocs_.size() + 1);
+  acceptor_.async_accept(context.get_executor(), [this](const ErrorCode& ec, tcp::socket socket) {
     OnAccept(ec, std::move(socket));
   });
 }
@@ -849,13 +864,18 @@ void Core::BeginStop() {
   }
   grace_timer_.expires_after(options_.shutdown_grace);
   grace_timer_.async_wait([this](const ErrorCode& ec) {
-    if (!ec) ioc_.stop();
+    if (!ec) StopIo();
   });
   MaybeFinish();
 }
 
 void Core::MaybeFinish() {
-  if (stopping() && connections_.load() == 0) ioc_.stop();
+  if (stopping() && connections_.load() == 0) StopIo();
+}
+
+void Core::StopIo() {
+  ioc_.stop();
+  for (const auto& context : more_iocs_) context->stop();
 }
 
 }  // namespace

@@ -730,11 +730,25 @@ bool ConnectionRefusedWithin(std::uint16_t port, std::chrono::milliseconds limit
   return false;
 }
 
+void CheckGracefulShutdown(std::size_t io_threads);
+
+// With two io threads the idle connection and the busy one live on different
+// io contexts (accepted round robin): the idle one's context must not stop
+// the other's while it still finishes its request.
 TEST(ServerTest, GracefulShutdownFinishesInFlightRequestsAndRefusesNewOnes) {
+  for (const std::size_t io_threads : {1, 2}) {
+    SCOPED_TRACE(std::to_string(io_threads) + " io threads");
+    CheckGracefulShutdown(io_threads);
+  }
+}
+
+void CheckGracefulShutdown(std::size_t io_threads) {
   auto slow = std::make_shared<SlowHandler>();
   slow->delay = 1000ms;
   auto started = slow->started.get_future();
-  TestServer server(FastOptions(), [slow](http::Request& request) { return (*slow)(request); });
+  ServerOptions options = FastOptions();
+  options.io_threads = io_threads;
+  TestServer server(options, [slow](http::Request& request) { return (*slow)(request); });
   Client idle(server.port());
   ASSERT_TRUE(idle.Send(Get("/")));
   ASSERT_TRUE(idle.ReadResponse());
