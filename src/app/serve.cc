@@ -40,10 +40,19 @@ int Serve(const Config& config) {
   if (embedded) {
     // Reads of the embedded store (files, SQLite in WAL mode) never wait on
     // a writer or the network, so they are answered on the io thread; /ready
-    // writes and syncs a probe file and stays on the workers. On AWS every
-    // read is a network call and goes to the workers.
+    // writes and syncs a probe file and stays on the workers.
     options.answer_inline = [](std::string_view method, std::string_view target) {
       return (method == "GET" || method == "HEAD") && !target.starts_with("/ready");
+    };
+  } else {
+    // On AWS every store read is a network call and goes to the workers;
+    // what touches no store (liveness, the API description and its viewer)
+    // is answered on the io thread, so a load balancer's health checks are
+    // answered even while every worker waits on AWS.
+    options.answer_inline = [](std::string_view method, std::string_view target) {
+      if (method != "GET" && method != "HEAD") return false;
+      const std::string_view path = target.substr(0, target.find('?'));
+      return path == "/health" || path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
     };
   }
   server::Server server(
