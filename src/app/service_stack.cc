@@ -123,6 +123,8 @@ StatusOr<std::unique_ptr<ServiceStack>> OpenServiceStack(const Config& config, c
   stack->aws = std::move(backend.aws);
   stack->auth = std::make_unique<core::Authenticator>(
       *stack->tokens, config.mode(), std::chrono::seconds(config.token_refresh_interval), stack->clock);
+  // The cursor key is derived at the first cursor, not at start: deriving it
+  // (HKDF) is OpenSSL's first KDF use of the process, most of a millisecond.
   if (backend.cursor_secret.empty()) {
     // Every instance derives the same cursor key from the shared secret, so a
     // cursor minted by one opens in all (behind a load balancer, on Lambda).
@@ -132,7 +134,8 @@ StatusOr<std::unique_ptr<ServiceStack>> OpenServiceStack(const Config& config, c
       return secret;
     });
   } else {
-    stack->cursors = std::make_unique<core::CursorCodec>(backend.cursor_secret);
+    stack->cursors = std::make_unique<core::CursorCodec>(
+        [secret = std::move(backend.cursor_secret)]() -> StatusOr<std::string> { return secret; });
   }
   core::ServiceLimits limits;
   limits.max_file_bytes = config.max_upload_mb << 20;

@@ -45,8 +45,9 @@ Sha256Digest HmacSha256(std::string_view key, std::string_view message);
 // MD5 (S3's Content-MD5), base64 of the 16-byte digest.
 std::string Md5Base64(std::string_view data);
 
-// Cryptographically secure random bytes (OpenSSL RAND_bytes). Aborts if the
-// CSPRNG cannot produce them: nothing sensible can continue without it.
+// Cryptographically secure random bytes: the kernel's CSPRNG (getrandom),
+// else OpenSSL's RAND_bytes. Aborts if neither can produce them: nothing
+// sensible can continue without it.
 void RandomBytes(std::span<std::uint8_t> out);
 
 // HKDF-SHA256 (RFC 5869).
