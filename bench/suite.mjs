@@ -338,30 +338,52 @@ async function embeddedScenarios(nginx) {
     const answer = await request('GET', service.url + target, { headers: { 'x-api-key': KEY } });
     if (answer.status !== 200) throw new Error(`${scenario}: ${answer.status} ${answer.body}`);
     for (const connections of CONNECTIONS) {
-      const reference = await nginxReference(nginx, scenario, answer.body, connections);
-      const run = await measured(service.pid, service.url + target, connections, { headers: { 'x-api-key': KEY } },
-                                 `embedded-${scenario}`);
-      emit(line({ backend: 'embedded', scenario, connections, response_bytes: answer.body.length, ...prefixed('imgsvc', run),
-                  ...prefixed('nginx', reference), ratio_to_nginx: run.rps / reference.rps,
-                  filesystem: fsType, sqlite_journal_mode: settings.sqlite_journal_mode,
-                  sqlite_synchronous: settings.sqlite_synchronous, log_level: 'info' }));
+      await emitMedianRound(connections, async () => {
+        const reference = await nginxReference(nginx, scenario, answer.body, connections);
+        const run = await measured(service.pid, service.url + target, connections, { headers: { 'x-api-key': KEY } },
+                                   `embedded-${scenario}`);
+        const ratio = run.rps / reference.rps;
+        return { ratio, line: { backend: 'embedded', scenario, connections, response_bytes: answer.body.length,
+                                ...prefixed('imgsvc', run), ...prefixed('nginx', reference), ratio_to_nginx: ratio,
+                                filesystem: fsType, sqlite_journal_mode: settings.sqlite_journal_mode,
+                                sqlite_synchronous: settings.sqlite_synchronous, log_level: 'info' } };
+      });
     }
   }
   await stop(service.child);
 
   // Uploads: a fresh data directory per run, so disk use starts alike.
+  let uploadRun = 0;
   for (const connections of CONNECTIONS) {
-    const ceiling = fdatasyncCeiling(WORK);
-    const dir = path.join(WORK, `upload-data-${connections}`);
-    const uploader = await startImgsvc(`embedded-upload-${connections}`, ['--data-dir', dir]);
-    const run = await measured(uploader.pid, `${uploader.url}/api/v1/images`, connections, UPLOAD_SPEC(),
-                               'embedded-upload_64k');
-    emit(line({ backend: 'embedded', scenario: 'upload_64k', connections, ...prefixed('imgsvc', run),
-                fdatasync_per_s: ceiling, ratio_to_fdatasync: run.rps / ceiling, filesystem: fsType,
-                sqlite_journal_mode: settings.sqlite_journal_mode, sqlite_synchronous: settings.sqlite_synchronous }));
-    await stop(uploader.child);
-    fs.rmSync(dir, { recursive: true, force: true });
+    await emitMedianRound(connections, async () => {
+      const ceiling = fdatasyncCeiling(WORK);
+      const dir = path.join(WORK, `upload-data-${++uploadRun}`);
+      const uploader = await startImgsvc(`embedded-upload-${uploadRun}`, ['--data-dir', dir]);
+      const run = await measured(uploader.pid, `${uploader.url}/api/v1/images`, connections, UPLOAD_SPEC(),
+                                 'embedded-upload_64k');
+      await stop(uploader.child);
+      fs.rmSync(dir, { recursive: true, force: true });
+      const ratio = run.rps / ceiling;
+      return { ratio, line: { backend: 'embedded', scenario: 'upload_64k', connections, ...prefixed('imgsvc', run),
+                              fdatasync_per_s: ceiling, ratio_to_fdatasync: ratio, filesystem: fsType,
+                              sqlite_journal_mode: settings.sqlite_journal_mode,
+                              sqlite_synchronous: settings.sqlite_synchronous } };
+    });
   }
+}
+
+// At 64 connections (the level of the targets) a scenario runs 3 rounds,
+// each measuring its reference and imgsvc back to back, and the round with
+// the median ratio is reported with every round's ratio: one 5 s run on a
+// shared machine can land in a stall. Other levels run once.
+const ROUNDS_AT_64 = 3;
+async function emitMedianRound(connections, measureRound) {
+  const rounds = connections === 64 ? ROUNDS_AT_64 : 1;
+  const results = [];
+  for (let round = 0; round < rounds; ++round) results.push(await measureRound());
+  const sorted = [...results].sort((a, b) => (a.ratio ?? 0) - (b.ratio ?? 0));
+  const chosen = sorted[Math.floor((sorted.length - 1) / 2)];
+  emit(line({ ...chosen.line, rounds, round_ratios: results.map((r) => round3(r.ratio)) }));
 }
 
 function prefixed(prefix, run) {
@@ -475,32 +497,35 @@ async function awsScenarios(nginx, peers) {
   for (const [scenario, target] of [...Object.entries(paths), ['upload_64k', null]]) {
     const body = target ? (await request('GET', service.url + target, { headers: { 'x-api-key': KEY } })).body : null;
     for (const connections of CONNECTIONS) {
-      // The emulators alone, each call the scenario makes; their costs add
-      // up in the one node process, so the ceiling of the whole request is
-      // 1 / sum(calls / rate).
-      const alone = {};
-      let secondsPerRequest = 0;
-      for (const [recorded, base, count] of replays[scenario]) {
-        const operation = recorded.headers['x-amz-target']?.split('.').pop() ?? `S3 ${recorded.method}`;
-        const run = await emulatorAlone(recorded, base, connections);
-        alone[operation] = { rps: round3(run.rps), p99_ms: round3(run.p99_ms), status_errors: run.status_errors };
-        secondsPerRequest += count / run.rps;
-      }
-      const ceiling = secondsPerRequest ? 1 / secondsPerRequest : null;
-      // The emulators' node process meanwhile: near 100% of a core, they are
-      // what limits the scenario, not imgsvc.
-      const peersBefore = procStat(peers.pid).ticks;
-      const run = await measured(service.pid, target ? service.url + target : `${service.url}/api/v1/images`,
-                                 connections, target ? { headers: { 'x-api-key': KEY } } : UPLOAD_SPEC(), `aws-${scenario}`);
-      const peersTicks = procStat(peers.pid).ticks - peersBefore;
-      const peersCpu = { peers_cpu_percent: (100 * peersTicks) / TICKS_PER_SECOND / run.seconds,
-                         peers_cpu_us_per_request: run.requests ? (1e6 * peersTicks) / TICKS_PER_SECOND / run.requests : null };
-      const reference = body ? await nginxReference(nginx, `aws-${scenario}`, body, connections) : null;
-      emit(line({ backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), ...peersCpu,
-                  calls_per_request: calls[scenario],
-                  emulator_alone: alone, emulator_ceiling_rps: ceiling,
-                  ratio_to_emulator: ceiling ? run.rps / ceiling : null,
-                  ...(reference ? { nginx_rps: reference.rps, ratio_to_nginx: run.rps / reference.rps } : {}) }));
+      await emitMedianRound(connections, async () => {
+        // The emulators alone, each call the scenario makes; their costs add
+        // up in the one node process, so the ceiling of the whole request is
+        // 1 / sum(calls / rate).
+        const alone = {};
+        let secondsPerRequest = 0;
+        for (const [recorded, base, count] of replays[scenario]) {
+          const operation = recorded.headers['x-amz-target']?.split('.').pop() ?? `S3 ${recorded.method}`;
+          const run = await emulatorAlone(recorded, base, connections);
+          alone[operation] = { rps: round3(run.rps), p99_ms: round3(run.p99_ms), status_errors: run.status_errors };
+          secondsPerRequest += count / run.rps;
+        }
+        const ceiling = secondsPerRequest ? 1 / secondsPerRequest : null;
+        // The emulators' node process meanwhile: near 100% of a core, they
+        // are what limits the scenario, not imgsvc.
+        const peersBefore = procStat(peers.pid).ticks;
+        const run = await measured(service.pid, target ? service.url + target : `${service.url}/api/v1/images`,
+                                   connections, target ? { headers: { 'x-api-key': KEY } } : UPLOAD_SPEC(),
+                                   `aws-${scenario}`);
+        const peersTicks = procStat(peers.pid).ticks - peersBefore;
+        const peersCpu = { peers_cpu_percent: (100 * peersTicks) / TICKS_PER_SECOND / run.seconds,
+                           peers_cpu_us_per_request: run.requests ? (1e6 * peersTicks) / TICKS_PER_SECOND / run.requests : null };
+        // What calls no AWS (/health) is compared with nginx instead.
+        const reference = ceiling ? null : await nginxReference(nginx, `aws-${scenario}`, body, connections);
+        const ratio = ceiling ? run.rps / ceiling : run.rps / reference.rps;
+        return { ratio, line: { backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), ...peersCpu,
+                                calls_per_request: calls[scenario], emulator_alone: alone, emulator_ceiling_rps: ceiling,
+                                ...(ceiling ? { ratio_to_emulator: ratio } : { nginx_rps: reference.rps, ratio_to_nginx: ratio }) } };
+      });
     }
   }
   await stop(service.child);
