@@ -100,9 +100,12 @@ if (targets.length) {
 
 const instructions = lines.filter((l) => l.scenario === 'instructions_per_request');
 if (instructions.length) {
-  print('| request (embedded) | instructions per request (callgrind) |');
-  print('| --- | ---: |');
-  for (const l of instructions) print(`| ${l.request} | ${thousands(l.instructions_per_request)} |`);
+  print('| request (embedded) | instructions per request (callgrind) | CPU per request under wrk, 64 conns |');
+  print('| --- | ---: | ---: |');
+  for (const l of instructions) {
+    const measured = at64('embedded', l.request);
+    print(`| ${l.request} | ${thousands(l.instructions_per_request)} | ${measured ? `${fixed(measured.imgsvc_cpu_us_per_request, 1)} µs` : '—'} |`);
+  }
   print();
 }
 const micro = lines.filter((l) => l.scenario === 'micro');
