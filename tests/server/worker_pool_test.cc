@@ -103,9 +103,11 @@ TEST(WorkerPoolTest, DestructionFinishesRunningTasksAndDropsQueuedOnes) {
   {
     WorkerPool pool(1);
     std::promise<void> started;
+    // Long enough that the pool's destruction (right after `started`)
+    // begins before this task ends, even on a loaded machine.
     pool.Post([&started, &running_finished] {
       started.set_value();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1000));
       running_finished = true;
     });
     pool.Post([held = std::move(queued_alive), &queued_ran] { queued_ran = true; });
