@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -102,6 +103,27 @@ inline StatusOr<pid_t> Spawn(const std::string& path, std::vector<std::string> a
   posix_spawn_file_actions_destroy(&actions);
   if (error != 0) return Status(Code::kInternal, "cannot start " + path + ": " + std::to_string(error));
   return pid;
+}
+
+// Reads `--name=value` arguments into the strings and numbers named; false
+// for anything else, which the caller answers with its usage line.
+inline bool ParseFlags(int argc, char** argv, const std::map<std::string, std::string*>& strings,
+                       const std::map<std::string, int*>& numbers) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    const std::size_t equals = arg.find('=');
+    if (arg.substr(0, 2) != "--" || equals == std::string_view::npos) return false;
+    const std::string name(arg.substr(2, equals - 2));
+    const std::string value(arg.substr(equals + 1));
+    if (auto string = strings.find(name); string != strings.end()) {
+      *string->second = value;
+    } else if (auto number = numbers.find(name); number != numbers.end()) {
+      *number->second = std::atoi(value.c_str());
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 struct Memory {

@@ -88,20 +88,7 @@ std::optional<Options> ParseOptions(int argc, char** argv) {
                                               {"zip", &options.zip},             {"api-key", &options.api_key},
                                               {"user", &options.user},           {"log", &options.log}};
   std::map<std::string, int*> numbers{{"rounds", &options.rounds}, {"warm", &options.warm}};
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const std::size_t equals = arg.find('=');
-    if (arg.substr(0, 2) != "--" || equals == std::string_view::npos) return std::nullopt;
-    const std::string name(arg.substr(2, equals - 2));
-    const std::string value(arg.substr(equals + 1));
-    if (auto string = strings.find(name); string != strings.end()) {
-      *string->second = value;
-    } else if (auto number = numbers.find(name); number != numbers.end()) {
-      *number->second = std::atoi(value.c_str());
-    } else {
-      return std::nullopt;
-    }
-  }
+  if (!ParseFlags(argc, argv, strings, numbers)) return std::nullopt;
   if (options.bootstrap.empty() || options.hello.empty() || options.zip.empty() || options.api_key.empty() ||
       options.rounds < 1 || options.warm < 1) {
     return std::nullopt;

@@ -53,20 +53,7 @@ std::optional<Options> ParseOptions(int argc, char** argv) {
   std::map<std::string, std::string*> strings{
       {"imgsvc", &options.imgsvc}, {"hello", &options.hello}, {"data-dir", &options.data_dir}};
   std::map<std::string, int*> numbers{{"port", &options.port}, {"rounds", &options.rounds}};
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const std::size_t equals = arg.find('=');
-    if (arg.substr(0, 2) != "--" || equals == std::string_view::npos) return std::nullopt;
-    const std::string name(arg.substr(2, equals - 2));
-    const std::string value(arg.substr(equals + 1));
-    if (auto string = strings.find(name); string != strings.end()) {
-      *string->second = value;
-    } else if (auto number = numbers.find(name); number != numbers.end()) {
-      *number->second = std::atoi(value.c_str());
-    } else {
-      return std::nullopt;
-    }
-  }
+  if (!ParseFlags(argc, argv, strings, numbers)) return std::nullopt;
   if (options.imgsvc.empty() || options.hello.empty() || options.data_dir.empty() || options.rounds < 1) {
     return std::nullopt;
   }
