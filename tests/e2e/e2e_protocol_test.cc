@@ -264,6 +264,35 @@ TEST_F(RobustnessTest, ClientVanishingMidBodyStoresNothing) {
   EXPECT_EQ(Get(server(), "/health").status, 200);
 }
 
+// A health check never waits for a worker: with the only worker held by an
+// upload whose body has stalled (for up to the 30 s body timeout), /health
+// is still answered. On AWS it used to queue behind the upload.
+TEST(HealthTest, AnsweredWhileEveryWorkerIsBusy) {
+  auto server = TestServer::Start({"--workers", "1"});
+  ASSERT_NE(server, nullptr);
+  const std::string user = UniqueUser("alice");
+  UploadForm form;
+  form.user_id = user;
+  form.files.push_back({"a.png", "image/png", testing::MakeImage(core::ImageFormat::kPng, 5, 5, 256 * 1024)});
+  const MultipartBuilder builder = BuildForm(form);
+  const std::string body = builder.Build();
+  auto stalled = testing::HttpConnection::Open(server->host(), server->port());
+  ASSERT_TRUE(stalled.ok());
+  ASSERT_TRUE(stalled
+                  ->Write("POST /api/v1/images HTTP/1.1\r\nHost: x\r\nx-api-key: " + KeyFor(user) +
+                          "\r\nContent-Type: " + builder.ContentType() +
+                          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+                          body.substr(0, body.size() / 2))
+                  .ok());
+  // The upload's handler takes the worker before the health check arrives.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  const auto health =
+      testing::HttpClient(server->host(), server->port(), std::chrono::milliseconds(5000)).Get("/health");
+  ASSERT_TRUE(health.ok()) << health.status().ToString() << "\n" << server->LogTail(10);
+  EXPECT_EQ(health->status, 200);
+}
+
 // CORS ---------------------------------------------------------------------
 
 class CorsTest : public ServerSuite {
