@@ -21,8 +21,8 @@ if (machine) {
 
 const http = lines.filter((l) => l.backend && l.connections);
 if (http.length) {
-  print('| backend | scenario | conns | imgsvc req/s | p50 / p99 ms | errors | reference req/s | ratio | imgsvc CPU µs/req | emulator CPU µs/req | peak RSS MiB |');
-  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  print('| backend | scenario | conns | imgsvc req/s | p50 / p99 ms | errors | reference req/s | ratio | imgsvc CPU µs/req | imgsvc context switches/req | emulator CPU µs/req | peak RSS MiB |');
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const l of http) {
     const reference = l.scenario === 'upload_64k' && l.backend === 'embedded'
       ? `${thousands(l.fdatasync_per_s)} fdatasync/s`
@@ -31,7 +31,8 @@ if (http.length) {
     const ratio = l.ratio_to_fdatasync ?? l.ratio_to_emulator ?? l.ratio_to_nginx;
     print(`| ${l.backend} | ${l.scenario} | ${l.connections} | ${thousands(l.imgsvc_rps)} | ` +
           `${fixed(l.imgsvc_p50_ms)} / ${fixed(l.imgsvc_p99_ms)} | ${l.imgsvc_errors} | ${reference} | ${fixed(ratio, 3)} | ` +
-          `${fixed(l.imgsvc_cpu_us_per_request, 1)} | ${fixed(l.peers_cpu_us_per_request, 1)} | ` +
+          `${fixed(l.imgsvc_cpu_us_per_request, 1)} | ${fixed(l.imgsvc_context_switches_per_request, 2)} | ` +
+          `${fixed(l.peers_cpu_us_per_request, 1)} | ` +
           `${fixed(l.imgsvc_peak_rss_kib / 1024, 1)} |`);
   }
   print();

@@ -26,6 +26,8 @@
 // Usage: node bench/suite.mjs --build-dir=DIR [--seconds=5] [--connections=16,64,256]
 //                             [--only=embedded,aws,large,idle,cold,callgrind,micro] [--out=FILE]
 //                             [--perf=DIR]  (perf profiles of imgsvc under each wrk run)
+//                             [--perf-call-graph=fp|dwarf]  (dwarf: whole stacks of the
+//                                                            frame-pointer-less Release build)
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
@@ -133,6 +135,21 @@ function memoryKib(pid) {
 // Resets VmHWM to the current RSS, so the next peak is this scenario's.
 const resetPeak = (pid) => fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
 
+// Context switches of all the process's threads so far (a sleep and a wake
+// each): what thread hand-offs cost shows here before it shows in CPU.
+function contextSwitches(pid) {
+  let total = 0;
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8');
+      for (const m of status.matchAll(/ctxt_switches:\s+(\d+)/g)) total += Number(m[1]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return total;
+}
+
 // A PNG header (width, height) and random bytes up to `size`: the service
 // probes headers, it never decodes pixels.
 function pngOf(size, width = 64, height = 64) {
@@ -204,19 +221,22 @@ async function measured(pid, url, connections, spec, label) {
   let perf = null;
   if (options.perf && label) {
     fs.mkdirSync(options.perf, { recursive: true });
-    perf = spawn('perf', ['record', '-q', '-F', '4000', '-g', '-p', String(pid), '-o',
+    perf = spawn('perf', ['record', '-q', '-F', '4000', `--call-graph=${options['perf-call-graph'] ?? 'fp'}`, '-p', String(pid), '-o',
                           path.join(options.perf, `${label}-${connections}.perf`)], { stdio: 'ignore' });
     await sleep(200);
   }
   const before = procStat(pid).ticks;
+  const switchesBefore = contextSwitches(pid);
   const run = await wrk(url, connections, spec);
   const ticks = procStat(pid).ticks - before;
+  const switches = contextSwitches(pid) - switchesBefore;
   if (perf) {
     const done = new Promise((resolve) => perf.once('exit', resolve));
     perf.kill('SIGINT');
     await done;
   }
   run.cpu_us_per_request = run.requests ? (1e6 * ticks) / TICKS_PER_SECOND / run.requests : null;
+  run.context_switches_per_request = run.requests ? switches / run.requests : null;
   run.cpu_percent = (100 * ticks) / TICKS_PER_SECOND / run.seconds;
   run.peak_rss_kib = memoryKib(pid).hwm;
   return run;

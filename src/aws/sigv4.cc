@@ -130,12 +130,17 @@ CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
   return out;
 }
 
-std::string CanonicalQuery(const std::vector<NameValue>& query) {
+// `encoded_extra` holds pairs already percent-encoded (a presign's own).
+std::string CanonicalQuery(const std::vector<NameValue>& query, std::span<const NameValue> encoded_extra = {}) {
   std::vector<NameValue> encoded;
-  encoded.reserve(query.size());
+  encoded.reserve(query.size() + encoded_extra.size());
   for (const auto& [name, value] : query) encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
+  encoded.insert(encoded.end(), encoded_extra.begin(), encoded_extra.end());
   std::sort(encoded.begin(), encoded.end());
+  std::size_t size = 0;
+  for (const auto& [name, value] : encoded) size += name.size() + value.size() + 2;
   std::string out;
+  out.reserve(size);
   for (const auto& [name, value] : encoded) {
     if (!out.empty()) out.push_back('&');
     out.append(name).append("=").append(value);
@@ -192,39 +197,57 @@ std::string AmzDate(std::chrono::system_clock::time_point when) {
 }
 
 std::string Signer::CanonicalRequest(const SignableRequest& request) const {
-  std::string path;
+  return CanonicalRequestWith(request, CanonicalQuery(request.query), EffectivePayloadHash(request));
+}
+
+std::string Signer::CanonicalRequestWith(const SignableRequest& request, std::string_view canonical_query,
+                                         std::string_view payload_hash) const {
+  std::string normalised_path;
+  std::string_view path = request.path.empty() ? std::string_view("/") : std::string_view(request.path);
   if (path_rule_ == PathRule::kNormaliseAndEncode) {
-    path = UriEncode(NormalisePath(request.path), true);
-  } else {
-    path = request.path.empty() ? "/" : request.path;
+    normalised_path = UriEncode(NormalisePath(request.path), true);
+    path = normalised_path;
   }
   const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
   std::string out;
+  out.reserve(request.method.size() + path.size() + canonical_query.size() + headers.lines.size() +
+              headers.signed_headers.size() + payload_hash.size() + 5);
   out.append(request.method).push_back('\n');
   out.append(path).push_back('\n');
-  out.append(CanonicalQuery(request.query)).push_back('\n');
+  out.append(canonical_query).push_back('\n');
   out.append(headers.lines).push_back('\n');
   out.append(headers.signed_headers).push_back('\n');
-  out.append(EffectivePayloadHash(request));
+  out.append(payload_hash);
   return out;
 }
 
 std::string Signer::StringToSign(const SignableRequest& request, const SigningScope& scope,
                                  std::chrono::system_clock::time_point when) const {
-  const std::string amz_date = AmzDate(when);
-  std::string out(kAlgorithm);
-  out.push_back('\n');
+  return StringToSignOf(CanonicalRequest(request), scope, AmzDate(when));
+}
+
+std::string Signer::StringToSignOf(std::string_view canonical_request, const SigningScope& scope,
+                                   std::string_view amz_date) {
+  const crypto::Sha256Digest hash = crypto::Sha256Of(canonical_request);
+  std::string out;
+  out.reserve(kAlgorithm.size() + amz_date.size() + 48 + scope.region.size() + scope.service.size() + 64);
+  out.append(kAlgorithm).push_back('\n');
   out.append(amz_date).push_back('\n');
-  out.append(CredentialScope(std::string_view(amz_date).substr(0, 8), scope)).push_back('\n');
-  out.append(crypto::HexEncode(crypto::Sha256Of(CanonicalRequest(request))));
+  out.append(CredentialScope(amz_date.substr(0, 8), scope)).push_back('\n');
+  out.append(crypto::HexEncode(std::span<const std::uint8_t>(hash)));
   return out;
 }
 
 std::string Signer::Signature(const SignableRequest& request, const Credentials& credentials,
                               const SigningScope& scope, std::chrono::system_clock::time_point when) {
-  const std::string key = SigningKey(credentials, scope, AmzDate(when).substr(0, 8));
-  const auto key_bytes = std::span(reinterpret_cast<const std::uint8_t*>(key.data()), key.size());
-  return crypto::HexEncode(crypto::HmacSha256(key_bytes, StringToSign(request, scope, when)));
+  return SignatureOf(CanonicalRequest(request), credentials, scope, AmzDate(when));
+}
+
+std::string Signer::SignatureOf(std::string_view canonical_request, const Credentials& credentials,
+                                const SigningScope& scope, std::string_view amz_date) {
+  const crypto::HmacSha256Key key = SigningKey(credentials, scope, amz_date.substr(0, 8));
+  const crypto::Sha256Digest mac = key.Mac(StringToSignOf(canonical_request, scope, amz_date));
+  return crypto::HexEncode(std::span<const std::uint8_t>(mac));
 }
 
 void Signer::Sign(SignableRequest& request, const Credentials& credentials, const SigningScope& scope,
@@ -259,30 +282,37 @@ StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const
                                          std::to_string(expires.count()) + " seconds");
   }
   const std::string amz_date = AmzDate(when);
-  std::vector<NameValue> added = {
-      {"X-Amz-Algorithm", std::string(kAlgorithm)},
-      {"X-Amz-Credential", credentials.access_key_id + "/" +
-                               CredentialScope(std::string_view(amz_date).substr(0, 8), scope)},
-      {"X-Amz-Date", amz_date},
-      {"X-Amz-Expires", std::to_string(expires.count())},
-      {"X-Amz-SignedHeaders", BuildCanonicalHeaders(request.headers).signed_headers},
-  };
-  if (!credentials.session_token.empty()) added.emplace_back("X-Amz-Security-Token", credentials.session_token);
+  const std::string_view date = std::string_view(amz_date).substr(0, 8);
+  // Wire order; each value is encoded once, for the canonical query and the
+  // URL alike.
+  std::vector<NameValue> added;
+  added.reserve(7);
+  added.emplace_back("X-Amz-Algorithm", std::string(kAlgorithm));
+  added.emplace_back("X-Amz-Credential", UriEncode(credentials.access_key_id + "/" + CredentialScope(date, scope), false));
+  added.emplace_back("X-Amz-Date", amz_date);
+  added.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
+  added.emplace_back("X-Amz-SignedHeaders", UriEncode(BuildCanonicalHeaders(request.headers).signed_headers, false));
+  if (!credentials.session_token.empty()) {
+    added.emplace_back("X-Amz-Security-Token", UriEncode(credentials.session_token, false));
+  }
+  const std::string_view payload_hash =
+      path_rule_ == PathRule::kAsIs ? kUnsignedPayload : EffectivePayloadHash(request);
+  const std::string canonical = CanonicalRequestWith(request, CanonicalQuery(request.query, added), payload_hash);
+  added.emplace_back("X-Amz-Signature", SignatureOf(canonical, credentials, scope, amz_date));
 
-  SignableRequest signed_request = request;
-  signed_request.query.insert(signed_request.query.end(), added.begin(), added.end());
-  if (path_rule_ == PathRule::kAsIs) signed_request.payload_hash = kUnsignedPayload;
-  added.emplace_back("X-Amz-Signature", Signature(signed_request, credentials, scope, when));
-
+  std::size_t size = 0;
+  for (const auto& [name, value] : added) size += name.size() + value.size() + 2;
   std::string out;
+  out.reserve(size);
   for (const auto& [name, value] : added) {
     if (!out.empty()) out.push_back('&');
-    out.append(name).append("=").append(UriEncode(value, false));
+    out.append(name).append("=").append(value);
   }
   return out;
 }
 
-std::string Signer::SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date) {
+crypto::HmacSha256Key Signer::SigningKey(const Credentials& credentials, const SigningScope& scope,
+                                         std::string_view date) {
   std::lock_guard lock(cache_mutex_);
   for (const CachedKey& cached : cached_keys_) {
     if (cached.date == date && cached.region == scope.region && cached.service == scope.service &&
@@ -301,8 +331,8 @@ std::string Signer::SigningKey(const Credentials& credentials, const SigningScop
                                    .date = std::string(date),
                                    .region = scope.region,
                                    .service = scope.service,
-                                   .key = key});
-  return key;
+                                   .key = crypto::HmacSha256Key(key)});
+  return cached_keys_.back().key;
 }
 
 }  // namespace imgsvc::aws

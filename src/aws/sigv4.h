@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "crypto/crypto.h"
 
 namespace imgsvc::aws {
 
@@ -104,7 +105,15 @@ class Signer {
                                      std::chrono::seconds expires);
 
  private:
-  std::string SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date);
+  crypto::HmacSha256Key SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date);
+  // The pieces of the above, from a canonical request already built (a
+  // presign builds its query once, already encoded).
+  std::string CanonicalRequestWith(const SignableRequest& request, std::string_view canonical_query,
+                                   std::string_view payload_hash) const;
+  static std::string StringToSignOf(std::string_view canonical_request, const SigningScope& scope,
+                                    std::string_view amz_date);
+  std::string SignatureOf(std::string_view canonical_request, const Credentials& credentials,
+                          const SigningScope& scope, std::string_view amz_date);
 
   PathRule path_rule_;
   std::mutex cache_mutex_;
@@ -113,7 +122,7 @@ class Signer {
     std::string date;
     std::string region;
     std::string service;
-    std::string key;
+    crypto::HmacSha256Key key;  // keyed once: a listed page presigns 20 URLs
   };
   // A few keys, not one: a Signer serves several services (DynamoDB and
   // Secrets Manager share one), and around midnight requests of both days

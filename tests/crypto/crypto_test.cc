@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace imgsvc::crypto {
 namespace {
@@ -53,6 +56,16 @@ TEST(Sha256Test, ByteByByteEqualsOneShot) {
   EXPECT_EQ(hash.Finish(), Sha256Of(text));
 }
 
+TEST(Sha256Test, ACopyForksTheHash) {
+  Sha256 prefix;
+  prefix.Update("common prefix, ");
+  Sha256 fork = prefix;
+  prefix.Update("one ending");
+  fork.Update("another ending");
+  EXPECT_EQ(prefix.Finish(), Sha256Of("common prefix, one ending"));
+  EXPECT_EQ(fork.Finish(), Sha256Of("common prefix, another ending"));
+}
+
 // HMAC-SHA256 (RFC 4231) -----------------------------------------------------
 
 TEST(HmacSha256Test, Rfc4231) {
@@ -75,6 +88,77 @@ TEST(HmacSha256Test, RekeyingBetweenCallsGivesIndependentResults) {
   EXPECT_EQ(a1, a2);
   EXPECT_NE(a1, b);
   EXPECT_NE(HmacSha256("", "msg"), HmacSha256("x", "msg"));
+}
+
+std::string Repeat(std::string_view text, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += text;
+  return out;
+}
+
+// RFC 4231 test cases 1, 2, 3, 4, 6 and 7 (5 truncates the output), through
+// one key object that signs its message three times.
+TEST(HmacSha256KeyTest, Rfc4231ThroughAReusedKey) {
+  struct Case {
+    std::string key_hex;
+    std::string data;
+    std::string mac_hex;
+  };
+  const std::string long_key_hex(262, 'a');  // 131 bytes of 0xaa
+  const std::vector<Case> vectors = {
+      {"0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b", "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {"4a656665", "what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {std::string(40, 'a'), Unhex(std::string(100, 'd')),
+       "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+      {"0102030405060708090a0b0c0d0e0f10111213141516171819", Unhex(Repeat("cd", 50)),
+       "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+      {long_key_hex, "Test Using Larger Than Block-Size Key - Hash Key First",
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      {long_key_hex,
+       "This is a test using a larger than block-size key and a larger than block-size data. The key needs to "
+       "be hashed before being used by the HMAC algorithm.",
+       "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+  for (const Case& c : vectors) {
+    const HmacSha256Key key(Unhex(c.key_hex));
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(Hex(key.Mac(c.data)), c.mac_hex) << c.key_hex << " round " << i;
+  }
+}
+
+TEST(HmacSha256KeyTest, MatchesTheOneShotForEveryMessageLengthAroundTheBlocks) {
+  const HmacSha256Key key("a day's signing key, 32 bytes!!");
+  std::string message;
+  for (std::size_t length = 0; length <= 200; ++length) {
+    EXPECT_EQ(key.Mac(message), HmacSha256("a day's signing key, 32 bytes!!", message)) << length;
+    message.push_back(static_cast<char>('a' + length % 26));
+  }
+}
+
+TEST(HmacSha256KeyTest, KeysAndCopiesAreIndependent) {
+  const HmacSha256Key a("key-a");
+  const HmacSha256Key b("key-b");
+  const HmacSha256Key copy = a;
+  EXPECT_EQ(copy.Mac("msg"), a.Mac("msg"));
+  EXPECT_NE(a.Mac("msg"), b.Mac("msg"));
+  EXPECT_EQ(HmacSha256Key("").Mac("msg"), HmacSha256("", "msg"));
+  EXPECT_NE(HmacSha256Key("").Mac("msg"), HmacSha256Key("x").Mac("msg"));
+}
+
+TEST(HmacSha256KeyTest, OneKeySharedByThreadsGivesEveryThreadTheSameMacs) {
+  const HmacSha256Key key("shared");
+  const Sha256Digest expected = HmacSha256("shared", "message");
+  std::atomic<int> mismatches = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        if (key.Mac("message") != expected) ++mismatches;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 // MD5 -----------------------------------------------------------------------
