@@ -166,6 +166,8 @@ TEST_P(MetadataStoreContract, PutNewThenGetReturnsEqualRecords) {
   records[0].category = "Café \"quotes\" \\ and, commas";
   records[0].tags = {"zürich", "a b", "x\"y"};
   records[1].visibility = Visibility::kPrivate;
+  records[1].tags = {"back\\slash", "tab\there", "[\"]", "\"", "plain"};
+  records[2].tags = {"one"};
   records[2].size_bytes = 5'000'000'000;  // beyond 32 bits
   records[2].width = 70000;
   records[3].filename = "naïve ☃.png";

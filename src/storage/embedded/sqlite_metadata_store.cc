@@ -177,7 +177,34 @@ std::string TagsJson(const std::vector<std::string>& tags) {
   return boost::json::serialize(array);
 }
 
+// The common shape, ["a","b"] with no escape inside (what TagsJson writes
+// for tags without quotes, backslashes or control characters), read without
+// building a JSON document: a listed page reads 20 of them. nullopt when the
+// text is not of that shape.
+std::optional<std::vector<std::string>> PlainTagsFromJson(std::string_view json) {
+  if (json.size() < 2 || json.front() != '[' || json.back() != ']') return std::nullopt;
+  std::vector<std::string> tags;
+  std::string_view rest = json.substr(1, json.size() - 2);
+  while (!rest.empty()) {
+    if (rest.front() != '"') return std::nullopt;
+    const std::size_t close = rest.find('"', 1);
+    if (close == std::string_view::npos) return std::nullopt;
+    const std::string_view tag = rest.substr(1, close - 1);
+    if (tag.find('\\') != std::string_view::npos) return std::nullopt;
+    for (const char c : tag) {
+      if (static_cast<unsigned char>(c) < 0x20) return std::nullopt;
+    }
+    tags.emplace_back(tag);
+    rest.remove_prefix(close + 1);
+    if (rest.empty()) break;
+    if (rest.front() != ',' || rest.size() == 1) return std::nullopt;
+    rest.remove_prefix(1);
+  }
+  return tags;
+}
+
 std::optional<std::vector<std::string>> TagsFromJson(std::string_view json) {
+  if (std::optional<std::vector<std::string>> plain = PlainTagsFromJson(json)) return plain;
   boost::system::error_code ec;
   boost::json::parse_options options;
   options.allow_invalid_utf8 = true;  // whatever bytes were stored come back
