@@ -14,7 +14,13 @@ endif()
 function(imgsvc_apply_flags target)
   target_compile_options(${target} PRIVATE ${IMGSVC_WARNINGS})
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR}/src)
-  if(IMGSVC_SANITIZE)
+  if(IMGSVC_FUZZ)
+    # All our code gets libFuzzer's coverage instrumentation and ASan/UBSan, so
+    # the fuzzers are guided by (and check) the parsers themselves. The fuzzer
+    # runtime, with its main(), goes into the <name>_fuzz binaries only (fuzz/).
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+    target_link_options(${target} PUBLIC -fsanitize=address,undefined)
+  elseif(IMGSVC_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
     target_link_options(${target} PUBLIC -fsanitize=address,undefined)
   endif()
