@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 
 #include "core/image.h"
 
@@ -60,6 +62,32 @@ constexpr std::array<bool, 256> kPlain = [] {
   return plain;
 }();
 
+namespace {
+
+// Where the run of plain bytes from `from` ends. Eight bytes at a time while
+// a word-wide test finds none that needs escaping (the classic "has a byte
+// less than n / equal to c" bit tricks; a false alarm only costs the byte
+// loop), then byte by byte: JSON text of a listed page is nearly all plain.
+std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
+  const auto has_zero_byte = [](std::uint64_t word) { return (word - kOnes) & ~word; };
+  std::size_t i = from;
+  while (i + 8 <= text.size()) {
+    std::uint64_t word;
+    std::memcpy(&word, text.data() + i, 8);
+    const std::uint64_t attention = ((word - kOnes * 0x20) & ~word) | has_zero_byte(word ^ (kOnes * '"')) |
+                                    has_zero_byte(word ^ (kOnes * '\\')) | has_zero_byte(word ^ (kOnes * 0x7f)) |
+                                    word;
+    if ((attention & kHigh) != 0) break;
+    i += 8;
+  }
+  while (i < text.size() && kPlain[static_cast<unsigned char>(text[i])]) ++i;
+  return i;
+}
+
+}  // namespace
+
 void AppendJsonString(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.reserve(out.size() + text.size() + 2);
@@ -67,8 +95,7 @@ void AppendJsonString(std::string& out, std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     // Runs of plain bytes (nearly all of a URL or an id) go in one append:
     // byte by byte, JSON-escaping was most of a listing's CPU.
-    std::size_t plain_end = i;
-    while (plain_end < text.size() && kPlain[static_cast<unsigned char>(text[plain_end])]) ++plain_end;
+    const std::size_t plain_end = PlainRunEnd(text, i);
     if (plain_end > i) {
       out.append(text.data() + i, plain_end - i);
       i = plain_end - 1;

@@ -128,6 +128,18 @@ TEST_F(LogTest, AppendJsonStringEscapesEveryByteWhereverItFallsInARun) {
       EXPECT_EQ(out, "\"" + before + escaped(static_cast<unsigned char>(c)) + after + "\"") << "byte " << c;
     }
   }
+  // Plain runs are scanned eight bytes at a time: every byte at every offset
+  // of a word, with whole plain words before and after it.
+  const std::string plain = "0123456789abcdefghijklmnopqrstuv";
+  for (int c = 0; c < 256; ++c) {
+    for (std::size_t offset = 0; offset <= 16; ++offset) {
+      const std::string before = plain.substr(0, offset);
+      std::string out;
+      AppendJsonString(out, before + static_cast<char>(c) + plain);
+      EXPECT_EQ(out, "\"" + before + escaped(static_cast<unsigned char>(c)) + plain + "\"")
+          << "byte " << c << " at offset " << offset;
+    }
+  }
   std::string out;
   AppendJsonString(out, "caf\xC3\xA9 \xE2\x82\xAC\"end");
   EXPECT_EQ(out, "\"caf\xC3\xA9 \xE2\x82\xAC\\\"end\"") << "valid UTF-8 inside runs is kept";
