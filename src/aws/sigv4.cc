@@ -100,11 +100,6 @@ std::string CredentialScope(std::string_view date, const SigningScope& scope) {
   return out;
 }
 
-struct CanonicalHeaders {
-  std::string lines;           // "name:value\n" per header, sorted
-  std::string signed_headers;  // "name;name"
-};
-
 CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
   std::vector<NameValue> lowered;
   lowered.reserve(headers.size());
@@ -130,18 +125,26 @@ CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
   return out;
 }
 
-// `encoded_extra` holds pairs already percent-encoded (a presign's own).
+// `encoded_extra` holds pairs already percent-encoded (a presign's own);
+// they are sorted in place by reference, never copied (one may be a
+// kilobyte-long session token).
 std::string CanonicalQuery(const std::vector<NameValue>& query, std::span<const NameValue> encoded_extra = {}) {
   std::vector<NameValue> encoded;
-  encoded.reserve(query.size() + encoded_extra.size());
+  encoded.reserve(query.size());
   for (const auto& [name, value] : query) encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
-  encoded.insert(encoded.end(), encoded_extra.begin(), encoded_extra.end());
-  std::sort(encoded.begin(), encoded.end());
+  std::vector<std::pair<std::string_view, std::string_view>> pairs;
+  pairs.reserve(encoded.size() + encoded_extra.size());
   std::size_t size = 0;
-  for (const auto& [name, value] : encoded) size += name.size() + value.size() + 2;
+  for (const std::span<const NameValue> part : {std::span<const NameValue>(encoded), encoded_extra}) {
+    for (const auto& [name, value] : part) {
+      pairs.emplace_back(name, value);
+      size += name.size() + value.size() + 2;
+    }
+  }
+  std::sort(pairs.begin(), pairs.end());
   std::string out;
   out.reserve(size);
-  for (const auto& [name, value] : encoded) {
+  for (const auto& [name, value] : pairs) {
     if (!out.empty()) out.push_back('&');
     out.append(name).append("=").append(value);
   }
@@ -197,18 +200,18 @@ std::string AmzDate(std::chrono::system_clock::time_point when) {
 }
 
 std::string Signer::CanonicalRequest(const SignableRequest& request) const {
-  return CanonicalRequestWith(request, CanonicalQuery(request.query), EffectivePayloadHash(request));
+  return CanonicalRequestWith(request, BuildCanonicalHeaders(request.headers), CanonicalQuery(request.query),
+                              EffectivePayloadHash(request));
 }
 
-std::string Signer::CanonicalRequestWith(const SignableRequest& request, std::string_view canonical_query,
-                                         std::string_view payload_hash) const {
+std::string Signer::CanonicalRequestWith(const SignableRequest& request, const CanonicalHeaders& headers,
+                                         std::string_view canonical_query, std::string_view payload_hash) const {
   std::string normalised_path;
   std::string_view path = request.path.empty() ? std::string_view("/") : std::string_view(request.path);
   if (path_rule_ == PathRule::kNormaliseAndEncode) {
     normalised_path = UriEncode(NormalisePath(request.path), true);
     path = normalised_path;
   }
-  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
   std::string out;
   out.reserve(request.method.size() + path.size() + canonical_query.size() + headers.lines.size() +
               headers.signed_headers.size() + payload_hash.size() + 5);
@@ -291,13 +294,15 @@ StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const
   added.emplace_back("X-Amz-Credential", UriEncode(credentials.access_key_id + "/" + CredentialScope(date, scope), false));
   added.emplace_back("X-Amz-Date", amz_date);
   added.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
-  added.emplace_back("X-Amz-SignedHeaders", UriEncode(BuildCanonicalHeaders(request.headers).signed_headers, false));
+  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
+  added.emplace_back("X-Amz-SignedHeaders", UriEncode(headers.signed_headers, false));
   if (!credentials.session_token.empty()) {
     added.emplace_back("X-Amz-Security-Token", UriEncode(credentials.session_token, false));
   }
   const std::string_view payload_hash =
       path_rule_ == PathRule::kAsIs ? kUnsignedPayload : EffectivePayloadHash(request);
-  const std::string canonical = CanonicalRequestWith(request, CanonicalQuery(request.query, added), payload_hash);
+  const std::string canonical =
+      CanonicalRequestWith(request, headers, CanonicalQuery(request.query, added), payload_hash);
   added.emplace_back("X-Amz-Signature", SignatureOf(canonical, credentials, scope, amz_date));
 
   std::size_t size = 0;

@@ -73,6 +73,12 @@ std::string AmzDate(std::chrono::system_clock::time_point when);
 // The longest a presigned URL may live (seven days).
 inline constexpr std::chrono::seconds kMaxPresignExpiry{7 * 24 * 3600};
 
+// The signed headers of a request in canonical form.
+struct CanonicalHeaders {
+  std::string lines;           // "name:value\n" per header, sorted
+  std::string signed_headers;  // "name;name"
+};
+
 class Signer {
  public:
   explicit Signer(PathRule path_rule) : path_rule_(path_rule) {}
@@ -108,8 +114,8 @@ class Signer {
   crypto::HmacSha256Key SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date);
   // The pieces of the above, from a canonical request already built (a
   // presign builds its query once, already encoded).
-  std::string CanonicalRequestWith(const SignableRequest& request, std::string_view canonical_query,
-                                   std::string_view payload_hash) const;
+  std::string CanonicalRequestWith(const SignableRequest& request, const CanonicalHeaders& headers,
+                                   std::string_view canonical_query, std::string_view payload_hash) const;
   static std::string StringToSignOf(std::string_view canonical_request, const SigningScope& scope,
                                     std::string_view amz_date);
   std::string SignatureOf(std::string_view canonical_request, const Credentials& credentials,
