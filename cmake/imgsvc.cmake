@@ -18,7 +18,9 @@ function(imgsvc_apply_flags target)
     # All our code gets libFuzzer's coverage instrumentation and ASan/UBSan, so
     # the fuzzers are guided by (and check) the parsers themselves. The fuzzer
     # runtime, with its main(), goes into the <name>_fuzz binaries only (fuzz/).
-    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+    # Undefined behaviour stops the run, so libFuzzer keeps the input.
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined
+                                             -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
     target_link_options(${target} PUBLIC -fsanitize=address,undefined)
   elseif(IMGSVC_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
