@@ -110,7 +110,9 @@ StatusOr<std::unique_ptr<ServiceStack>> OpenServiceStack(const Config& config, c
   // A configured token wins over Secrets Manager (CONFIG.md).
   if (plan.configured || plan.local_default) {
     const std::string secret = plan.local_default ? std::string(kLocalDefaultToken) : *plan.configured;
-    backend.tokens = std::make_unique<ConfiguredTokenSource>(secret, [&config]() -> StatusOr<std::string> {
+    // The re-read keeps its own copy of the settings: the stack may outlive
+    // the Config it was opened from.
+    backend.tokens = std::make_unique<ConfiguredTokenSource>(secret, [config]() -> StatusOr<std::string> {
       auto again = ConfiguredSecret(config);
       if (!again.ok()) return again.status();
       if (!*again) return Status(Code::kUnavailable, "no token configured");
