@@ -125,6 +125,20 @@ CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
   return out;
 }
 
+// "name=value&name=value" from pairs already encoded.
+template <class Pairs>
+std::string JoinQuery(const Pairs& pairs) {
+  std::size_t size = 0;
+  for (const auto& [name, value] : pairs) size += name.size() + value.size() + 2;
+  std::string out;
+  out.reserve(size);
+  for (const auto& [name, value] : pairs) {
+    if (!out.empty()) out.push_back('&');
+    out.append(name).append("=").append(value);
+  }
+  return out;
+}
+
 // `encoded_extra` holds pairs already percent-encoded (a presign's own);
 // they are sorted in place by reference, never copied (one may be a
 // kilobyte-long session token).
@@ -134,21 +148,11 @@ std::string CanonicalQuery(const std::vector<NameValue>& query, std::span<const 
   for (const auto& [name, value] : query) encoded.emplace_back(UriEncode(name, false), UriEncode(value, false));
   std::vector<std::pair<std::string_view, std::string_view>> pairs;
   pairs.reserve(encoded.size() + encoded_extra.size());
-  std::size_t size = 0;
   for (const std::span<const NameValue> part : {std::span<const NameValue>(encoded), encoded_extra}) {
-    for (const auto& [name, value] : part) {
-      pairs.emplace_back(name, value);
-      size += name.size() + value.size() + 2;
-    }
+    for (const auto& [name, value] : part) pairs.emplace_back(name, value);
   }
   std::sort(pairs.begin(), pairs.end());
-  std::string out;
-  out.reserve(size);
-  for (const auto& [name, value] : pairs) {
-    if (!out.empty()) out.push_back('&');
-    out.append(name).append("=").append(value);
-  }
-  return out;
+  return JoinQuery(pairs);
 }
 
 void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
@@ -232,11 +236,12 @@ std::string Signer::StringToSign(const SignableRequest& request, const SigningSc
 std::string Signer::StringToSignOf(std::string_view canonical_request, const SigningScope& scope,
                                    std::string_view amz_date) {
   const crypto::Sha256Digest hash = crypto::Sha256Of(canonical_request);
+  const std::string credential_scope = CredentialScope(amz_date.substr(0, 8), scope);
   std::string out;
-  out.reserve(kAlgorithm.size() + amz_date.size() + 48 + scope.region.size() + scope.service.size() + 64);
+  out.reserve(kAlgorithm.size() + amz_date.size() + credential_scope.size() + 2 * hash.size() + 3);
   out.append(kAlgorithm).push_back('\n');
   out.append(amz_date).push_back('\n');
-  out.append(CredentialScope(amz_date.substr(0, 8), scope)).push_back('\n');
+  out.append(credential_scope).push_back('\n');
   out.append(crypto::HexEncode(std::span<const std::uint8_t>(hash)));
   return out;
 }
@@ -267,11 +272,14 @@ void Signer::Sign(SignableRequest& request, const Credentials& credentials, cons
     RemoveHeader(request.headers, "x-amz-content-sha256");
     request.headers.emplace_back("x-amz-content-sha256", std::string(EffectivePayloadHash(request)));
   }
-  const std::string signature = Signature(request, credentials, scope, when);
+  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
+  const std::string signature = SignatureOf(
+      CanonicalRequestWith(request, headers, CanonicalQuery(request.query), EffectivePayloadHash(request)),
+      credentials, scope, amz_date);
   std::string authorization(kAlgorithm);
   authorization.append(" Credential=").append(credentials.access_key_id).append("/");
   authorization.append(CredentialScope(std::string_view(amz_date).substr(0, 8), scope));
-  authorization.append(", SignedHeaders=").append(BuildCanonicalHeaders(request.headers).signed_headers);
+  authorization.append(", SignedHeaders=").append(headers.signed_headers);
   authorization.append(", Signature=").append(signature);
   request.headers.emplace_back("authorization", std::move(authorization));
 }
@@ -304,16 +312,7 @@ StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const
   const std::string canonical =
       CanonicalRequestWith(request, headers, CanonicalQuery(request.query, added), payload_hash);
   added.emplace_back("X-Amz-Signature", SignatureOf(canonical, credentials, scope, amz_date));
-
-  std::size_t size = 0;
-  for (const auto& [name, value] : added) size += name.size() + value.size() + 2;
-  std::string out;
-  out.reserve(size);
-  for (const auto& [name, value] : added) {
-    if (!out.empty()) out.push_back('&');
-    out.append(name).append("=").append(value);
-  }
-  return out;
+  return JoinQuery(added);
 }
 
 crypto::HmacSha256Key Signer::SigningKey(const Credentials& credentials, const SigningScope& scope,
