@@ -14,6 +14,7 @@
 
 #include "aws/xml.h"
 #include "core/log.h"
+#include "core/ports.h"
 #include "crypto/crypto.h"
 
 namespace imgsvc::aws {
@@ -122,18 +123,6 @@ std::uint64_t RandomBelow(std::uint64_t bound) {
     return std::mt19937_64(seed);
   }();
   return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(engine);
-}
-
-// A random (version 4) UUID: the SDKs' amz-sdk-invocation-id, which ties the
-// attempts of one call together in AWS's logs.
-std::string NewInvocationId() {
-  std::array<std::uint8_t, 16> bytes{};
-  crypto::RandomBytes(bytes);
-  bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0f) | 0x40);
-  bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3f) | 0x80);
-  const std::string hex = crypto::HexEncode(bytes);
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
-         hex.substr(20);
 }
 
 std::string WireTarget(const AwsRequest& request) {
@@ -256,7 +245,9 @@ void AwsClient::RefundRetryQuota() {
 
 StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest request) {
   ++calls_;
-  const std::string invocation_id = NewInvocationId();
+  // The SDKs' amz-sdk-invocation-id (a random UUID): it ties the attempts of
+  // one call together in AWS's logs.
+  const std::string invocation_id = core::RandomIdGenerator().NewId();
   const std::string wire_target = WireTarget(request);
   const std::string payload_hash = crypto::HexEncode(crypto::Sha256Of(request.body));
   const SigningScope scope{target.region, target.service};

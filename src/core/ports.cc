@@ -1,8 +1,5 @@
 #include "core/ports.h"
 
-#include <pthread.h>
-
-#include <algorithm>
 #include <array>
 #include <atomic>
 
@@ -12,38 +9,6 @@ namespace imgsvc::core {
 namespace {
 
 std::atomic<Micros> g_last_time{0};
-
-// Random bytes are drawn in batches: one RAND_bytes call per 256 ids instead
-// of one per id. A forked child must not hand out the ids its parent's buffer
-// still holds, so a fork bumps a generation that invalidates every buffer.
-std::atomic<std::uint64_t> g_fork_generation{0};
-
-void OnForkChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
-
-struct RandomPool {
-  static constexpr std::size_t kBytes = 4096;
-  std::array<std::uint8_t, kBytes> bytes;
-  std::size_t used = kBytes;
-  std::uint64_t generation = 0;
-
-  RandomPool() {
-    static const bool registered = pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
-    static_cast<void>(registered);
-  }
-
-  // The next `n` (dividing kBytes) unused random bytes.
-  const std::uint8_t* Take(std::size_t n) {
-    const std::uint64_t current = g_fork_generation.load(std::memory_order_relaxed);
-    if (used + n > kBytes || generation != current) {
-      crypto::RandomBytes(bytes);
-      used = 0;
-      generation = current;
-    }
-    const std::uint8_t* out = bytes.data() + used;
-    used += n;
-    return out;
-  }
-};
 
 }  // namespace
 
@@ -60,10 +25,8 @@ Micros MonotonicWallClock::Now() {
 }
 
 std::string RandomIdGenerator::NewId() {
-  thread_local RandomPool pool;
   std::array<std::uint8_t, 16> b;
-  const std::uint8_t* random = pool.Take(b.size());
-  std::copy(random, random + b.size(), b.begin());
+  crypto::RandomBytes(b);
   b[6] = static_cast<std::uint8_t>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<std::uint8_t>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
 

@@ -16,9 +16,12 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include <pthread.h>
 #include <sys/random.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -65,6 +68,68 @@ using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
 
 // EVP update functions take int lengths; larger inputs go in slices.
 constexpr std::size_t kMaxSlice = 1 << 30;
+
+// The kernel's CSPRNG first, which OpenSSL's DRBG is itself seeded from:
+// instantiating that DRBG costs about 1 ms of CPU at the first use in a
+// process (a cold start's first request, which needs a request id).
+void FillFromKernel(std::span<std::uint8_t> out) {
+  while (!out.empty()) {
+    const ssize_t got = ::getrandom(out.data(), out.size(), 0);
+    if (got > 0) {
+      out = out.subspan(static_cast<std::size_t>(got));
+      continue;
+    }
+    if (got < 0 && errno == EINTR) continue;
+    break;  // no getrandom (ENOSYS): OpenSSL's own below
+  }
+  while (!out.empty()) {
+    const std::size_t n = std::min<std::size_t>(out.size(), kMaxSlice);
+    if (RAND_bytes(out.data(), static_cast<int>(n)) != 1) {
+      std::fprintf(stderr, "fatal: the OpenSSL CSPRNG failed\n");
+      std::abort();
+    }
+    out = out.subspan(n);
+  }
+}
+
+// Small draws (request ids, GCM nonces, invocation ids: one or more per
+// request) come from a per-thread batch, one getrandom per 4 KiB instead of
+// one syscall per draw. Bytes handed out are wiped from the batch. A forked
+// child must not hand out what its parent's batch still holds, so a fork
+// bumps a generation that discards every batch.
+constexpr std::size_t kMaxPooledDraw = 64;
+std::atomic<std::uint64_t> g_fork_generation{0};
+
+void OnForkChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+class RandomPool {
+ public:
+  RandomPool() {
+    static const bool registered = ::pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
+    static_cast<void>(registered);
+  }
+  ~RandomPool() { OPENSSL_cleanse(bytes_.data(), bytes_.size()); }
+  RandomPool(const RandomPool&) = delete;
+  RandomPool& operator=(const RandomPool&) = delete;
+
+  void Take(std::span<std::uint8_t> out) {
+    const std::uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+    if (used_ + out.size() > bytes_.size() || generation_ != generation) {
+      FillFromKernel(bytes_);
+      used_ = 0;
+      generation_ = generation;
+    }
+    std::uint8_t* drawn = bytes_.data() + used_;
+    std::copy_n(drawn, out.size(), out.begin());
+    OPENSSL_cleanse(drawn, out.size());
+    used_ += out.size();
+  }
+
+ private:
+  std::array<std::uint8_t, 4096> bytes_;
+  std::size_t used_ = bytes_.size();
+  std::uint64_t generation_ = 0;
+};
 
 void DigestOf(const EVP_MD* md, std::string_view data, unsigned char* out) {
   unsigned int len = 0;
@@ -229,26 +294,12 @@ std::string Md5Base64(std::string_view data) {
 }
 
 void RandomBytes(std::span<std::uint8_t> out) {
-  // The kernel's CSPRNG first, which OpenSSL's DRBG is itself seeded from:
-  // instantiating that DRBG costs about 1 ms of CPU at the first use in a
-  // process (a cold start's first request, which needs a request id).
-  while (!out.empty()) {
-    const ssize_t got = ::getrandom(out.data(), out.size(), 0);
-    if (got > 0) {
-      out = out.subspan(static_cast<std::size_t>(got));
-      continue;
-    }
-    if (got < 0 && errno == EINTR) continue;
-    break;  // no getrandom (ENOSYS): OpenSSL's own below
+  if (out.size() <= kMaxPooledDraw) {
+    thread_local RandomPool pool;
+    pool.Take(out);
+    return;
   }
-  while (!out.empty()) {
-    const std::size_t n = std::min<std::size_t>(out.size(), kMaxSlice);
-    if (RAND_bytes(out.data(), static_cast<int>(n)) != 1) {
-      std::fprintf(stderr, "fatal: the OpenSSL CSPRNG failed\n");
-      std::abort();
-    }
-    out = out.subspan(n);
-  }
+  FillFromKernel(out);
 }
 
 std::array<std::uint8_t, 32> HkdfSha256(std::string_view secret, std::string_view salt,

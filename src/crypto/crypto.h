@@ -68,8 +68,10 @@ Sha256Digest HmacSha256(std::string_view key, std::string_view message);
 std::string Md5Base64(std::string_view data);
 
 // Cryptographically secure random bytes: the kernel's CSPRNG (getrandom),
-// else OpenSSL's RAND_bytes. Aborts if neither can produce them: nothing
-// sensible can continue without it.
+// else OpenSSL's RAND_bytes. Draws of up to 64 bytes come from a per-thread
+// batch of that output (refilled after a fork), so ids and nonces cost no
+// syscall each. Aborts if neither source can produce them: nothing sensible
+// can continue without it.
 void RandomBytes(std::span<std::uint8_t> out);
 
 // HKDF-SHA256 (RFC 5869).

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
 #include <atomic>
 #include <set>
 #include <string>
@@ -177,6 +181,43 @@ TEST(RandomBytesTest, FillsWithDistinctValues) {
   RandomBytes(b);
   EXPECT_NE(a, b);
   EXPECT_NE(a, (std::array<std::uint8_t, 32>{}));
+}
+
+TEST(RandomBytesTest, SmallDrawsFromOneThreadNeverRepeat) {
+  // Small draws come from a per-thread batch: 1,000 of them span several
+  // refills, and none may hand out bytes another already had.
+  std::set<std::array<std::uint8_t, 16>> seen;
+  for (int i = 0; i < 1000; ++i) {
+    std::array<std::uint8_t, 16> draw{};
+    RandomBytes(draw);
+    EXPECT_TRUE(seen.insert(draw).second) << "draw " << i << " repeated an earlier one";
+  }
+}
+
+TEST(RandomBytesTest, AForkedChildDoesNotRepeatItsParentsDraws) {
+  std::array<std::uint8_t, 16> warm{};
+  RandomBytes(warm);  // the parent's batch now holds unused bytes
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::array<std::uint8_t, 16> drawn{};
+    RandomBytes(drawn);
+    const bool written = ::write(pipe_fds[1], drawn.data(), drawn.size()) == static_cast<ssize_t>(drawn.size());
+    ::_exit(written ? 0 : 1);
+  }
+  ::close(pipe_fds[1]);
+  std::array<std::uint8_t, 16> from_child{};
+  const ssize_t got = ::read(pipe_fds[0], from_child.data(), from_child.size());
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(from_child.size()));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::array<std::uint8_t, 16> from_parent{};
+  RandomBytes(from_parent);  // what the parent's batch hands out next
+  EXPECT_NE(from_child, from_parent);
 }
 
 // HKDF (RFC 5869) -----------------------------------------------------------
