@@ -352,11 +352,36 @@ StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target
     }
     expires = std::min(expires, usable);
   }
-  const SignableRequest signable{"GET", std::string(path), {}, {{"host", target.endpoint.Authority()}}, {}};
-  IMGSVC_ASSIGN_OR_RETURN(const std::string query,
-                          SignerFor(target.service)
-                              .PresignQuery(signable, credentials, {target.region, target.service}, now, expires));
-  return Presigned{target.endpoint.Origin() + std::string(path) + "?" + query, now + expires};
+  std::shared_ptr<const CachedPresigner> cached;
+  {
+    std::lock_guard lock(presigner_mutex_);
+    cached = presigner_;
+  }
+  if (!cached || !cached->Serves(target, credentials, now, expires)) {
+    IMGSVC_ASSIGN_OR_RETURN(GetPresigner presigner,
+                            SignerFor(target.service)
+                                .PrepareGetPresign(target.endpoint.Authority(), credentials,
+                                                   {target.region, target.service}, now, expires));
+    cached = std::make_shared<const CachedPresigner>(
+        CachedPresigner{target, credentials, now, expires, target.endpoint.Origin(), std::move(presigner)});
+    std::lock_guard lock(presigner_mutex_);
+    presigner_ = cached;
+  }
+  const std::string query = cached->presigner.Query(path);
+  std::string url;
+  url.reserve(cached->origin.size() + path.size() + 1 + query.size());
+  url.append(cached->origin).append(path).append("?").append(query);
+  return Presigned{std::move(url), now + expires};
+}
+
+bool AwsClient::CachedPresigner::Serves(const ServiceTarget& other_target, const Credentials& other_credentials,
+                                        std::chrono::system_clock::time_point other_when,
+                                        std::chrono::seconds other_expires) const {
+  return when == other_when && expires == other_expires && target.endpoint == other_target.endpoint &&
+         target.region == other_target.region && target.service == other_target.service &&
+         credentials.access_key_id == other_credentials.access_key_id &&
+         credentials.secret_access_key == other_credentials.secret_access_key &&
+         credentials.session_token == other_credentials.session_token;
 }
 
 AwsClient::Stats AwsClient::stats() const {

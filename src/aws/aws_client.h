@@ -171,12 +171,27 @@ class AwsClient {
   bool TakeRetryQuota(int cost);
   void RefundRetryQuota();
 
+  // The GetPresigner of the latest presign: the URLs of a listed page are
+  // signed in the same second with the same credentials, and share it.
+  struct CachedPresigner {
+    ServiceTarget target;
+    Credentials credentials;
+    std::chrono::system_clock::time_point when;
+    std::chrono::seconds expires;
+    std::string origin;
+    GetPresigner presigner;
+    bool Serves(const ServiceTarget& other_target, const Credentials& other_credentials,
+                std::chrono::system_clock::time_point other_when, std::chrono::seconds other_expires) const;
+  };
+
   std::shared_ptr<net::HttpClient> http_;
   std::shared_ptr<CredentialsProvider> credentials_;
   RetryOptions retry_;
   SleepFunction sleep_;
   Signer s3_signer_{PathRule::kAsIs};
   Signer default_signer_{PathRule::kNormaliseAndEncode};
+  std::mutex presigner_mutex_;
+  std::shared_ptr<const CachedPresigner> presigner_;
   mutable std::mutex quota_mutex_;
   int quota_left_;
   std::atomic<std::uint64_t> calls_{0};

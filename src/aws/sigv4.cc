@@ -155,6 +155,36 @@ std::string CanonicalQuery(const std::vector<NameValue>& query, std::span<const 
   return JoinQuery(pairs);
 }
 
+std::string CanonicalPath(PathRule rule, std::string_view wire_path) {
+  if (rule == PathRule::kNormaliseAndEncode) return UriEncode(NormalisePath(wire_path), true);
+  return wire_path.empty() ? std::string("/") : std::string(wire_path);
+}
+
+// The canonical request after its path line: the same for every presigned
+// GET of one host at one instant.
+std::string CanonicalRequestTail(std::string_view canonical_query, const CanonicalHeaders& headers,
+                                 std::string_view payload_hash) {
+  std::string out;
+  out.reserve(canonical_query.size() + headers.lines.size() + headers.signed_headers.size() +
+              payload_hash.size() + 4);
+  out.push_back('\n');
+  out.append(canonical_query).push_back('\n');
+  out.append(headers.lines).push_back('\n');
+  out.append(headers.signed_headers).push_back('\n');
+  out.append(payload_hash);
+  return out;
+}
+
+// The string to sign without its last line, the canonical request's hash.
+std::string StringToSignHead(const SigningScope& scope, std::string_view amz_date) {
+  std::string out;
+  out.reserve(kAlgorithm.size() + amz_date.size() + scope.region.size() + scope.service.size() + 32);
+  out.append(kAlgorithm).push_back('\n');
+  out.append(amz_date).push_back('\n');
+  out.append(CredentialScope(amz_date.substr(0, 8), scope)).push_back('\n');
+  return out;
+}
+
 void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
   std::erase_if(headers, [name](const NameValue& header) { return EqualsIgnoreCase(header.first, name); });
 }
@@ -210,21 +240,12 @@ std::string Signer::CanonicalRequest(const SignableRequest& request) const {
 
 std::string Signer::CanonicalRequestWith(const SignableRequest& request, const CanonicalHeaders& headers,
                                          std::string_view canonical_query, std::string_view payload_hash) const {
-  std::string normalised_path;
-  std::string_view path = request.path.empty() ? std::string_view("/") : std::string_view(request.path);
-  if (path_rule_ == PathRule::kNormaliseAndEncode) {
-    normalised_path = UriEncode(NormalisePath(request.path), true);
-    path = normalised_path;
-  }
+  const std::string path = CanonicalPath(path_rule_, request.path);
+  const std::string tail = CanonicalRequestTail(canonical_query, headers, payload_hash);
   std::string out;
-  out.reserve(request.method.size() + path.size() + canonical_query.size() + headers.lines.size() +
-              headers.signed_headers.size() + payload_hash.size() + 5);
+  out.reserve(request.method.size() + path.size() + tail.size() + 1);
   out.append(request.method).push_back('\n');
-  out.append(path).push_back('\n');
-  out.append(canonical_query).push_back('\n');
-  out.append(headers.lines).push_back('\n');
-  out.append(headers.signed_headers).push_back('\n');
-  out.append(payload_hash);
+  out.append(path).append(tail);
   return out;
 }
 
@@ -236,12 +257,7 @@ std::string Signer::StringToSign(const SignableRequest& request, const SigningSc
 std::string Signer::StringToSignOf(std::string_view canonical_request, const SigningScope& scope,
                                    std::string_view amz_date) {
   const crypto::Sha256Digest hash = crypto::Sha256Of(canonical_request);
-  const std::string credential_scope = CredentialScope(amz_date.substr(0, 8), scope);
-  std::string out;
-  out.reserve(kAlgorithm.size() + amz_date.size() + credential_scope.size() + 2 * hash.size() + 3);
-  out.append(kAlgorithm).push_back('\n');
-  out.append(amz_date).push_back('\n');
-  out.append(credential_scope).push_back('\n');
+  std::string out = StringToSignHead(scope, amz_date);
   out.append(crypto::HexEncode(std::span<const std::uint8_t>(hash)));
   return out;
 }
@@ -284,35 +300,85 @@ void Signer::Sign(SignableRequest& request, const Credentials& credentials, cons
   request.headers.emplace_back("authorization", std::move(authorization));
 }
 
-StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const Credentials& credentials,
-                                           const SigningScope& scope,
-                                           std::chrono::system_clock::time_point when,
-                                           std::chrono::seconds expires) {
+StatusOr<std::vector<NameValue>> Signer::PresignParameters(const Credentials& credentials,
+                                                            const SigningScope& scope, std::string_view amz_date,
+                                                            std::chrono::seconds expires,
+                                                            std::string_view signed_headers) const {
   if (expires < std::chrono::seconds(1) || expires > kMaxPresignExpiry) {
     return Status(Code::kBadRequest, "a presigned URL must expire after 1 second to 7 days, not " +
                                          std::to_string(expires.count()) + " seconds");
   }
-  const std::string amz_date = AmzDate(when);
-  const std::string_view date = std::string_view(amz_date).substr(0, 8);
   // Wire order; each value is encoded once, for the canonical query and the
   // URL alike.
   std::vector<NameValue> added;
   added.reserve(7);
   added.emplace_back("X-Amz-Algorithm", std::string(kAlgorithm));
-  added.emplace_back("X-Amz-Credential", UriEncode(credentials.access_key_id + "/" + CredentialScope(date, scope), false));
-  added.emplace_back("X-Amz-Date", amz_date);
+  added.emplace_back("X-Amz-Credential",
+                     UriEncode(credentials.access_key_id + "/" + CredentialScope(amz_date.substr(0, 8), scope), false));
+  added.emplace_back("X-Amz-Date", std::string(amz_date));
   added.emplace_back("X-Amz-Expires", std::to_string(expires.count()));
-  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
-  added.emplace_back("X-Amz-SignedHeaders", UriEncode(headers.signed_headers, false));
+  added.emplace_back("X-Amz-SignedHeaders", UriEncode(signed_headers, false));
   if (!credentials.session_token.empty()) {
     added.emplace_back("X-Amz-Security-Token", UriEncode(credentials.session_token, false));
   }
-  const std::string_view payload_hash =
-      path_rule_ == PathRule::kAsIs ? kUnsignedPayload : EffectivePayloadHash(request);
+  return added;
+}
+
+std::string_view Signer::PresignPayloadHash(const SignableRequest& request) const {
+  return path_rule_ == PathRule::kAsIs ? kUnsignedPayload : EffectivePayloadHash(request);
+}
+
+StatusOr<std::string> Signer::PresignQuery(const SignableRequest& request, const Credentials& credentials,
+                                           const SigningScope& scope,
+                                           std::chrono::system_clock::time_point when,
+                                           std::chrono::seconds expires) {
+  const std::string amz_date = AmzDate(when);
+  const CanonicalHeaders headers = BuildCanonicalHeaders(request.headers);
+  IMGSVC_ASSIGN_OR_RETURN(std::vector<NameValue> added,
+                          PresignParameters(credentials, scope, amz_date, expires, headers.signed_headers));
   const std::string canonical =
-      CanonicalRequestWith(request, headers, CanonicalQuery(request.query, added), payload_hash);
+      CanonicalRequestWith(request, headers, CanonicalQuery(request.query, added), PresignPayloadHash(request));
   added.emplace_back("X-Amz-Signature", SignatureOf(canonical, credentials, scope, amz_date));
   return JoinQuery(added);
+}
+
+StatusOr<GetPresigner> Signer::PrepareGetPresign(std::string_view host, const Credentials& credentials,
+                                                 const SigningScope& scope,
+                                                 std::chrono::system_clock::time_point when,
+                                                 std::chrono::seconds expires) {
+  const std::string amz_date = AmzDate(when);
+  const SignableRequest get{"GET", "/", {}, {{"host", std::string(host)}}, {}};
+  const CanonicalHeaders headers = BuildCanonicalHeaders(get.headers);
+  IMGSVC_ASSIGN_OR_RETURN(const std::vector<NameValue> added,
+                          PresignParameters(credentials, scope, amz_date, expires, headers.signed_headers));
+  return GetPresigner(path_rule_,
+                      CanonicalRequestTail(CanonicalQuery({}, added), headers, PresignPayloadHash(get)),
+                      StringToSignHead(scope, amz_date), JoinQuery(added) + "&X-Amz-Signature=",
+                      SigningKey(credentials, scope, std::string_view(amz_date).substr(0, 8)));
+}
+
+GetPresigner::GetPresigner(PathRule path_rule, std::string canonical_rest, std::string string_to_sign_head,
+                           std::string query_head, crypto::HmacSha256Key key)
+    : path_rule_(path_rule),
+      canonical_rest_(std::move(canonical_rest)),
+      string_to_sign_head_(std::move(string_to_sign_head)),
+      query_head_(std::move(query_head)),
+      key_(std::move(key)) {}
+
+std::string GetPresigner::Query(std::string_view path) const {
+  crypto::Sha256 canonical_request;
+  canonical_request.Update("GET\n");
+  canonical_request.Update(CanonicalPath(path_rule_, path));
+  canonical_request.Update(canonical_rest_);
+  const crypto::Sha256Digest hash = canonical_request.Finish();
+  std::string string_to_sign;
+  string_to_sign.reserve(string_to_sign_head_.size() + 2 * hash.size());
+  string_to_sign.append(string_to_sign_head_).append(crypto::HexEncode(std::span<const std::uint8_t>(hash)));
+  const crypto::Sha256Digest mac = key_.Mac(string_to_sign);
+  std::string query;
+  query.reserve(query_head_.size() + 2 * mac.size());
+  query.append(query_head_).append(crypto::HexEncode(std::span<const std::uint8_t>(mac)));
+  return query;
 }
 
 crypto::HmacSha256Key Signer::SigningKey(const Credentials& credentials, const SigningScope& scope,

@@ -79,6 +79,28 @@ struct CanonicalHeaders {
   std::string signed_headers;  // "name;name"
 };
 
+// Presigned GETs of paths on one host with no query of their own and only
+// the host header signed (S3 object URLs), for one set of credentials, scope,
+// signing instant and lifetime. Everything but the path is prepared once (a
+// listed page presigns one URL per image), so each URL costs one SHA-256 of
+// its canonical request and one HMAC. Query(path) is exactly what
+// Signer::PresignQuery returns for that GET. Immutable: threads may share one.
+class GetPresigner {
+ public:
+  std::string Query(std::string_view path) const;
+
+ private:
+  friend class Signer;
+  GetPresigner(PathRule path_rule, std::string canonical_rest, std::string string_to_sign_head,
+               std::string query_head, crypto::HmacSha256Key key);
+
+  PathRule path_rule_;
+  std::string canonical_rest_;       // the canonical request after its path
+  std::string string_to_sign_head_;  // algorithm, date and scope lines
+  std::string query_head_;           // the wire query up to the signature's value
+  crypto::HmacSha256Key key_;
+};
+
 class Signer {
  public:
   explicit Signer(PathRule path_rule) : path_rule_(path_rule) {}
@@ -109,8 +131,19 @@ class Signer {
   StatusOr<std::string> PresignQuery(const SignableRequest& request, const Credentials& credentials,
                                      const SigningScope& scope, std::chrono::system_clock::time_point when,
                                      std::chrono::seconds expires);
+  // The GetPresigner for GETs on `host` signed at `when` (same rules and
+  // errors as PresignQuery).
+  StatusOr<GetPresigner> PrepareGetPresign(std::string_view host, const Credentials& credentials,
+                                           const SigningScope& scope, std::chrono::system_clock::time_point when,
+                                           std::chrono::seconds expires);
 
  private:
+  // The query parameters a presign adds, but the signature, in wire order
+  // and percent-encoded.
+  StatusOr<std::vector<NameValue>> PresignParameters(const Credentials& credentials, const SigningScope& scope,
+                                                     std::string_view amz_date, std::chrono::seconds expires,
+                                                     std::string_view signed_headers) const;
+  std::string_view PresignPayloadHash(const SignableRequest& request) const;
   crypto::HmacSha256Key SigningKey(const Credentials& credentials, const SigningScope& scope, std::string_view date);
   // The pieces of the above, from a canonical request already built (a
   // presign builds its query once, already encoded).

@@ -612,5 +612,77 @@ TEST(AwsPresignTest, ExpiredCredentialsCannotPresign) {
   EXPECT_EQ(presigned.status().code(), Code::kUnavailable);
 }
 
+// Credentials that a test replaces between calls, as a refresh would.
+class SwitchableCredentials final : public CredentialsProvider {
+ public:
+  explicit SwitchableCredentials(Credentials credentials) : credentials_(std::move(credentials)) {}
+  StatusOr<Credentials> Get() override { return credentials_; }
+  std::string Source() const override { return "test"; }
+  void Set(Credentials credentials) { credentials_ = std::move(credentials); }
+
+ private:
+  Credentials credentials_;
+};
+
+// What the signer alone gives for a GET of `path` on kS3Target at the
+// instant the URL names (X-Amz-Date) with `credentials`.
+std::string ExpectedQuery(const std::string& url, std::string_view path, const Credentials& credentials,
+                          const ServiceTarget& target) {
+  const std::size_t date = url.find("X-Amz-Date=");
+  const system_clock::time_point when = ParseAmzDate(std::string_view(url).substr(date + 11, 16));
+  Signer signer(PathRule::kAsIs);
+  const SignableRequest get{"GET", std::string(path), {}, {{"host", target.endpoint.Authority()}}, {}};
+  const StatusOr<std::string> query = signer.PresignQuery(get, credentials, {target.region, target.service}, when,
+                                                          std::chrono::seconds(ExpiresParameter(url)));
+  return query.ok() ? *query : query.status().ToString();
+}
+
+std::string QueryOf(const std::string& url) { return url.substr(url.find('?') + 1); }
+
+TEST(AwsPresignTest, URLsFollowRefreshedCredentialsAndTheirTarget) {
+  const Credentials first = LongTermCredentials();
+  Credentials refreshed = LongTermCredentials();
+  refreshed.secret_access_key = "a-rotated-secret";
+  auto credentials = std::make_shared<SwitchableCredentials>(first);
+  AwsClient client(std::make_shared<net::HttpClient>(), credentials);
+  const ServiceTarget other_bucket{{"https", "otherbucket.s3.amazonaws.com", 443}, "us-east-1", "s3"};
+
+  // Within one second the client reuses what it prepared for the first URL;
+  // none of these may be signed with what an earlier call left behind.
+  const auto presign = [&](const ServiceTarget& target, std::string_view path) {
+    StatusOr<AwsClient::Presigned> presigned = client.PresignGet(target, path, 3600s);
+    return presigned.ok() ? presigned->url : presigned.status().ToString();
+  };
+  const std::string a = presign(kS3Target, "/images/a.png");
+  const std::string b = presign(kS3Target, "/images/b.png");
+  credentials->Set(refreshed);
+  const std::string d = presign(kS3Target, "/images/b.png");
+  const Credentials rotated = refreshed;
+  refreshed.session_token = "a-session-token";
+  credentials->Set(refreshed);
+  const std::string e = presign(kS3Target, "/images/b.png");
+  const std::string f = presign(kS3Target, "/images/c.png");
+  const std::string c = presign(other_bucket, "/images/b.png");
+
+  EXPECT_EQ(QueryOf(a), ExpectedQuery(a, "/images/a.png", first, kS3Target));
+  EXPECT_EQ(QueryOf(b), ExpectedQuery(b, "/images/b.png", first, kS3Target));
+  EXPECT_TRUE(c.starts_with("https://otherbucket.s3.amazonaws.com/images/b.png?")) << c;
+  EXPECT_EQ(QueryOf(c), ExpectedQuery(c, "/images/b.png", refreshed, other_bucket));
+  EXPECT_EQ(QueryOf(d), ExpectedQuery(d, "/images/b.png", rotated, kS3Target));
+  EXPECT_EQ(QueryOf(e), ExpectedQuery(e, "/images/b.png", refreshed, kS3Target));
+  EXPECT_EQ(QueryOf(f), ExpectedQuery(f, "/images/c.png", refreshed, kS3Target));
+  EXPECT_NE(e.find("X-Amz-Security-Token=a-session-token"), std::string::npos) << e;
+}
+
+TEST(AwsPresignTest, AnotherLifetimeIsSignedAsSuch) {
+  Harness harness;
+  const auto hour = harness.client_.PresignGet(kS3Target, "/images/a.png", 3600s);
+  const auto minute = harness.client_.PresignGet(kS3Target, "/images/a.png", 60s);
+  ASSERT_TRUE(hour.ok() && minute.ok());
+  EXPECT_EQ(ExpiresParameter(hour->url), 3600);
+  EXPECT_EQ(ExpiresParameter(minute->url), 60);
+  EXPECT_EQ(QueryOf(minute->url), ExpectedQuery(minute->url, "/images/a.png", LongTermCredentials(), kS3Target));
+}
+
 }  // namespace aws_client_test
 }  // namespace imgsvc::aws

@@ -710,6 +710,59 @@ TEST(Sigv4Presign, SignsEveryHeaderPresent) {
   EXPECT_NE(query->find("&X-Amz-SignedHeaders=content-type%3Bhost&"), std::string::npos) << *query;
 }
 
+// --- GetPresigner ---------------------------------------------------------
+
+TEST(Sigv4GetPresigner, GivesTheDocumentedPresignedGetObject) {
+  Signer signer(PathRule::kAsIs);
+  const StatusOr<GetPresigner> presigner =
+      signer.PrepareGetPresign(kS3Host, S3DocCredentials(), kS3Scope, S3DocTime(), std::chrono::hours(24));
+  ASSERT_TRUE(presigner.ok()) << presigner.status().ToString();
+  EXPECT_EQ(presigner->Query("/test.txt"),
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+            "&X-Amz-Date=20130524T000000Z"
+            "&X-Amz-Expires=86400"
+            "&X-Amz-SignedHeaders=host"
+            "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+}
+
+TEST(Sigv4GetPresigner, AgreesWithPresignQueryForEveryPathRuleTokenAndPath) {
+  const std::vector<std::string> paths = {
+      "/test.txt", "/", "", "/images/alice/0b5f.png", "/a%20b/c%2Bd.jpg", "/x/../y/./z//w", "/dir/", "/%E2%82%AC"};
+  for (const PathRule rule : {PathRule::kAsIs, PathRule::kNormaliseAndEncode}) {
+    for (const std::string& token : std::vector<std::string>{"", "token/with+reserved=", std::string(1200, 'T')}) {
+      Credentials credentials = S3DocCredentials();
+      credentials.session_token = token;
+      Signer signer(rule);
+      const StatusOr<GetPresigner> presigner =
+          signer.PrepareGetPresign(kS3Host, credentials, kS3Scope, S3DocTime(), std::chrono::seconds(900));
+      ASSERT_TRUE(presigner.ok()) << presigner.status().ToString();
+      for (const std::string& path : paths) {
+        const SignableRequest get{.method = "GET",
+                                  .path = path,
+                                  .query = {},
+                                  .headers = {{"host", std::string(kS3Host)}},
+                                  .payload_hash = ""};
+        const StatusOr<std::string> expected =
+            signer.PresignQuery(get, credentials, kS3Scope, S3DocTime(), std::chrono::seconds(900));
+        ASSERT_TRUE(expected.ok());
+        EXPECT_EQ(presigner->Query(path), *expected)
+            << "rule " << static_cast<int>(rule) << ", token of " << token.size() << " bytes, path " << path;
+      }
+    }
+  }
+}
+
+TEST(Sigv4GetPresigner, RefusesTheExpiriesPresignQueryRefuses) {
+  Signer signer(PathRule::kAsIs);
+  for (const auto expires : {std::chrono::seconds(0), kMaxPresignExpiry + std::chrono::seconds(1)}) {
+    const StatusOr<GetPresigner> presigner =
+        signer.PrepareGetPresign(kS3Host, S3DocCredentials(), kS3Scope, S3DocTime(), expires);
+    ASSERT_FALSE(presigner.ok()) << expires.count();
+    EXPECT_EQ(presigner.status().code(), Code::kBadRequest);
+  }
+}
+
 TEST(Sigv4Sign, ResigningReplacesTheEarlierSignature) {
   Signer signer(PathRule::kAsIs);
   SignableRequest request = VanillaRequest();
