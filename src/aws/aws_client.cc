@@ -249,7 +249,8 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
   // one call together in AWS's logs.
   const std::string invocation_id = core::RandomIdGenerator().NewId();
   const std::string wire_target = WireTarget(request);
-  const std::string payload_hash = crypto::HexEncode(crypto::Sha256Of(request.body));
+  const std::string payload_hash =
+      request.payload_sha256.empty() ? crypto::HexEncode(crypto::Sha256Of(request.body)) : request.payload_sha256;
   const SigningScope scope{target.region, target.service};
   Signer& signer = SignerFor(target.service);
 

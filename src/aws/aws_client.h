@@ -51,6 +51,10 @@ struct AwsRequest {
   std::vector<NameValue> query;  // decoded names and values
   std::vector<net::Header> headers;
   std::string body;
+  // The lower-case hex SHA-256 of body when the caller already has it (an
+  // S3 object the service hashed as it streamed); computed when empty. A
+  // wrong one is the caller's bug, and S3 refuses the request for it.
+  std::string payload_sha256;
   bool replayable = true;
 };
 

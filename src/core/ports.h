@@ -35,7 +35,11 @@ class BlobUpload {
  public:
   virtual ~BlobUpload() = default;
   virtual Status Append(std::span<const std::byte> data) = 0;
-  virtual Status Commit() = 0;
+  // `content_sha256` is the lower-case hex SHA-256 of every byte appended,
+  // which the caller computed as they streamed. A store that sends an object
+  // with its hash takes it from here instead of hashing the bytes again: S3
+  // signs a PutObject's payload hash, and refuses a body that does not match.
+  virtual Status Commit(std::string_view content_sha256) = 0;
 };
 
 struct PresignedUrl {

@@ -214,7 +214,7 @@ StatusOr<std::vector<ImageRecord>> ImageService::Upload(const Caller& caller, Fo
     records.push_back(r);
   }
   for (std::size_t i = 0; i < files.size(); ++i) {
-    if (Status st = files[i].upload->Commit(); !st.ok()) {
+    if (Status st = files[i].upload->Commit(files[i].record.sha256); !st.ok()) {
       // The uncommitted ones clean themselves up when destroyed.
       std::vector<StoredFile const*> committed;
       for (std::size_t j = 0; j < i; ++j) committed.push_back(&files[j]);

@@ -7,6 +7,8 @@
 #include <span>
 #include <vector>
 
+#include "crypto/crypto.h"
+
 namespace imgsvc::storage::testing {
 namespace {
 
@@ -30,6 +32,7 @@ std::span<const std::byte> AsBytes(std::string_view text) { return std::as_bytes
 
 // Uploads `bytes` in uneven pieces (including an empty one) and commits.
 Status Put(core::BlobStore& store, const std::string& key, std::string_view bytes) {
+  const std::string sha256 = crypto::HexEncode(crypto::Sha256Of(bytes));
   IMGSVC_ASSIGN_OR_RETURN(auto upload, store.StartUpload(key, "image/png"));
   const std::size_t pieces[] = {1, 0, 4095, 65537};
   for (const std::size_t piece : pieces) {
@@ -38,7 +41,7 @@ Status Put(core::BlobStore& store, const std::string& key, std::string_view byte
     bytes.remove_prefix(n);
   }
   IMGSVC_RETURN_IF_ERROR(upload->Append(AsBytes(bytes)));
-  return upload->Commit();
+  return upload->Commit(sha256);
 }
 
 }  // namespace

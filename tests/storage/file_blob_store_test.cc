@@ -70,7 +70,7 @@ class FileBlobStoreTest : public ::testing::Test {
   Status Put(const std::string& key, std::string_view bytes) {
     IMGSVC_ASSIGN_OR_RETURN(auto upload, store_->StartUpload(key, "image/png"));
     IMGSVC_RETURN_IF_ERROR(upload->Append(AsBytes(bytes)));
-    return upload->Commit();
+    return upload->Commit(crypto::HexEncode(crypto::Sha256Of(bytes)));
   }
 
   std::string SignFor(std::string_view key, std::string_view expires) const {
@@ -99,11 +99,12 @@ TEST_F(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
   ASSERT_EQ(in_progress.size(), 1u);
   EXPECT_EQ(ModeOf(Tmp() / in_progress[0]) & ~0640u, 0u);
 
-  ASSERT_TRUE((*upload)->Commit().ok());
+  const std::string sha256 = crypto::HexEncode(crypto::Sha256Of("hello world"));
+  ASSERT_TRUE((*upload)->Commit(sha256).ok());
   EXPECT_EQ(ReadFile(Blobs() / key), "hello world");
   EXPECT_THAT(Entries(Tmp()), IsEmpty());
   EXPECT_FALSE((*upload)->Append(AsBytes("more")).ok());
-  EXPECT_FALSE((*upload)->Commit().ok());
+  EXPECT_FALSE((*upload)->Commit(sha256).ok());
 }
 
 TEST_F(FileBlobStoreTest, DestroyingAnUncommittedUploadRemovesItsTempFile) {
@@ -122,7 +123,7 @@ TEST_F(FileBlobStoreTest, AnUploadMayOutliveItsStore) {
   ASSERT_TRUE(upload.ok());
   store_.reset();
   ASSERT_TRUE((*upload)->Append(AsBytes("late")).ok());
-  ASSERT_TRUE((*upload)->Commit().ok());
+  ASSERT_TRUE((*upload)->Commit(crypto::HexEncode(crypto::Sha256Of("late"))).ok());
   EXPECT_EQ(ReadFile(Blobs() / "images/alice/late.png"), "late");
 }
 

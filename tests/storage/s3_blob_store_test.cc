@@ -15,6 +15,7 @@
 
 #include "aws/credentials.h"
 #include "aws/sigv4.h"
+#include "crypto/crypto.h"
 #include "storage/aws_peers.h"
 
 namespace imgsvc::storage {
@@ -47,7 +48,7 @@ Status Put(core::BlobStore& store, const std::string& key, std::string_view byte
            std::string_view content_type = "image/png") {
   IMGSVC_ASSIGN_OR_RETURN(auto upload, store.StartUpload(key, content_type));
   IMGSVC_RETURN_IF_ERROR(AppendInPieces(*upload, bytes));
-  return upload->Commit();
+  return upload->Commit(crypto::HexEncode(crypto::Sha256Of(bytes)));
 }
 
 // GETs an absolute URL as a browser would, unsigned.
@@ -115,6 +116,24 @@ TEST_F(S3BlobStoreTest, ASmallObjectIsOnePutObjectServedWithItsContentType) {
   EXPECT_EQ(head->HeaderValue("Content-Length"), "12");
 }
 
+// The PutObject is signed with the caller's hash of the content instead of
+// one computed again: a hash that does not match the bytes is refused, as S3
+// refuses it, and nothing is stored.
+TEST_F(S3BlobStoreTest, APutObjectCarriesTheCallersHashAndAMismatchStoresNothing) {
+  const auto store = OpenStore();
+  const std::string bytes = Bytes(4096, 7);
+  auto upload = store->StartUpload("images/u1/mismatch.png", "image/png");
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE(AppendInPieces(**upload, bytes).ok());
+  const Status refused = (*upload)->Commit(crypto::HexEncode(crypto::Sha256Of(bytes + "x")));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.ToString().find("XAmzContentSHA256Mismatch"), std::string::npos) << refused.ToString();
+  upload->reset();
+  const auto head = Call("HEAD", "images/u1/mismatch.png");
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  EXPECT_EQ(head->status, 404);
+}
+
 TEST_F(S3BlobStoreTest, AnObjectOfExactlyOnePartIsStillOnePutObject) {
   const auto store = OpenStore();
   const std::uint64_t before = Calls();
@@ -156,8 +175,9 @@ TEST_F(S3BlobStoreTest, APartFailingInFlightFailsTheUploadAndLeavesNoObject) {
   ASSERT_TRUE(imgsvc::testing::InjectFault("s3", imgsvc::testing::AwsFault::kError500, 3, "UploadPart").ok());
   auto upload = store->StartUpload(key, "image/png");
   ASSERT_TRUE(upload.ok());
-  Status outcome = AppendInPieces(**upload, Bytes(3 * kPartSize, 6));
-  if (outcome.ok()) outcome = (*upload)->Commit();
+  const std::string bytes = Bytes(3 * kPartSize, 6);
+  Status outcome = AppendInPieces(**upload, bytes);
+  if (outcome.ok()) outcome = (*upload)->Commit(crypto::HexEncode(crypto::Sha256Of(bytes)));
   ASSERT_FALSE(outcome.ok());
   EXPECT_EQ(outcome.code(), Code::kUnavailable) << outcome.ToString();
   EXPECT_NE(outcome.message().find("S3 UploadPart"), std::string::npos) << outcome.ToString();
@@ -180,7 +200,8 @@ TEST_F(S3BlobStoreTest, OnlyMaxLargeUploadsBufferPastTheFirstMiBAndTheRestGet503
 
   auto large = store.StartUpload("images/u1/large.png", "image/png");
   ASSERT_TRUE(large.ok());
-  ASSERT_TRUE(AppendInPieces(**large, Bytes(2u << 20, 1)).ok());  // holds the one slot
+  const std::string large_bytes = Bytes(2u << 20, 1);
+  ASSERT_TRUE(AppendInPieces(**large, large_bytes).ok());  // holds the one slot
 
   // Small images never wait for a slot.
   ASSERT_TRUE(Put(store, "images/u1/small.png", Bytes(512u << 10, 2)).ok());
@@ -193,7 +214,7 @@ TEST_F(S3BlobStoreTest, OnlyMaxLargeUploadsBufferPastTheFirstMiBAndTheRestGet503
     EXPECT_TRUE(refused.retry_after().has_value());
   }
   // Committing frees the slot; so does dropping an upload.
-  ASSERT_TRUE((*large)->Commit().ok());
+  ASSERT_TRUE((*large)->Commit(crypto::HexEncode(crypto::Sha256Of(large_bytes))).ok());
   {
     auto dropped = store.StartUpload("images/u1/dropped-large.png", "image/png");
     ASSERT_TRUE(dropped.ok());
