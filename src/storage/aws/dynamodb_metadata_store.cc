@@ -13,6 +13,7 @@
 #include <boost/json.hpp>
 
 #include "core/log.h"
+#include "storage/aws/dynamodb_answer.h"
 
 namespace imgsvc::storage {
 namespace {
@@ -99,27 +100,21 @@ Status Malformed(std::string_view image_id, std::string_view what) {
   return Status(Code::kInternal, "DynamoDB: malformed item " + std::string(image_id) + ": " + std::string(what));
 }
 
-// The payload of attribute `name` when it has DynamoDB type `type`.
-const json::value* Typed(const json::object& item, std::string_view name, std::string_view type) {
-  const json::value* attribute = item.if_contains(Js(name));
-  if (attribute == nullptr || !attribute->is_object()) return nullptr;
-  return attribute->get_object().if_contains(Js(type));
-}
-
-std::optional<std::string> StringAttribute(const json::object& item, std::string_view name) {
-  const json::value* text = Typed(item, name, "S");
-  if (text == nullptr || !text->is_string()) return std::nullopt;
-  return std::string(text->get_string().data(), text->get_string().size());
+// The value of attribute `name` when it is a string (S).
+std::optional<std::string_view> StringAttribute(const dynamodb::Item& item, std::string_view name) {
+  const dynamodb::Attribute* attribute = dynamodb::Find(item, name);
+  if (attribute == nullptr || attribute->type != "S") return std::nullopt;
+  return attribute->value;
 }
 
 // A non-negative integer at most `max`; 0 when absent (items of the original
 // service may lack the dimensions).
-StatusOr<std::uint64_t> CountAttribute(const json::object& item, std::string_view name, std::string_view image_id,
+StatusOr<std::uint64_t> CountAttribute(const dynamodb::Item& item, std::string_view name, std::string_view image_id,
                                        std::uint64_t max) {
-  if (!item.contains(Js(name))) return std::uint64_t{0};
-  const json::value* number = Typed(item, name, "N");
-  if (number == nullptr || !number->is_string()) return Malformed(image_id, std::string(name) + " is not a number");
-  const std::string_view text(number->get_string().data(), number->get_string().size());
+  const dynamodb::Attribute* number = dynamodb::Find(item, name);
+  if (number == nullptr) return std::uint64_t{0};
+  if (number->type != "N") return Malformed(image_id, std::string(name) + " is not a number");
+  const std::string_view text = number->value;
   std::uint64_t count = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
   if (error != std::errc() || end != text.data() + text.size() || count > max) {
@@ -129,22 +124,14 @@ StatusOr<std::uint64_t> CountAttribute(const json::object& item, std::string_vie
 }
 
 // A list of strings (ours) or a string set (the original service's).
-StatusOr<std::vector<std::string>> TagsAttribute(const json::object& item, std::string_view image_id) {
+StatusOr<std::vector<std::string>> TagsAttribute(const dynamodb::Item& item, std::string_view image_id) {
   std::vector<std::string> tags;
-  const json::value* list = Typed(item, "tags", "L");
-  const json::value* set = Typed(item, "tags", "SS");
-  const json::value* elements = list != nullptr ? list : set;
-  if (elements == nullptr) {
-    if (item.contains("tags") && Typed(item, "tags", "NULL") == nullptr) return Malformed(image_id, "tags");
-    return tags;
-  }
-  if (!elements->is_array()) return Malformed(image_id, "tags");
-  for (const json::value& element : elements->get_array()) {
-    const json::value* text = &element;
-    if (list != nullptr) text = element.is_object() ? element.get_object().if_contains("S") : nullptr;
-    if (text == nullptr || !text->is_string()) return Malformed(image_id, "a tag is not a string");
-    tags.emplace_back(text->get_string().data(), text->get_string().size());
-  }
+  const dynamodb::Attribute* attribute = dynamodb::Find(item, "tags");
+  if (attribute == nullptr || attribute->type == "NULL") return tags;
+  if (attribute->type != "L" && attribute->type != "SS") return Malformed(image_id, "tags");
+  if (attribute->other_elements) return Malformed(image_id, "a tag is not a string");
+  tags.reserve(attribute->elements.size());
+  for (const std::string_view tag : attribute->elements) tags.emplace_back(tag);
   return tags;
 }
 
@@ -158,9 +145,9 @@ std::optional<core::ImageFormat> FormatNamed(std::string_view name) {
 }
 
 // `format`, else the original service's `content_type` ("image/png").
-std::optional<core::ImageFormat> FormatAttribute(const json::object& item) {
-  if (const std::optional<std::string> name = StringAttribute(item, "format")) return FormatNamed(*name);
-  const std::optional<std::string> content_type = StringAttribute(item, "content_type");
+std::optional<core::ImageFormat> FormatAttribute(const dynamodb::Item& item) {
+  if (const std::optional<std::string_view> name = StringAttribute(item, "format")) return FormatNamed(*name);
+  const std::optional<std::string_view> content_type = StringAttribute(item, "content_type");
   if (!content_type) return std::nullopt;
   std::string_view media = *content_type;
   media = media.substr(0, media.find(';'));
@@ -171,12 +158,12 @@ std::optional<core::ImageFormat> FormatAttribute(const json::object& item) {
   return FormatNamed(media.substr(kImage.size()));
 }
 
-StatusOr<StoredItem> Decode(const json::value* value) {
-  if (value == nullptr || !value->is_object()) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
-  const json::object& item = value->get_object();
-  std::optional<std::string> image_id = StringAttribute(item, "image_id");
-  std::optional<std::string> user_id = StringAttribute(item, "user_id");
-  std::optional<std::string> created_at = StringAttribute(item, "created_at");
+StatusOr<StoredItem> Decode(const dynamodb::Item* item_or_null) {
+  if (item_or_null == nullptr) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
+  const dynamodb::Item& item = *item_or_null;
+  const std::optional<std::string_view> image_id = StringAttribute(item, "image_id");
+  const std::optional<std::string_view> user_id = StringAttribute(item, "user_id");
+  const std::optional<std::string_view> created_at = StringAttribute(item, "created_at");
   if (!image_id || !user_id || !created_at) {
     return Malformed(image_id.value_or("?"), "image_id, user_id or created_at is missing");
   }
@@ -186,7 +173,7 @@ StatusOr<StoredItem> Decode(const json::value* value) {
   record.image_id = *image_id;
   record.user_id = *user_id;
   record.created_at = core::NormaliseStoredTimestamp(*created_at);
-  const std::optional<std::string> updated_at = StringAttribute(item, "updated_at");
+  const std::optional<std::string_view> updated_at = StringAttribute(item, "updated_at");
   record.updated_at = updated_at ? core::NormaliseStoredTimestamp(*updated_at) : record.created_at;
   record.filename = StringAttribute(item, "filename").value_or("");
   const std::optional<core::ImageFormat> format = FormatAttribute(item);
@@ -200,12 +187,15 @@ StatusOr<StoredItem> Decode(const json::value* value) {
   record.width = static_cast<std::uint32_t>(width);
   record.height = static_cast<std::uint32_t>(height);
   record.sha256 = StringAttribute(item, "sha256").value_or("");
-  record.category = StringAttribute(item, "category");  // absent, or NULL as boto3 writes None
+  // Absent, or NULL as boto3 writes None.
+  if (const std::optional<std::string_view> category = StringAttribute(item, "category")) {
+    record.category.emplace(*category);
+  }
   IMGSVC_ASSIGN_OR_RETURN(record.tags, TagsAttribute(item, record.image_id));
   record.visibility =
       StringAttribute(item, "visibility") == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
 
-  stored.key = core::Position{std::move(*user_id), std::move(*created_at), std::move(*image_id)};
+  stored.key = core::Position{std::string(*user_id), std::string(*created_at), record.image_id};
   return stored;
 }
 
@@ -234,19 +224,23 @@ class Table {
     return response;
   }
 
-  // Send, with an error answer turned into its Status.
-  StatusOr<json::object> Call(std::string_view operation, const json::object& body) {
+  // Send, with an error answer turned into its Status, for the operations
+  // whose answers carry items.
+  StatusOr<dynamodb::ItemAnswer> CallForItems(std::string_view operation, const json::object& body) {
     IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, Send(operation, body));
     if (!response.ok()) return aws::ToStatus("DynamoDB " + std::string(operation), response);
-    return Parse(operation, response);
+    return ReadItems(operation, response);
+  }
+
+  static StatusOr<dynamodb::ItemAnswer> ReadItems(std::string_view operation, const aws::AwsResponse& response) {
+    StatusOr<dynamodb::ItemAnswer> answer = dynamodb::ReadItemAnswer(response.body);
+    if (!answer.ok()) return answer.status().WithContext("DynamoDB " + std::string(operation));
+    return answer;
   }
 
   static StatusOr<json::object> Parse(std::string_view operation, const aws::AwsResponse& response) {
     boost::system::error_code error;
-    // One arena for the whole answer, freed with it: a Query page of items
-    // is hundreds of small strings and objects, each a malloc and a free
-    // with the default allocator.
-    json::value answer = json::parse(Js(response.body), error, json::make_shared_resource<json::monotonic_resource>());
+    json::value answer = json::parse(Js(response.body), error);
     if (error || !answer.is_object()) {
       return Status(Code::kInternal, "DynamoDB " + std::string(operation) + ": the answer is not a JSON object");
     }
@@ -297,15 +291,13 @@ std::string Join(const std::vector<std::string>& parts, std::string_view separat
   return joined;
 }
 
-// The stored item (strongly consistent); nullopt when absent.
-StatusOr<std::optional<json::object>> GetItem(Table& table, std::string_view image_id) {
+// The answer holding the stored item (strongly consistent); it has no item
+// when the image is absent.
+StatusOr<dynamodb::ItemAnswer> GetItem(Table& table, std::string_view image_id) {
   json::object body = table.Body();
   body["Key"] = KeyOf(image_id);
   body["ConsistentRead"] = true;
-  IMGSVC_ASSIGN_OR_RETURN(json::object answer, table.Call("GetItem", body));
-  json::value* item = answer.if_contains("Item");
-  if (item == nullptr || !item->is_object()) return std::optional<json::object>();
-  return std::optional<json::object>(std::move(item->get_object()));
+  return table.CallForItems("GetItem", body);
 }
 
 // Writing ---------------------------------------------------------------------
@@ -333,11 +325,10 @@ PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
   // An earlier attempt whose answer was lost may have written this very
   // record: then the put succeeded. Image ids are random, so an equal record
   // under the id is ours.
-  StatusOr<std::optional<json::object>> stored = GetItem(table, record.image_id);
+  StatusOr<dynamodb::ItemAnswer> stored = GetItem(table, record.image_id);
   if (!stored.ok()) return {stored.status(), true};
-  if (stored->has_value()) {
-    const json::value item(std::move(**stored));
-    StatusOr<StoredItem> decoded = Decode(&item);
+  if (stored->item) {
+    StatusOr<StoredItem> decoded = Decode(&*stored->item);
     if (decoded.ok() && decoded->record == record) {
       log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
                 {{"image_id", record.image_id}, {"attempts", response->attempts}});
@@ -391,9 +382,9 @@ core::DeleteOutcome DeleteOne(Table& table, std::string_view owner, const std::s
     outcome.result = core::DeleteResult::kNotFound;  // absent or someone else's
     return outcome;
   }
-  StatusOr<json::object> answer = Table::Parse("DeleteItem", *response);
+  StatusOr<dynamodb::ItemAnswer> answer = Table::ReadItems("DeleteItem", *response);
   if (!answer.ok()) return failed(answer.status());
-  StatusOr<StoredItem> deleted = Decode(answer->if_contains("Attributes"));
+  StatusOr<StoredItem> deleted = Decode(answer->item ? &*answer->item : nullptr);
   if (!deleted.ok()) return failed(deleted.status().WithContext("deleted, but the old record is unreadable"));
   outcome.result = core::DeleteResult::kDeleted;
   outcome.record = std::move(deleted->record);
@@ -487,13 +478,11 @@ json::object StartKey(const core::Position& position, bool by_user) {
   return key;
 }
 
-StatusOr<core::Position> PositionOfKey(const json::value& key) {
-  if (!key.is_object()) return Status(Code::kInternal, "DynamoDB: malformed LastEvaluatedKey");
-  const json::object& attributes = key.get_object();
-  std::optional<std::string> image_id = StringAttribute(attributes, "image_id");
+StatusOr<core::Position> PositionOfKey(const dynamodb::Item& key) {
+  const std::optional<std::string_view> image_id = StringAttribute(key, "image_id");
   if (!image_id) return Status(Code::kInternal, "DynamoDB: LastEvaluatedKey lacks image_id");
-  return core::Position{StringAttribute(attributes, "user_id").value_or(""),
-                        StringAttribute(attributes, "created_at").value_or(""), std::move(*image_id)};
+  return core::Position{std::string(StringAttribute(key, "user_id").value_or("")),
+                        std::string(StringAttribute(key, "created_at").value_or("")), std::string(*image_id)};
 }
 
 json::value KeyElement(std::string_view attribute, std::string_view key_type) {
@@ -624,10 +613,9 @@ Status DynamoDbMetadataStore::PutNew(std::span<const core::ImageRecord> records)
 
 StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id) {
   Table table(*client_, target_, table_);
-  IMGSVC_ASSIGN_OR_RETURN(std::optional<json::object> item, GetItem(table, image_id));
-  if (!item) return NotFound();
-  const json::value value(std::move(*item));
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&value));
+  IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, GetItem(table, image_id));
+  if (!answer.item) return NotFound();
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&*answer.item));
   return std::move(stored.record);
 }
 
@@ -665,8 +653,8 @@ StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image
     if (response.error.code == kConditionFailed) return NotFound();
     return aws::ToStatus("DynamoDB UpdateItem", response);
   }
-  IMGSVC_ASSIGN_OR_RETURN(json::object answer, Table::Parse("UpdateItem", response));
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(answer.if_contains("Attributes")));
+  IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, Table::ReadItems("UpdateItem", response));
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(answer.item ? &*answer.item : nullptr));
   return std::move(stored.record);
 }
 
@@ -701,22 +689,19 @@ StatusOr<core::ListPage> DynamoDbMetadataStore::List(const core::ListQuery& quer
     json::object body = plan->body;
     body["Limit"] = read_limit;
     if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user);
-    IMGSVC_ASSIGN_OR_RETURN(const json::object answer, table.Call(plan->operation, body));
+    IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, table.CallForItems(plan->operation, body));
 
-    const json::value* items = answer.if_contains("Items");
-    if (items != nullptr && items->is_array()) {
-      for (const json::value& item : items->get_array()) {
-        if (page.items.size() == limit) {  // more follows; the rest of this read is dropped
-          page.next = std::move(last_returned);
-          return page;
-        }
-        IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&item));
-        page.items.push_back(std::move(stored.record));
-        last_returned = std::move(stored.key);
+    for (const dynamodb::Item& item : answer.items) {
+      if (page.items.size() == limit) {  // more follows; the rest of this read is dropped
+        page.next = std::move(last_returned);
+        return page;
       }
+      IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&item));
+      page.items.push_back(std::move(stored.record));
+      last_returned = std::move(stored.key);
     }
-    const json::value* last_evaluated = answer.if_contains("LastEvaluatedKey");
-    if (last_evaluated == nullptr) return page;  // exhausted
+    const std::optional<dynamodb::Item>& last_evaluated = answer.last_evaluated_key;
+    if (!last_evaluated) return page;  // exhausted
     if (page.items.size() == limit) {
       page.next = std::move(last_returned);
       return page;
