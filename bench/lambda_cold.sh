@@ -10,8 +10,9 @@
 # The function runs on the local AWS peers (tests/support/local_aws.mjs),
 # provisioned with `imgsvc init` through the signature-checking fronts, then
 # reached as the benchmark of the GET does (bench/get_aws.sh): S3 and
-# DynamoDB directly at the emulators, so the JS fronts do not dominate;
-# Secrets Manager through its stand-in (which checks signatures itself).
+# DynamoDB directly at the emulators, and Secrets Manager at its stand-in's
+# port that skips the signature check, so that the JavaScript checking
+# signatures (about 1 ms a call) does not dominate.
 # The function's environment is only what Lambda would set for it here.
 # Prints JSON lines, then a summary. Figures: docs/benchmarks.md.
 # Usage: bench/lambda_cold.sh [rounds=20] [warm invocations per cold start=200]
@@ -63,7 +64,7 @@ env "${CREDENTIALS[@]}" AWS_ENDPOINT_URL_S3="$(field s3)" AWS_ENDPOINT_URL_DYNAM
 # plus the endpoints of the peers.
 env -i PATH=/usr/local/bin:/usr/bin:/bin TZ=:UTC "${CREDENTIALS[@]}" \
   AWS_ENDPOINT_URL_S3="$(field s3_direct)" AWS_ENDPOINT_URL_DYNAMODB="$(field dynamodb_direct)" \
-  AWS_ENDPOINT_URL_SECRETS_MANAGER="$(field secretsmanager)" \
+  AWS_ENDPOINT_URL_SECRETS_MANAGER="$(field secretsmanager_direct)" \
   IMGSVC_STORAGE=aws IMGSVC_BUCKET="$BUCKET" IMGSVC_TABLE="$TABLE" IMGSVC_TOKEN_SECRET="$SECRET" \
   "$BUILD_DIR/bench/lambda_cold" --bootstrap="${BOOTSTRAP:-$BUILD_DIR/function/bootstrap}" --hello="$BUILD_DIR/bench/hello_static" \
   --zip="$BUILD_DIR/function.zip" --api-key="alice:$TOKEN" --user=alice --rounds="$ROUNDS" --warm="$WARM" \

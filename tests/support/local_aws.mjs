@@ -12,7 +12,9 @@
 //    JavaScript's signer and answers as AWS does when it does not match. The
 //    emulators check no signature themselves, so the fronts are what holds
 //    our signer to an independent implementation.
-// When everything listens, one JSON line with the base URLs goes to stdout.
+// When everything listens, one JSON line with the base URLs goes to stdout:
+// the fronts and the stand-in, and for benchmarks the emulators and the
+// stand-in without the signature check ("*_direct").
 // Its "control" URL is a separate port through which tests inject faults into
 // the fronts, stop and restart them, and count the requests they saw (see
 // "Control" below); no AWS request ever reaches it, being on its own port.
@@ -769,10 +771,10 @@ const SECRETS_OPERATIONS = {
   },
 };
 
-async function handleSecretsRequest(req, res) {
+async function handleSecretsRequest(req, res, checkSignatures) {
   countRequest('secretsmanager', jsonOperation(req));
   const body = await readBody(req, MAX_JSON_BODY);
-  const failure = await verify(req, 'secretsmanager', body);
+  const failure = checkSignatures ? await verify(req, 'secretsmanager', body) : null;
   if (failure) {
     sendJsonAuthFailure(res, SECRETS_JSON, failure);
     return;
@@ -813,9 +815,12 @@ async function handleSecretsRequest(req, res) {
   }
 }
 
-function secretsManager() {
+// The stand-in checks signatures as AWS does. Benchmarks reach it, like the
+// emulators, on a second port that skips the check: verifying in JavaScript
+// costs about a millisecond per call, which would dominate what they measure.
+function secretsManager({ checkSignatures }) {
   return http.createServer((req, res) => {
-    handleSecretsRequest(req, res).catch((error) => failInternally(res, error));
+    handleSecretsRequest(req, res, checkSignatures).catch((error) => failInternally(res, error));
   });
 }
 
@@ -958,9 +963,11 @@ const dynamo = dynalite({ createTableMs: 50, deleteTableMs: 50, updateTableMs: 5
 const dynamoPort = await listen(dynamo);
 
 for (const [service, server] of [['s3', s3Front(s3Port)], ['dynamodb', dynamoDbFront(dynamoPort)],
-  ['secretsmanager', secretsManager()]]) {
+  ['secretsmanager', secretsManager({ checkSignatures: true })]]) {
   addFront(service, server, await listen(server));
 }
+const secretsManagerDirect = secretsManager({ checkSignatures: false });
+const secretsManagerDirectPort = await listen(secretsManagerDirect);
 const controlPort = await listen(controlServer());
 
 const url = (port) => `http://127.0.0.1:${port}`;
@@ -970,5 +977,6 @@ process.stdout.write(`${JSON.stringify({
   secretsmanager: url(fronts.get('secretsmanager').port),
   s3_direct: url(s3Port),
   dynamodb_direct: url(dynamoPort),
+  secretsmanager_direct: url(secretsManagerDirectPort),
   control: url(controlPort),
 })}\n`);
