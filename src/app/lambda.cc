@@ -2,14 +2,17 @@
 // runtime, and `imgsvc invoke --event FILE` (one event through the same code,
 // what `sam local invoke` gives other runtimes).
 //
-// Nothing touches the network before the first /next: the service stack is
-// opened at init (the configuration checked, the AWS clients built with the
-// environment credentials Lambda sets), so an unusable configuration is an
-// init error, and it is kept for every warm invocation with its HTTP
-// connections, cached token and signing keys. The API token is read from
-// Secrets Manager by the first request that needs it: a Secrets Manager
-// outage then answers 503 and the next request tries again, without a cold
-// start.
+// The service stack is opened at init without network I/O (the configuration
+// checked, the AWS clients built with the environment credentials Lambda
+// sets), so an unusable configuration is an init error, and it is kept for
+// every warm invocation with its HTTP connections, cached token and signing
+// keys. The API token is fetched from Secrets Manager on a thread of its own
+// while the loop asks for the first event, as AWS advises for secrets: the
+// first request that needs it finds it, or waits for that one fetch, rather
+// than making the call itself (a cold GET of an image saves a round trip),
+// and a cold /health never waits for it. A failed fetch is only logged: a
+// Secrets Manager outage then answers 503 and the next request tries again,
+// without a cold start.
 //
 // Each invocation's AWS calls stop short of its deadline (aws::ScopedDeadline),
 // so a slow AWS answers 504 in the event's shape instead of Lambda killing the
@@ -21,6 +24,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <thread>
 
 #include "app/commands.h"
 #include "app/service_stack.h"
@@ -41,6 +45,12 @@ namespace {
 // of deploy/template.yaml.
 constexpr std::chrono::milliseconds kAnswerMargin{500};
 
+// The longest the init-time token fetch may take: a request that needs the
+// token meanwhile waits for it (one fetch at a time), so it must not outlast
+// a short function timeout. A cold TLS connection and the call take tens of
+// milliseconds.
+constexpr std::chrono::seconds kTokenPrefetchTime{2};
+
 // The x-request-id the router adopts: the caller's when sane, else the
 // invocation's own id, so both ids meet in the logs.
 void AdoptRequestId(http::Request& request, const std::string& invocation_id) {
@@ -49,6 +59,16 @@ void AdoptRequestId(http::Request& request, const std::string& invocation_id) {
   if (sent && http::IsSaneRequestId(*sent)) return;
   std::erase_if(request.headers, [](const http::Header& header) { return header.name == "x-request-id"; });
   request.headers.push_back({"x-request-id", invocation_id});
+}
+
+// Fetches the token into the token source's cache, bounded by
+// kTokenPrefetchTime; joined when the runtime ends, before the stack goes.
+std::jthread PrefetchToken(core::TokenSource& tokens) {
+  return std::jthread([&tokens] {
+    const aws::ScopedDeadline deadline(std::chrono::system_clock::now() + kTokenPrefetchTime);
+    const StatusOr<std::string> token = tokens.Current();
+    if (!token.ok()) log::Warn("API token not fetched at init", {{"cause", token.status().ToString()}});
+  });
 }
 
 lambda::InvocationResult Handle(ServiceStack& stack, const std::string& event, const std::string& invocation_id) {
@@ -82,6 +102,7 @@ int RunLambdaRuntime(const Config& config, const std::string& runtime_api) {
     log::Error("cannot open the service", {{"cause", stack.status().ToString()}, {"init_error_reported", reported.ok()}});
     return 1;
   }
+  const std::jthread prefetch = PrefetchToken(*(*stack)->tokens);
   const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
     const aws::ScopedDeadline aws_deadline(invocation.deadline - kAnswerMargin);
     return Handle(**stack, invocation.event, invocation.request_id);

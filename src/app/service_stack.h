@@ -43,8 +43,9 @@ struct ServiceStack {
 };
 
 // Opens the backend and builds the rest. `public_url` is the base of the
-// embedded backend's download URLs (unused on AWS). On AWS the token is
-// fetched here (the cursor key derives from it), so this makes network calls.
+// embedded backend's download URLs (unused on AWS). No network call is made
+// here: on AWS the token, and the cursor key derived from it, are fetched at
+// their first use.
 StatusOr<std::unique_ptr<ServiceStack>> OpenServiceStack(const Config& config, const TokenPlan& plan,
                                                          const std::string& public_url);
 

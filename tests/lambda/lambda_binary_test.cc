@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -984,62 +985,108 @@ TEST_F(LambdaFunctionTest, InvocationOutOfTimeForAwsAnswers504InItsShape) {
   }
 }
 
-// The secret is read by the first request that needs it, not at start, so a
-// cold /health never waits for Secrets Manager; while Secrets Manager is
-// down, authenticated requests answer 503 in the event's shape and the next
-// one after it is back succeeds, with no cold start. A function of its own,
-// since the suite's has read the secret.
-TEST_F(LambdaFunctionTest, SecretIsReadByTheFirstRequestThatNeedsItAndItsOutageIsA503) {
-  auto fake_runtime = FakeRuntimeApi::Start();
-  ASSERT_TRUE(fake_runtime.ok()) << fake_runtime.status().ToString();
-  FakeRuntimeApi& runtime = **fake_runtime;
-  const std::string data_dir = harness::MakeTempDir("imgsvc-lambda-binary");
-  ASSERT_FALSE(data_dir.empty());
-  std::vector<std::string> env = harness::AwsEnvironment(peers());
-  env.insert(env.end(), {"AWS_LAMBDA_RUNTIME_API=" + runtime.address(), "IMGSVC_STORAGE=aws",
-                         "IMGSVC_BUCKET=" + bucket(), "IMGSVC_TABLE=" + bucket(), "IMGSVC_TOKEN_SECRET=" + bucket(),
-                         "IMGSVC_AUTH_MODE=shared", "IMGSVC_DATA_DIR=" + data_dir});
-  auto process = testing::Process::Start(IMGSVC_BINARY, {}, env);
-  ASSERT_TRUE(process.ok()) << process.status().ToString();
-  ASSERT_TRUE(runtime.WaitForNextCalls(1, harness::kStartWait)) << Tail(**process, 20);
-  const auto secret_reads = [] {
-    auto count = testing::RequestCount("secretsmanager", "GetSecretValue");
-    EXPECT_TRUE(count.ok()) << count.status().ToString();
-    return count.ok() ? *count : -1;
-  };
-  const auto invoke = [&](const ApiRequest& request) {
+// A function of its own (the suite's has read the secret already), on the
+// suite's peers, with the invocation helpers of the secret tests below.
+class OwnFunction {
+ public:
+  OwnFunction(const testing::LocalAws& peers, std::string name) : peers_(peers), name_(std::move(name)) {}
+  ~OwnFunction() {
+    if (runtime_ != nullptr) runtime_->Shutdown();
+    if (process_ != nullptr) {
+      EXPECT_TRUE(process_->Wait(seconds(30)).has_value());
+    }
+    std::error_code ignored;
+    if (!data_dir_.empty()) std::filesystem::remove_all(data_dir_, ignored);
+  }
+
+  // Starts it and waits for its first /next.
+  ::testing::AssertionResult Start() {
+    auto fake_runtime = FakeRuntimeApi::Start();
+    if (!fake_runtime.ok()) return ::testing::AssertionFailure() << fake_runtime.status().ToString();
+    runtime_ = std::move(*fake_runtime);
+    data_dir_ = harness::MakeTempDir("imgsvc-lambda-binary");
+    if (data_dir_.empty()) return ::testing::AssertionFailure() << "no temp dir";
+    std::vector<std::string> env = harness::AwsEnvironment(peers_);
+    env.insert(env.end(), {"AWS_LAMBDA_RUNTIME_API=" + runtime_->address(), "IMGSVC_STORAGE=aws",
+                           "IMGSVC_BUCKET=" + name_, "IMGSVC_TABLE=" + name_, "IMGSVC_TOKEN_SECRET=" + name_,
+                           "IMGSVC_AUTH_MODE=shared", "IMGSVC_DATA_DIR=" + data_dir_});
+    auto process = testing::Process::Start(IMGSVC_BINARY, {}, env);
+    if (!process.ok()) return ::testing::AssertionFailure() << process.status().ToString();
+    process_ = std::move(*process);
+    if (!runtime_->WaitForNextCalls(1, harness::kStartWait)) {
+      return ::testing::AssertionFailure() << "no /next; log:\n" << Tail(*process_, 20);
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  LambdaResponse Invoke(const ApiRequest& request) {
     FakeEvent event;
     event.event = EventFor(Shape::kHttpApi, request);
-    const std::string id = runtime.Enqueue(std::move(event));
-    const std::optional<testing::InvocationOutcome> outcome = runtime.WaitForOutcome(id, harness::kInvokeWait);
-    EXPECT_TRUE(outcome.has_value()) << "no outcome; log:\n" << Tail(**process, 20);
+    const std::string id = runtime_->Enqueue(std::move(event));
+    const std::optional<testing::InvocationOutcome> outcome = runtime_->WaitForOutcome(id, harness::kInvokeWait);
+    EXPECT_TRUE(outcome.has_value()) << "no outcome; log:\n" << Tail(*process_, 20);
     if (!outcome) return LambdaResponse{};
     EXPECT_TRUE(outcome->ok) << outcome->error_type << ": " << outcome->payload;
     return ReadResponse(Shape::kHttpApi, outcome->payload);
-  };
+  }
+
+  static int SecretReads() {
+    auto count = testing::RequestCount("secretsmanager", "GetSecretValue");
+    EXPECT_TRUE(count.ok()) << count.status().ToString();
+    return count.ok() ? *count : -1;
+  }
+
+ private:
+  const testing::LocalAws& peers_;
+  const std::string name_;
+  std::unique_ptr<FakeRuntimeApi> runtime_;
+  std::unique_ptr<testing::Process> process_;
+  std::string data_dir_;
+};
+
+// The secret is fetched at init, on a thread of its own while the loop asks
+// for the first event: before any invocation arrives, Secrets Manager has
+// been asked once, and the first request that needs the token makes no call
+// of its own (the token is cached across warm invocations).
+TEST_F(LambdaFunctionTest, SecretIsFetchedAtInitAndTheFirstRequestUsesIt) {
+  const int reads_before = OwnFunction::SecretReads();
+  OwnFunction function(peers(), bucket());
+  ASSERT_TRUE(function.Start());
+  const auto waited_until = std::chrono::steady_clock::now() + seconds(10);
+  while (OwnFunction::SecretReads() == reads_before && std::chrono::steady_clock::now() < waited_until) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(OwnFunction::SecretReads(), reads_before + 1) << "no fetch at init";
+
   const ApiRequest list = Get("/api/v1/images", {{"limit", "1"}}, KeyFor("alice"));
-  const int reads_at_start = secret_reads();
+  EXPECT_EQ(function.Invoke(list).status, 200);
+  EXPECT_EQ(function.Invoke(list).status, 200);
+  EXPECT_EQ(OwnFunction::SecretReads(), reads_before + 1) << "the first requests fetched the secret again";
+}
 
-  EXPECT_EQ(invoke(Get("/health")).status, 200);
-  EXPECT_EQ(secret_reads(), reads_at_start) << "/health read the secret";
-
+// When Secrets Manager is down at init, the fetch there fails without
+// holding anything up: /health answers, authenticated requests answer 503
+// in the event's shape, and the first one after it is back succeeds, with no
+// cold start.
+TEST_F(LambdaFunctionTest, SecretsManagerDownAtInitIsA503UntilItIsBack) {
   ASSERT_TRUE(testing::StopService("secretsmanager").ok());
-  const LambdaResponse refused = invoke(list);
+  OwnFunction function(peers(), bucket());
+  const ::testing::AssertionResult started = function.Start();
+  if (!started) {
+    EXPECT_TRUE(testing::StartService("secretsmanager").ok());
+  }
+  ASSERT_TRUE(started);
+
+  EXPECT_EQ(function.Invoke(Get("/health")).status, 200);
+  const ApiRequest list = Get("/api/v1/images", {{"limit", "1"}}, KeyFor("alice"));
+  const LambdaResponse refused = function.Invoke(list);
+  ASSERT_TRUE(testing::StartService("secretsmanager").ok());
   EXPECT_EQ(refused.status, 503) << refused.body;
   EXPECT_NE(Str(refused.Json(), "detail").find("Secrets Manager GetSecretValue"), std::string::npos)
       << refused.body;
-  ASSERT_TRUE(testing::StartService("secretsmanager").ok());
 
-  const LambdaResponse listed = invoke(list);
+  const LambdaResponse listed = function.Invoke(list);
   EXPECT_EQ(listed.status, 200) << listed.body;
-  const int reads_after = secret_reads();
-  EXPECT_EQ(invoke(list).status, 200);
-  EXPECT_EQ(secret_reads(), reads_after) << "the token is cached across warm invocations";
-
-  runtime.Shutdown();
-  EXPECT_TRUE((*process)->Wait(seconds(30)).has_value());
-  std::error_code ignored;
-  std::filesystem::remove_all(data_dir, ignored);
 }
 
 // Expects the bootstrap started with `env` to report an init error whose
