@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -77,6 +78,9 @@ void AppendNumber(std::string& out, std::uint64_t value) {
 }
 
 // "date: <IMF-fixdate>\r\n", formatted at most once a second per thread.
+// The calendar comes from <chrono>, not gmtime_r: glibc loads the time zone
+// (/etc/localtime, seven syscalls) at its first call even to convert to UTC,
+// and that first call is a cold start's first response.
 std::string_view DateLine() {
   static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -86,11 +90,16 @@ std::string_view DateLine() {
   thread_local std::size_t length = 0;
   const std::time_t now = std::time(nullptr);
   if (now != cached_second) {
-    std::tm utc{};
-    gmtime_r(&now, &utc);
-    const int written = std::snprintf(line, sizeof(line), "date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
-                                      kDays[utc.tm_wday], utc.tm_mday, kMonths[utc.tm_mon],
-                                      utc.tm_year + 1900, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    const std::chrono::sys_seconds instant{std::chrono::seconds(now)};
+    const std::chrono::sys_days day = std::chrono::floor<std::chrono::days>(instant);
+    const std::chrono::year_month_day date{day};
+    const std::chrono::hh_mm_ss time_of_day{instant - day};
+    const int written = std::snprintf(
+        line, sizeof(line), "date: %s, %02u %s %04d %02d:%02d:%02d GMT\r\n",
+        kDays[std::chrono::weekday(day).c_encoding()], static_cast<unsigned>(date.day()),
+        kMonths[static_cast<unsigned>(date.month()) - 1], static_cast<int>(date.year()),
+        static_cast<int>(time_of_day.hours().count()), static_cast<int>(time_of_day.minutes().count()),
+        static_cast<int>(time_of_day.seconds().count()));
     length = written > 0 ? static_cast<std::size_t>(written) : 0;
     cached_second = now;
   }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -226,6 +227,30 @@ std::string Pattern(std::size_t size) {
   std::string data(size, '\0');
   for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
   return data;
+}
+
+// An IMF-fixdate as libc's strftime writes it, the reference for the date header.
+std::string ImfFixdate(std::time_t when) {
+  std::tm utc{};
+  gmtime_r(&when, &utc);
+  char text[64];
+  const std::size_t length = std::strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S GMT", &utc);
+  return std::string(text, length);
+}
+
+TEST(ServerTest, DateHeaderIsTheCurrentTimeAsAnImfFixdate) {
+  TestServer server(FastOptions(), [](http::Request&) { return TextResponse(200, "ok"); });
+  Client client(server.port());
+  const std::time_t before = std::time(nullptr);
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: test\r\n\r\n"));
+  const auto response = client.ReadResponse();
+  const std::time_t after = std::time(nullptr);
+  ASSERT_TRUE(response);
+  const std::optional<std::string_view> date = response->header("date");
+  ASSERT_TRUE(date);
+  bool matched = false;
+  for (std::time_t second = before; second <= after; ++second) matched = matched || *date == ImfFixdate(second);
+  EXPECT_TRUE(matched) << *date << " is not " << ImfFixdate(before);
 }
 
 TEST(ServerTest, BuildsRequestAndRunsHandlerOnWorkerThread) {
