@@ -523,6 +523,15 @@ TEST(Sigv4S3Examples, ListObjectsSortsTheQuery) {
             "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7");
 }
 
+// The query of S3's documented presigned GET of /test.txt (24 hours).
+constexpr std::string_view kDocumentedPresignedGetObject =
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Date=20130524T000000Z"
+    "&X-Amz-Expires=86400"
+    "&X-Amz-SignedHeaders=host"
+    "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
+
 TEST(Sigv4S3Examples, PresignedGetObject) {
   Signer signer(PathRule::kAsIs);
   // The body hash is ignored: presigned S3 URLs sign UNSIGNED-PAYLOAD.
@@ -534,13 +543,7 @@ TEST(Sigv4S3Examples, PresignedGetObject) {
   const StatusOr<std::string> query =
       signer.PresignQuery(request, S3DocCredentials(), kS3Scope, S3DocTime(), std::chrono::hours(24));
   ASSERT_TRUE(query.ok()) << query.status().ToString();
-  EXPECT_EQ(*query,
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256"
-            "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-            "&X-Amz-Date=20130524T000000Z"
-            "&X-Amz-Expires=86400"
-            "&X-Amz-SignedHeaders=host"
-            "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+  EXPECT_EQ(*query, kDocumentedPresignedGetObject);
 
   // The documented canonical request and string to sign of that URL.
   SignableRequest signed_part = request;
@@ -717,13 +720,7 @@ TEST(Sigv4GetPresigner, GivesTheDocumentedPresignedGetObject) {
   const StatusOr<GetPresigner> presigner =
       signer.PrepareGetPresign(kS3Host, S3DocCredentials(), kS3Scope, S3DocTime(), std::chrono::hours(24));
   ASSERT_TRUE(presigner.ok()) << presigner.status().ToString();
-  EXPECT_EQ(presigner->Query("/test.txt"),
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256"
-            "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-            "&X-Amz-Date=20130524T000000Z"
-            "&X-Amz-Expires=86400"
-            "&X-Amz-SignedHeaders=host"
-            "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+  EXPECT_EQ(presigner->Query("/test.txt"), kDocumentedPresignedGetObject);
 }
 
 TEST(Sigv4GetPresigner, AgreesWithPresignQueryForEveryPathRuleTokenAndPath) {
