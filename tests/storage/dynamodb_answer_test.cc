@@ -41,6 +41,8 @@ TEST(DynamoDbAnswerTest, ReadsAQueryPageWithEveryAttributeShape) {
   EXPECT_EQ(Named(first, "size_bytes").type, "N");
   EXPECT_EQ(Named(first, "size_bytes").value, "48213");
   EXPECT_EQ(Named(first, "tags").type, "L");
+  EXPECT_TRUE(Named(first, "tags").is_list);
+  EXPECT_FALSE(Named(first, "image_id").is_list);
   EXPECT_THAT(Named(first, "tags").elements, ElementsAre("cat", "dog"));
   EXPECT_FALSE(Named(first, "tags").other_elements);
   EXPECT_EQ(Named(first, "category").type, "NULL");
@@ -93,16 +95,21 @@ TEST(DynamoDbAnswerTest, UnescapesStringsThatStayValidAfterTheAnswerMoves) {
 TEST(DynamoDbAnswerTest, ATypedValueThatIsNoStringKeepsNoValue) {
   const StatusOr<ItemAnswer> answer =
       ReadItemAnswer(R"({"Item": {"n": {"N": 5}, "l": {"L": ["bare", [1], {}]}, "s": {"S": {"x": "y"}},
-                          "e": {"L": [{"S": "kept"}, {}]}, "m": {"L": [{"M": {"S": {"S": "inner"}}}]}}})");
+                          "e": {"L": [{"S": "kept"}, {}]}, "m": {"L": [{"M": {"S": {"S": "inner"}}}]},
+                          "t": {"L": "not a list"}}})");
   ASSERT_TRUE(answer.ok()) << answer.status().ToString();
   EXPECT_EQ(Named(*answer->item, "n").value, "");
   EXPECT_TRUE(Named(*answer->item, "l").other_elements);
   EXPECT_THAT(Named(*answer->item, "l").elements, IsEmpty());
   EXPECT_EQ(Named(*answer->item, "s").value, "");
+  EXPECT_FALSE(Named(*answer->item, "s").is_list);
   EXPECT_THAT(Named(*answer->item, "e").elements, ElementsAre("kept"));
   EXPECT_TRUE(Named(*answer->item, "e").other_elements);  // {} is no string
   EXPECT_THAT(Named(*answer->item, "m").elements, IsEmpty());
   EXPECT_TRUE(Named(*answer->item, "m").other_elements);
+  EXPECT_EQ(Named(*answer->item, "t").type, "L");
+  EXPECT_FALSE(Named(*answer->item, "t").is_list);  // the store calls such tags malformed
+  EXPECT_THAT(Named(*answer->item, "t").elements, IsEmpty());
 }
 
 TEST(DynamoDbAnswerTest, RefusesWhatIsNotOneJsonObject) {

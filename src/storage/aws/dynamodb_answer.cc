@@ -109,7 +109,10 @@ class Reader {
           if (object && attribute_ != nullptr) next = Frame::kTypedValue;
           break;
         case Frame::kTypedValue:
-          if (!object && attribute_ != nullptr) next = Frame::kList;
+          if (!object && attribute_ != nullptr) {
+            attribute_->is_list = true;
+            next = Frame::kList;
+          }
           break;
         case Frame::kList:
           if (object && attribute_ != nullptr && attribute_->type == "L") {

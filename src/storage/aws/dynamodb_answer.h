@@ -27,6 +27,7 @@ struct Attribute {
   std::string_view type;                   // "S", "N", "L", "SS", "NULL", "BOOL", "M", ...
   std::string_view value;                  // of an S, N or B
   std::vector<std::string_view> elements;  // of an SS or NS, and an L's S elements
+  bool is_list = false;                    // the typed value was an array (L, SS, NS, BS)
   bool other_elements = false;             // an L holds an element that is not an S
 };
 

@@ -128,7 +128,7 @@ StatusOr<std::vector<std::string>> TagsAttribute(const dynamodb::Item& item, std
   std::vector<std::string> tags;
   const dynamodb::Attribute* attribute = dynamodb::Find(item, "tags");
   if (attribute == nullptr || attribute->type == "NULL") return tags;
-  if (attribute->type != "L" && attribute->type != "SS") return Malformed(image_id, "tags");
+  if ((attribute->type != "L" && attribute->type != "SS") || !attribute->is_list) return Malformed(image_id, "tags");
   if (attribute->other_elements) return Malformed(image_id, "a tag is not a string");
   tags.reserve(attribute->elements.size());
   for (const std::string_view tag : attribute->elements) tags.emplace_back(tag);
