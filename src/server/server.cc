@@ -213,9 +213,12 @@ class Core {
   // One io_context per io thread, each run by its thread alone: a session
   // lives on one context, so its handlers need no strand and never contend
   // with another thread's. The first is the calling thread's and also holds
-  // the acceptor, the timers and the signals.
-  asio::io_context ioc_{1};
+  // the acceptor, the timers and the signals. The others are declared first,
+  // so they outlive it: an accept left queued in it at shutdown holds a
+  // socket of another context, whose service must still exist when the
+  // accept is destroyed.
   std::vector<std::unique_ptr<asio::io_context>> more_iocs_;
+  asio::io_context ioc_{1};
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> io_work_;
   std::size_t next_context_ = 0;  // where the next accepted connection goes (round robin)
   // Acceptor, timers and signals are touched only from this strand.
