@@ -478,8 +478,10 @@ class GeneratedBody final : public BodySource {
       position_ += length;
       n -= length;
     }
-    copy(tail_.data() + (position_ - head_.size() - size_), n);
-    position_ += n;
+    if (n > 0) {  // only past the file bytes: before them the offset below would be negative
+      copy(tail_.data() + (position_ - head_.size() - size_), n);
+      position_ += n;
+    }
     return result;
   }
 

@@ -281,11 +281,10 @@ std::optional<detail::Reply> FakeRuntimeApi::Impl::Next() {
   if (!event.cognito_identity.empty()) {
     headers.emplace_back("Lambda-Runtime-Cognito-Identity", event.cognito_identity);
   }
-  for (const auto& [name, value] : event.header_overrides) {
-    std::erase_if(headers, [&](const auto& header) {
-      return detail::LowerCase(header.first) == detail::LowerCase(name);
-    });
-    if (!value.empty()) headers.emplace_back(name, value);
+  for (const auto& override_header : event.header_overrides) {
+    const std::string overridden = detail::LowerCase(override_header.first);
+    std::erase_if(headers, [&](const auto& header) { return detail::LowerCase(header.first) == overridden; });
+    if (!override_header.second.empty()) headers.emplace_back(override_header.first, override_header.second);
   }
   return detail::Reply{.status = 200, .headers = std::move(headers), .body = std::move(event.event)};
 }
