@@ -158,9 +158,7 @@ std::optional<core::ImageFormat> FormatAttribute(const dynamodb::Item& item) {
   return FormatNamed(media.substr(kImage.size()));
 }
 
-StatusOr<StoredItem> Decode(const dynamodb::Item* item_or_null) {
-  if (item_or_null == nullptr) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
-  const dynamodb::Item& item = *item_or_null;
+StatusOr<StoredItem> Decode(const dynamodb::Item& item) {
   const std::optional<std::string_view> image_id = StringAttribute(item, "image_id");
   const std::optional<std::string_view> user_id = StringAttribute(item, "user_id");
   const std::optional<std::string_view> created_at = StringAttribute(item, "created_at");
@@ -197,6 +195,12 @@ StatusOr<StoredItem> Decode(const dynamodb::Item* item_or_null) {
 
   stored.key = core::Position{std::string(*user_id), std::string(*created_at), record.image_id};
   return stored;
+}
+
+// The item an UpdateItem or DeleteItem asked for with ReturnValues.
+StatusOr<StoredItem> DecodeReturned(const dynamodb::ItemAnswer& answer) {
+  if (!answer.item) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
+  return Decode(*answer.item);
 }
 
 // Calls -----------------------------------------------------------------------
@@ -328,7 +332,7 @@ PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
   StatusOr<dynamodb::ItemAnswer> stored = GetItem(table, record.image_id);
   if (!stored.ok()) return {stored.status(), true};
   if (stored->item) {
-    StatusOr<StoredItem> decoded = Decode(&*stored->item);
+    StatusOr<StoredItem> decoded = Decode(*stored->item);
     if (decoded.ok() && decoded->record == record) {
       log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
                 {{"image_id", record.image_id}, {"attempts", response->attempts}});
@@ -384,7 +388,7 @@ core::DeleteOutcome DeleteOne(Table& table, std::string_view owner, const std::s
   }
   StatusOr<dynamodb::ItemAnswer> answer = Table::ReadItems("DeleteItem", *response);
   if (!answer.ok()) return failed(answer.status());
-  StatusOr<StoredItem> deleted = Decode(answer->item ? &*answer->item : nullptr);
+  StatusOr<StoredItem> deleted = DecodeReturned(*answer);
   if (!deleted.ok()) return failed(deleted.status().WithContext("deleted, but the old record is unreadable"));
   outcome.result = core::DeleteResult::kDeleted;
   outcome.record = std::move(deleted->record);
@@ -615,7 +619,7 @@ StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id
   Table table(*client_, target_, table_);
   IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, GetItem(table, image_id));
   if (!answer.item) return NotFound();
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&*answer.item));
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(*answer.item));
   return std::move(stored.record);
 }
 
@@ -654,7 +658,7 @@ StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image
     return aws::ToStatus("DynamoDB UpdateItem", response);
   }
   IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, Table::ReadItems("UpdateItem", response));
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(answer.item ? &*answer.item : nullptr));
+  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, DecodeReturned(answer));
   return std::move(stored.record);
 }
 
@@ -696,7 +700,7 @@ StatusOr<core::ListPage> DynamoDbMetadataStore::List(const core::ListQuery& quer
         page.next = std::move(last_returned);
         return page;
       }
-      IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(&item));
+      IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(item));
       page.items.push_back(std::move(stored.record));
       last_returned = std::move(stored.key);
     }
