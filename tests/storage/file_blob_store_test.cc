@@ -4,12 +4,19 @@
 #include "storage/embedded/file_blob_store.h"
 
 #include <gmock/gmock.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "crypto/crypto.h"
 #include "storage/manual_clock.h"
@@ -51,6 +58,24 @@ std::string Query(const std::string& url, const std::string& name) {
   if (at == std::string::npos) return {};
   const std::size_t begin = at + name.size() + 1;
   return url.substr(begin, url.find('&', begin) - begin);
+}
+
+// How many of the file's pages are in the page cache, or -1 if unknown.
+long ResidentPages(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st {};
+  void* map = ::fstat(fd, &st) == 0 && st.st_size > 0
+                  ? ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
+  ::close(fd);
+  if (map == MAP_FAILED) return -1;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  std::vector<unsigned char> resident(static_cast<std::size_t>((st.st_size + page - 1) / page));
+  const bool known = ::mincore(map, static_cast<std::size_t>(st.st_size), resident.data()) == 0;
+  ::munmap(map, static_cast<std::size_t>(st.st_size));
+  if (!known) return -1;
+  return static_cast<long>(std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }));
 }
 
 class FileBlobStoreTest : public ::testing::Test {
@@ -105,6 +130,26 @@ TEST_F(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
   EXPECT_THAT(Entries(Tmp()), IsEmpty());
   EXPECT_FALSE((*upload)->Append(AsBytes("more")).ok());
   EXPECT_FALSE((*upload)->Commit(sha256).ok());
+}
+
+TEST_F(FileBlobStoreTest, ACommittedBlobLeavesThePageCache) {
+  struct statfs fs_info {};
+  ASSERT_EQ(::statfs(dir_.path().c_str(), &fs_info), 0);
+  // tmpfs pages are the file itself; no hint can drop them.
+  if (fs_info.f_type == TMPFS_MAGIC) GTEST_SKIP() << "the test directory is on tmpfs";
+
+  const std::string key = "images/alice/cold.png";
+  const std::string bytes(1 << 20, 'x');
+  auto upload = store_->StartUpload(key, "image/png");
+  ASSERT_TRUE(upload.ok()) << upload.status().ToString();
+  ASSERT_TRUE((*upload)->Append(AsBytes(bytes)).ok());
+  const std::vector<std::string> in_progress = Entries(Tmp());
+  ASSERT_EQ(in_progress.size(), 1u);
+  EXPECT_GT(ResidentPages(Tmp() / in_progress[0]), 0) << "written pages are cached until the commit";
+
+  ASSERT_TRUE((*upload)->Commit(crypto::HexEncode(crypto::Sha256Of(bytes))).ok());
+  EXPECT_EQ(ResidentPages(Blobs() / key), 0);
+  EXPECT_EQ(ReadFile(Blobs() / key), bytes);
 }
 
 TEST_F(FileBlobStoreTest, DestroyingAnUncommittedUploadRemovesItsTempFile) {
