@@ -253,6 +253,9 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void Start() {
     ErrorCode ec;
     stream_.socket().set_option(tcp::no_delay(true), ec);
+    // A worker's body read takes what the socket already holds without
+    // blocking (ReadBodyNow); asynchronous operations are unaffected.
+    stream_.socket().non_blocking(true, ec);
     const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_address_ = peer.address().to_string();
     buffer_.reserve(kRequestReadSize);
@@ -299,10 +302,15 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void NextRequest();
   void DrainBody();
   void OnDrained(ErrorCode ec);
+  bool ReadBodyNow();
+  void ReserveBodyBuffer();
   void StartBodyRead();
   void ContinueBodyRead();
   void OnBodyRead(ErrorCode ec);
+  // The outcome of one body read into body_out_; false: only framing arrived.
+  bool SettleBodyRead(ErrorCode ec);
   void FinishBodyRead(Code code, const char* message);
+  void SetBodyOutcome(Code code, const char* message);
   void CloseGracefully();
   void StartLinger();
   void Linger();
@@ -606,6 +614,10 @@ StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
   if (abandoned_) return Status(Code::kUnavailable, "Server is shutting down");
   body_out_ = out;
   body_got_ = 0;
+  if (ReadBodyNow()) {
+    if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
+    return body_got_;
+  }
   body_pending_ = true;
   lock.unlock();
   // The handler holds the session alive while it waits here.
@@ -617,14 +629,34 @@ StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
   return body_got_;
 }
 
-void Session::StartBodyRead() {
-  // Grow the read buffer for bodies that need socket reads, so an upload
-  // moves in large reads rather than in the request-sized ones.
+// On the worker, under body_mu_, while the io side leaves the session alone
+// (no operation is pending on it during the handler, and Abandon waits for
+// the mutex): takes what the buffer and the socket already hold, sparing
+// the two thread switches of a hand-off. False when a hand-off is needed:
+// the client waits for 100 Continue, or nothing but framing has arrived.
+bool Session::ReadBodyNow() {
+  if (abandoned_ || (expect_continue_ && !continue_sent_)) return false;
+  ReserveBodyBuffer();
+  auto& body = parser_->get().body();
+  body.data = body_out_.data();
+  body.size = body_out_.size();
+  ErrorCode ec;
+  bhttp::read_some(stream_.socket(), buffer_, *parser_, ec);
+  if (ec == asio::error::would_block) ec = {};
+  return SettleBodyRead(ec);
+}
+
+// Grows the read buffer for bodies that need socket reads, so an upload
+// moves in large reads rather than in the request-sized ones.
+void Session::ReserveBodyBuffer() {
   const auto remaining = parser_->content_length_remaining();
   const std::size_t wanted = buffer_.size() + static_cast<std::size_t>(std::min<std::uint64_t>(
                                                   remaining.value_or(kIoChunk), kIoChunk));
   if (buffer_.capacity() < wanted) buffer_.reserve(std::min(wanted, buffer_.max_size()));
+}
 
+void Session::StartBodyRead() {
+  ReserveBodyBuffer();
   if (expect_continue_ && !continue_sent_) {
     continue_sent_ = true;
     stream_.expires_after(core_.options().send_timeout);
@@ -651,6 +683,17 @@ void Session::ContinueBodyRead() {
 }
 
 void Session::OnBodyRead(ErrorCode ec) {
+  std::unique_lock lock(body_mu_);
+  if (!SettleBodyRead(ec)) {
+    lock.unlock();
+    return ContinueBodyRead();
+  }
+  body_pending_ = false;
+  lock.unlock();
+  body_cv_.notify_one();
+}
+
+bool Session::SettleBodyRead(ErrorCode ec) {
   auto& body = parser_->get().body();
   body_got_ = body_out_.size() - body.size;
   body.data = nullptr;  // the worker's buffer is only lent for this read
@@ -659,24 +702,33 @@ void Session::OnBodyRead(ErrorCode ec) {
   if (ec) {
     body_failed_ = true;
     if (ec == beast::error::timeout) {
-      return FinishBodyRead(Code::kRequestTimeout, "Timed out reading the request body");
+      SetBodyOutcome(Code::kRequestTimeout, "Timed out reading the request body");
+    } else if (IsMalformed(ec)) {
+      SetBodyOutcome(Code::kBadRequest, "Malformed request body");
+    } else {
+      SetBodyOutcome(Code::kBadRequest, "Connection closed before the request body was complete");
     }
-    if (IsMalformed(ec)) return FinishBodyRead(Code::kBadRequest, "Malformed request body");
-    return FinishBodyRead(Code::kBadRequest, "Connection closed before the request body was complete");
+    return true;
   }
   // Only framing (a chunk header) arrived: read on rather than report zero,
   // which would mean the end of the body.
-  if (body_got_ == 0 && !parser_->is_done()) return ContinueBodyRead();
-  FinishBodyRead(Code::kOk, "");
+  if (body_got_ == 0 && !parser_->is_done()) return false;
+  SetBodyOutcome(Code::kOk, "");
+  return true;
+}
+
+// Under body_mu_, as the worker reads the outcome under it.
+void Session::SetBodyOutcome(Code code, const char* message) {
+  body_error_ = code;
+  body_error_message_ = message;
+  body_done_ = parser_->is_done();
 }
 
 void Session::FinishBodyRead(Code code, const char* message) {
   {
     std::lock_guard lock(body_mu_);
+    SetBodyOutcome(code, message);
     body_pending_ = false;
-    body_error_ = code;
-    body_error_message_ = message;
-    body_done_ = parser_->is_done();
   }
   body_cv_.notify_one();
 }

@@ -554,6 +554,41 @@ TEST(ServerTest, HandlerReadsAChunkedBodyExactly) {
   EXPECT_FALSE(had_length);
 }
 
+// Body bytes already on the socket are parsed by the handler's own thread;
+// later ones arrive through the io thread. A broken body fails alike either way.
+TEST(ServerTest, AMalformedChunkFailsTheBodyReadWhetherItCameEarlyOrLate) {
+  TestServer server(FastOptions(), EchoBody());
+  const std::string head = "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+  for (const bool late : {false, true}) {
+    SCOPED_TRACE(late ? "late" : "with the head");
+    Client client(server.port());
+    ASSERT_TRUE(client.Send(late ? head : head + "zz\r\n"));
+    if (late) {
+      std::this_thread::sleep_for(50ms);
+      ASSERT_TRUE(client.Send("zz\r\n"));
+    }
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 400);
+    EXPECT_EQ(response->body, "Malformed request body");
+  }
+}
+
+TEST(ServerTest, ABodyCutShortFailsTheBodyReadWhetherItCameEarlyOrLate) {
+  TestServer server(FastOptions(), EchoBody());
+  for (const bool late : {false, true}) {
+    SCOPED_TRACE(late ? "late" : "with the head");
+    Client client(server.port());
+    ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"));
+    if (late) std::this_thread::sleep_for(50ms);
+    ASSERT_EQ(::shutdown(client.fd(), SHUT_WR), 0);
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 400);
+    EXPECT_EQ(response->body, "Connection closed before the request body was complete");
+  }
+}
+
 TEST(ServerTest, ContinueIsSentWhenTheHandlerReadsTheBody) {
   TestServer server(FastOptions(), EchoBody());
   Client client(server.port());
