@@ -18,6 +18,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -556,36 +557,34 @@ TEST(ServerTest, HandlerReadsAChunkedBodyExactly) {
 
 // Body bytes already on the socket are parsed by the handler's own thread;
 // later ones arrive through the io thread. A broken body fails alike either way.
-TEST(ServerTest, AMalformedChunkFailsTheBodyReadWhetherItCameEarlyOrLate) {
+TEST(ServerTest, ABrokenBodyFailsTheReadWhetherItCameWithTheHeadOrLater) {
+  struct Case {
+    const char* name;
+    std::string start;                    // the head and the body's good beginning
+    std::function<bool(Client&)> breaks;  // what the client does next
+    const char* message;
+  };
+  const Case cases[] = {
+      {"malformed chunk",
+       "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+       [](Client& client) { return client.Send("zz\r\n"); }, "Malformed request body"},
+      {"cut short", "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789",
+       [](Client& client) { return ::shutdown(client.fd(), SHUT_WR) == 0; },
+       "Connection closed before the request body was complete"},
+  };
   TestServer server(FastOptions(), EchoBody());
-  const std::string head = "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
-  for (const bool late : {false, true}) {
-    SCOPED_TRACE(late ? "late" : "with the head");
-    Client client(server.port());
-    ASSERT_TRUE(client.Send(late ? head : head + "zz\r\n"));
-    if (late) {
-      std::this_thread::sleep_for(50ms);
-      ASSERT_TRUE(client.Send("zz\r\n"));
+  for (const Case& broken : cases) {
+    for (const bool later : {false, true}) {
+      SCOPED_TRACE(std::string(broken.name) + (later ? ", later" : ", with the head"));
+      Client client(server.port());
+      ASSERT_TRUE(client.Send(broken.start));
+      if (later) std::this_thread::sleep_for(50ms);
+      ASSERT_TRUE(broken.breaks(client));
+      const auto response = client.ReadResponse();
+      ASSERT_TRUE(response);
+      EXPECT_EQ(response->status, 400);
+      EXPECT_EQ(response->body, broken.message);
     }
-    const auto response = client.ReadResponse();
-    ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 400);
-    EXPECT_EQ(response->body, "Malformed request body");
-  }
-}
-
-TEST(ServerTest, ABodyCutShortFailsTheBodyReadWhetherItCameEarlyOrLate) {
-  TestServer server(FastOptions(), EchoBody());
-  for (const bool late : {false, true}) {
-    SCOPED_TRACE(late ? "late" : "with the head");
-    Client client(server.port());
-    ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"));
-    if (late) std::this_thread::sleep_for(50ms);
-    ASSERT_EQ(::shutdown(client.fd(), SHUT_WR), 0);
-    const auto response = client.ReadResponse();
-    ASSERT_TRUE(response);
-    EXPECT_EQ(response->status, 400);
-    EXPECT_EQ(response->body, "Connection closed before the request body was complete");
   }
 }
 
