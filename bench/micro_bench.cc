@@ -229,9 +229,8 @@ struct PartRead {
 };
 
 // Pulls every part through MultipartForm the way the upload use case does
-// (into a 64 KiB buffer) and returns the sizes read.
-StatusOr<std::vector<PartRead>> ReadForm(std::string_view body, const std::string& boundary,
-                                         std::span<std::byte> buffer) {
+// and returns the sizes read.
+StatusOr<std::vector<PartRead>> ReadForm(std::string_view body, const std::string& boundary) {
   SocketLikeBody source(body);
   http::MultipartForm form(source, boundary);
   std::vector<PartRead> parts;
@@ -240,9 +239,9 @@ StatusOr<std::vector<PartRead>> ReadForm(std::string_view body, const std::strin
     if (!part) return parts;
     PartRead read{std::move(part->name)};
     for (;;) {
-      IMGSVC_ASSIGN_OR_RETURN(const std::size_t n, form.ReadPart(buffer));
-      if (n == 0) break;
-      read.bytes += n;
+      IMGSVC_ASSIGN_OR_RETURN(const std::span<const std::byte> data, form.ReadPart());
+      if (data.empty()) break;
+      read.bytes += data.size();
     }
     parts.push_back(std::move(read));
   }
@@ -252,8 +251,7 @@ void BM_MultipartUpload(benchmark::State& state) {
   const std::string body = UploadBody();
   const StatusOr<std::string> boundary = http::MultipartBoundary(kUploadContentType);
   if (!boundary.ok()) return state.SkipWithError(boundary.status().ToString().c_str());
-  std::vector<std::byte> buffer(64 * 1024);
-  const StatusOr<std::vector<PartRead>> parts = ReadForm(body, *boundary, buffer);
+  const StatusOr<std::vector<PartRead>> parts = ReadForm(body, *boundary);
   if (!parts.ok()) return state.SkipWithError(parts.status().ToString().c_str());
   const std::vector<std::pair<std::string, std::size_t>> expected = {
       {"user_id", 5}, {"tags", 8}, {"files", kSmallFileBytes}, {"files", kPhotoBytes}};
@@ -261,7 +259,7 @@ void BM_MultipartUpload(benchmark::State& state) {
   for (const PartRead& part : *parts) got.emplace_back(part.name, part.bytes);
   if (got != expected) return state.SkipWithError("the form's parts were not read back whole");
   for (auto _ : state) {
-    StatusOr<std::vector<PartRead>> read = ReadForm(body, *boundary, buffer);
+    StatusOr<std::vector<PartRead>> read = ReadForm(body, *boundary);
     benchmark::DoNotOptimize(read);
   }
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(body.size()));

@@ -24,8 +24,10 @@ class FormSource {
   // Advances to the next part, skipping unread data of the current one.
   // nullopt after the last part. kBadRequest for a malformed or truncated form.
   virtual StatusOr<std::optional<FormPart>> NextPart() = 0;
-  // Reads data of the current part; 0 at the end of the part.
-  virtual StatusOr<std::size_t> ReadPart(std::span<std::byte> out) = 0;
+  // The current part's next bytes, as a view of the source's own buffer:
+  // valid until the next call of either method, empty at the end of the part.
+  // A view rather than a copy, since an upload passes every byte on once.
+  virtual StatusOr<std::span<const std::byte>> ReadPart() = 0;
 };
 
 }  // namespace imgsvc::core

@@ -1,7 +1,6 @@
 #include "core/service.h"
 
 #include <algorithm>
-#include <array>
 #include <memory>
 #include <unordered_set>
 
@@ -12,7 +11,6 @@
 namespace imgsvc::core {
 namespace {
 
-constexpr std::size_t kChunkBytes = 64 * 1024;
 // Any accepted format is recognised within this many bytes (see ImageProbe).
 constexpr std::size_t kMaxSniffBytes = 4096;
 // Text fields are short (the longest valid one, tags, is ~1.3 KB).
@@ -29,14 +27,13 @@ std::string Quoted(std::string_view name) { return "'" + std::string(name) + "'"
 
 StatusOr<std::string> ReadField(FormSource& form, std::string_view name) {
   std::string value;
-  std::array<std::byte, 4096> buffer;
   for (;;) {
-    IMGSVC_ASSIGN_OR_RETURN(std::size_t n, form.ReadPart(buffer));
-    if (n == 0) return value;
-    if (value.size() + n > kMaxFieldBytes) {
+    IMGSVC_ASSIGN_OR_RETURN(const std::span<const std::byte> data, form.ReadPart());
+    if (data.empty()) return value;
+    if (value.size() + data.size() > kMaxFieldBytes) {
       return Status::Invalid(FieldError{{"body", std::string(name)}, "Value is too long", "string_too_long"});
     }
-    value.append(reinterpret_cast<const char*>(buffer.data()), n);
+    value.append(reinterpret_cast<const char*>(data.data()), data.size());
   }
 }
 
@@ -64,7 +61,6 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
 
   imaging::ImageProbe probe;
   crypto::Sha256 hash;
-  std::vector<std::byte> buffer(kChunkBytes);
   std::vector<std::byte> sniffed;  // bytes seen before the format (and key) is known
   std::uint64_t total = 0;
 
@@ -98,16 +94,15 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
   };
 
   for (;;) {
-    IMGSVC_ASSIGN_OR_RETURN(std::size_t n, form.ReadPart(buffer));
-    if (n == 0) break;
-    total += n;
+    IMGSVC_ASSIGN_OR_RETURN(const std::span<const std::byte> chunk, form.ReadPart());
+    if (chunk.empty()) break;
+    total += chunk.size();
     if (total > limits_.max_file_bytes) {
       std::string detail = "File " + shown_name + " exceeds the size limit of " +
                            std::to_string(limits_.max_file_bytes >> 20) + " MiB";
       if (!limits_.file_too_large_hint.empty()) detail += " (" + limits_.file_too_large_hint + ")";
       return Status(Code::kPayloadTooLarge, std::move(detail));
     }
-    const std::span<const std::byte> chunk(buffer.data(), n);
     if (probe.state() == imaging::ImageProbe::State::kNeedMore) {
       if (probe.Feed(chunk) == imaging::ImageProbe::State::kInvalid) return refuse_unsupported();
       IMGSVC_RETURN_IF_ERROR(check_pixels());

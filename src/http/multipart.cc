@@ -428,7 +428,6 @@ struct MultipartForm::Impl {
   const std::unique_ptr<std::byte[]> buffer;
   std::size_t begin = 0;
   std::size_t end = 0;
-  std::size_t known_data = 0;  // bytes at `begin` reported as data of the current part
   bool end_of_body = false;
   bool in_part = false;
   bool finished = false;
@@ -444,7 +443,6 @@ StatusOr<std::optional<core::FormPart>> MultipartForm::NextPart() {
   Impl& m = *impl_;
   if (!m.error.ok()) return m.error;
   if (m.finished) return std::optional<core::FormPart>();
-  m.begin += std::exchange(m.known_data, 0);
   for (;;) {
     StatusOr<MultipartParser::Event> event = m.Pull();
     if (!event.ok()) return m.Fail(event.status());
@@ -471,25 +469,21 @@ StatusOr<std::optional<core::FormPart>> MultipartForm::NextPart() {
   }
 }
 
-StatusOr<std::size_t> MultipartForm::ReadPart(std::span<std::byte> out) {
+StatusOr<std::span<const std::byte>> MultipartForm::ReadPart() {
   Impl& m = *impl_;
   if (!m.error.ok()) return m.error;
-  if (!m.in_part || out.empty()) return std::size_t{0};
-  if (m.known_data == 0) {
-    StatusOr<MultipartParser::Event> event = m.Pull();
-    if (!event.ok()) return m.Fail(event.status());
-    if (event->kind == MultipartParser::EventKind::kPartEnd) {
-      m.begin += event->consumed;
-      m.in_part = false;
-      return std::size_t{0};
-    }
-    m.known_data = event->consumed;  // kData: only data or the part end follow a part's data
+  if (!m.in_part) return std::span<const std::byte>();
+  StatusOr<MultipartParser::Event> event = m.Pull();
+  if (!event.ok()) return m.Fail(event.status());
+  if (event->kind == MultipartParser::EventKind::kPartEnd) {
+    m.begin += event->consumed;
+    m.in_part = false;
+    return std::span<const std::byte>();
   }
-  const std::size_t n = std::min(m.known_data, out.size());
-  std::memcpy(out.data(), m.buffer.get() + m.begin, n);
-  m.begin += n;
-  m.known_data -= n;
-  return n;
+  // kData: only data or the part's end follow a part's data.
+  const std::span<const std::byte> data(m.buffer.get() + m.begin, event->consumed);
+  m.begin += event->consumed;
+  return data;
 }
 
 }  // namespace imgsvc::http

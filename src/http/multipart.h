@@ -108,7 +108,7 @@ class MultipartForm final : public core::FormSource {
   // Errors: kBadRequest for a malformed or truncated form; errors of the
   // BodySource unchanged. Every error is final.
   StatusOr<std::optional<core::FormPart>> NextPart() override;
-  StatusOr<std::size_t> ReadPart(std::span<std::byte> out) override;
+  StatusOr<std::span<const std::byte>> ReadPart() override;
 
  private:
   struct Impl;
