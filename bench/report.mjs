@@ -19,7 +19,7 @@ if (machine) {
   print();
 }
 
-const http = lines.filter((l) => l.backend && l.connections);
+const http = lines.filter((l) => l.backend && l.connections && !l.ab);
 if (http.length) {
   print('| backend | scenario | conns | imgsvc req/s | p50 / p99 ms | errors | reference req/s | ratio | imgsvc CPU µs/req | imgsvc context switches/req | emulator CPU µs/req | peak RSS MiB |');
   print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
@@ -115,6 +115,21 @@ if (micro.length) {
   print('| --- | ---: | ---: |');
   for (const l of micro) {
     print(`| \`${l.benchmark}\` | ${l.cpu_ns >= 1000 ? `${fixed(l.cpu_ns / 1000)} µs` : `${fixed(l.cpu_ns, 0)} ns`} | ${l.mib_per_s ? `${thousands(l.mib_per_s)} MiB/s` : ''} |`);
+  }
+  print();
+}
+const ab = lines.filter((l) => l.ab && l.summary);
+if (ab.length) {
+  const other = lines.find((l) => l.ab && l.build === 'other')?.binary;
+  print(`A/B, medians of ${ab[0].rounds} alternating runs each; "other" is \`${other}\`:`);
+  print();
+  print('| backend | scenario | conns | req/s other → this | CPU µs/req other → this | ratio | minor faults/req | context switches/req |');
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const l of ab) {
+    print(`| ${l.backend} | ${l.scenario} | ${l.connections} | ${thousands(l.other_rps)} → ${thousands(l.this_rps)} | ` +
+          `${fixed(l.other_cpu_us_per_request, 1)} → ${fixed(l.this_cpu_us_per_request, 1)} | ${fixed(l.cpu_ratio, 3)} | ` +
+          `${fixed(l.other_minor_faults_per_request)} → ${fixed(l.this_minor_faults_per_request)} | ` +
+          `${fixed(l.other_context_switches_per_request)} → ${fixed(l.this_context_switches_per_request)} |`);
   }
   print();
 }

@@ -28,6 +28,14 @@
 //                             [--perf=DIR]  (perf profiles of imgsvc under each wrk run)
 //                             [--perf-call-graph=fp|dwarf]  (dwarf: whole stacks of the
 //                                                            frame-pointer-less Release build)
+//
+// A/B mode, for one change: node bench/suite.mjs --build-dir=DIR --ab=OTHER_IMGSVC
+//     [--only=embedded,aws] [--scenarios=get_one,list_20,upload_64k] [--rounds=3] [--connections=64]
+// runs another build of imgsvc (OTHER_IMGSVC, e.g. the commit before, built in a
+// git worktree) and this build's alternately on one data directory or one set
+// of emulators, round after round, so that the machine's drift hits both alike;
+// it reports each one's median CPU, minor faults and context switches per
+// request and its req/s. Nothing is compared with a reference here.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
@@ -48,7 +56,8 @@ const options = Object.fromEntries(
 const BUILD = path.resolve(ROOT, options['build-dir'] ?? 'build-release');
 const SECONDS = Number(options.seconds ?? 5);
 const CONNECTIONS = (options.connections ?? '16,64,256').split(',').map(Number);
-const ONLY = new Set((options.only ?? 'embedded,aws,large,idle,cold,callgrind,micro').split(','));
+const AB_OTHER = options.ab ? path.resolve(options.ab) : null;
+const ONLY = new Set((options.only ?? (AB_OTHER ? 'embedded,aws' : 'embedded,aws,large,idle,cold,callgrind,micro')).split(','));
 const IMGSVC = path.join(BUILD, 'src/app/imgsvc');
 const TOKEN = 'bench-token-0123456789abcdef0123';
 const KEY = `alice:${TOKEN}`;
@@ -123,7 +132,7 @@ async function waitHealthy(port, what) {
 
 function procStat(pid) {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return { ticks: Number(fields[11]) + Number(fields[12]) };
+  return { ticks: Number(fields[11]) + Number(fields[12]), minorFaults: Number(fields[7]) };
 }
 const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim());
 
@@ -225,10 +234,11 @@ async function measured(pid, url, connections, spec, label) {
                           path.join(options.perf, `${label}-${connections}.perf`)], { stdio: 'ignore' });
     await sleep(200);
   }
-  const before = procStat(pid).ticks;
+  const before = procStat(pid);
   const switchesBefore = contextSwitches(pid);
   const run = await wrk(url, connections, spec);
-  const ticks = procStat(pid).ticks - before;
+  const after = procStat(pid);
+  const ticks = after.ticks - before.ticks;
   const switches = contextSwitches(pid) - switchesBefore;
   if (perf) {
     const done = new Promise((resolve) => perf.once('exit', resolve));
@@ -237,6 +247,7 @@ async function measured(pid, url, connections, spec, label) {
   }
   run.cpu_us_per_request = run.requests ? (1e6 * ticks) / TICKS_PER_SECOND / run.requests : null;
   run.context_switches_per_request = run.requests ? switches / run.requests : null;
+  run.minor_faults_per_request = run.requests ? (after.minorFaults - before.minorFaults) / run.requests : null;
   run.cpu_percent = (100 * ticks) / TICKS_PER_SECOND / run.seconds;
   run.peak_rss_kib = memoryKib(pid).hwm;
   return run;
@@ -295,9 +306,9 @@ function fdatasyncCeiling(dir, seconds = 3) {
 
 // The service --------------------------------------------------------------------
 
-async function startImgsvc(name, args, env = {}) {
+async function startImgsvc(name, args, env = {}, binary = IMGSVC) {
   const port = nextPort++;
-  const child = start(name, IMGSVC, ['serve', '--port', String(port), '--log-level', 'info', ...args],
+  const child = start(name, binary, ['serve', '--port', String(port), '--log-level', 'info', ...args],
                       { IMGSVC_API_TOKEN: TOKEN, ...env });
   await waitHealthy(port, name);
   return { name, port, pid: child.pid, child, url: `http://127.0.0.1:${port}`, log: path.join(WORK, `${name}.log`) };
@@ -480,9 +491,13 @@ const AWS_ENV = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret
 const AWS_FLAGS = ['--storage', 'aws', '--bucket', 'bench-images', '--table', 'BenchImages',
                    '--token-secret', 'bench_api_token'];
 
+// The emulators reached directly, not through the signature-checking fronts.
+const directEnvOf = (peers) => ({ ...AWS_ENV, AWS_ENDPOINT_URL_S3: peers.s3_direct,
+                                  AWS_ENDPOINT_URL_DYNAMODB: peers.dynamodb_direct,
+                                  AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager, IMGSVC_API_TOKEN: '' });
+
 async function awsScenarios(nginx, peers) {
-  const directEnv = { ...AWS_ENV, AWS_ENDPOINT_URL_S3: peers.s3_direct, AWS_ENDPOINT_URL_DYNAMODB: peers.dynamodb_direct,
-                      AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager, IMGSVC_API_TOKEN: '' };
+  const directEnv = directEnvOf(peers);
   const service = await startImgsvc('aws', AWS_FLAGS, directEnv);
   const imageId = await seed(service);
   const paths = scenarioPaths(imageId);
@@ -774,6 +789,48 @@ function microBenchmarks() {
   }
 }
 
+// A/B ---------------------------------------------------------------------------------
+
+// The other build and this one take turns on the same data, a fresh process
+// for each run; the data is seeded once, by this build.
+async function abComparison(backend, peers) {
+  const builds = [['other', AB_OTHER], ['this', IMGSVC]];
+  const args = backend === 'embedded' ? ['--data-dir', path.join(WORK, 'ab-data')] : AWS_FLAGS;
+  const env = backend === 'embedded' ? {} : directEnvOf(peers);
+  const seeder = await startImgsvc(`ab-${backend}-seed`, args, env);
+  const paths = { ...scenarioPaths(await seed(seeder)), upload_64k: '/api/v1/images' };
+  await stop(seeder.child);
+  const connections = CONNECTIONS.length === 1 ? CONNECTIONS[0] : 64;
+  const rounds = Number(options.rounds ?? 3);
+  for (const scenario of (options.scenarios ?? 'get_one,list_20,upload_64k').split(',')) {
+    if (!paths[scenario]) throw new Error(`unknown scenario ${scenario}`);
+    const spec = scenario === 'upload_64k' ? UPLOAD_SPEC() : { headers: { 'x-api-key': KEY } };
+    const runs = { other: [], this: [] };
+    for (let round = 0; round < rounds; ++round) {
+      // Each goes first in every other round: a run can leave the page cache
+      // or the emulators warmer for the next.
+      for (const [build, binary] of round % 2 ? [...builds].reverse() : builds) {
+        const service = await startImgsvc(`ab-${backend}-${scenario}-${build}-${round}`, args, env, binary);
+        const run = await measured(service.pid, service.url + paths[scenario], connections, spec,
+                                   `ab-${backend}-${scenario}-${build}-${round}`);
+        await stop(service.child);
+        runs[build].push(run);
+        emit(line({ ab: true, backend, scenario, connections, round, build, binary, rps: run.rps,
+                    cpu_us_per_request: run.cpu_us_per_request, minor_faults_per_request: run.minor_faults_per_request,
+                    context_switches_per_request: run.context_switches_per_request, errors: run.errors }));
+      }
+    }
+    const summary = { ab: true, summary: true, backend, scenario, connections, rounds };
+    for (const build of ['other', 'this']) {
+      for (const measure of ['rps', 'cpu_us_per_request', 'minor_faults_per_request', 'context_switches_per_request']) {
+        summary[`${build}_${measure}`] = median(runs[build].map((run) => run[measure]));
+      }
+    }
+    summary.cpu_ratio = summary.this_cpu_us_per_request / summary.other_cpu_us_per_request;
+    emit(line(summary));
+  }
+}
+
 // Main ----------------------------------------------------------------------------------
 
 const started = Date.now();
@@ -781,6 +838,17 @@ emit({ machine: true, cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, ke
        memory_gib: Math.round(os.totalmem() / 2 ** 30), filesystem: spawnSync('stat', ['-f', '-c', '%T', WORK]).stdout.toString().trim(),
        load_average: os.loadavg().map(round3), seconds_per_run: SECONDS, connections: CONNECTIONS,
        command: `bench/run ${process.argv.slice(2).join(' ')}`.trim() });
+if (AB_OTHER) {
+  if (!fs.existsSync(AB_OTHER)) throw new Error(`--ab: no such binary ${AB_OTHER}`);
+  if (ONLY.has('embedded')) await abComparison('embedded');
+  if (ONLY.has('aws')) {
+    const abPeers = await startPeers();
+    await abComparison('aws', abPeers);
+    await stop(abPeers.child);
+  }
+  emit({ summary: true, minutes: round3((Date.now() - started) / 60000) });
+  process.exit(0);
+}
 const nginx = await startNginx();
 let peers = null;
 if (ONLY.has('embedded')) await embeddedScenarios(nginx);
