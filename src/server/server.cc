@@ -614,28 +614,26 @@ StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
   if (abandoned_) return Status(Code::kUnavailable, "Server is shutting down");
   body_out_ = out;
   body_got_ = 0;
-  if (ReadBodyNow()) {
-    if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
-    return body_got_;
+  if (!ReadBodyNow()) {
+    body_pending_ = true;
+    lock.unlock();
+    // The handler holds the session alive while it waits here.
+    asio::post(executor(), [this] { StartBodyRead(); });
+    lock.lock();
+    body_cv_.wait(lock, [this] { return !body_pending_ || abandoned_; });
+    if (body_pending_) return Status(Code::kUnavailable, "Server is shutting down");
   }
-  body_pending_ = true;
-  lock.unlock();
-  // The handler holds the session alive while it waits here.
-  asio::post(executor(), [this] { StartBodyRead(); });
-  lock.lock();
-  body_cv_.wait(lock, [this] { return !body_pending_ || abandoned_; });
-  if (body_pending_) return Status(Code::kUnavailable, "Server is shutting down");
   if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
   return body_got_;
 }
 
-// On the worker, under body_mu_, while the io side leaves the session alone
-// (no operation is pending on it during the handler, and Abandon waits for
-// the mutex): takes what the buffer and the socket already hold, sparing
+// On the worker, from Read, under body_mu_, while the io side leaves the
+// session alone (no operation is pending on it during the handler, and
+// Abandon, which closes the socket, takes the mutex first): takes what the buffer and the socket already hold, sparing
 // the two thread switches of a hand-off. False when a hand-off is needed:
 // the client waits for 100 Continue, or nothing but framing has arrived.
 bool Session::ReadBodyNow() {
-  if (abandoned_ || (expect_continue_ && !continue_sent_)) return false;
+  if (expect_continue_ && !continue_sent_) return false;
   ReserveBodyBuffer();
   auto& body = parser_->get().body();
   body.data = body_out_.data();
