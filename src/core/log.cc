@@ -1,6 +1,9 @@
 #include "core/log.h"
 
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <array>
 #include <atomic>
@@ -64,15 +67,32 @@ constexpr std::array<bool, 256> kPlain = [] {
 
 namespace {
 
-// Where the run of plain bytes from `from` ends. Eight bytes at a time while
-// a word-wide test finds none that needs escaping (the classic "has a byte
-// less than n / equal to c" bit tricks; a false alarm only costs the byte
-// loop), then byte by byte: JSON text of a listed page is nearly all plain.
+// Where the run of plain bytes from `from` ends. JSON text of a listed page
+// is nearly all plain (ids, timestamps, URLs), so the scan is what a listing
+// pays per byte: sixteen bytes per step with SSE2 (every x86-64 has it),
+// eight with word-wide bit tricks elsewhere (the classic "has a byte less
+// than n / equal to c"; a false alarm only costs the byte loop).
 std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
+  std::size_t i = from;
+#if defined(__SSE2__)
+  // Signed compares: bytes of 0x80 and above are negative, so "less than
+  // 0x20" also stops at them, as it must (they need UTF-8 checking).
+  const __m128i space = _mm_set1_epi8(0x20);
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i del = _mm_set1_epi8(0x7f);
+  while (i + 16 <= text.size()) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i));
+    const __m128i special = _mm_or_si128(
+        _mm_or_si128(_mm_cmplt_epi8(bytes, space), _mm_cmpeq_epi8(bytes, quote)),
+        _mm_or_si128(_mm_cmpeq_epi8(bytes, backslash), _mm_cmpeq_epi8(bytes, del)));
+    if (const int mask = _mm_movemask_epi8(special); mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    i += 16;
+  }
+#else
   constexpr std::uint64_t kOnes = 0x0101010101010101ull;
   constexpr std::uint64_t kHigh = 0x8080808080808080ull;
   const auto has_zero_byte = [](std::uint64_t word) { return (word - kOnes) & ~word; };
-  std::size_t i = from;
   while (i + 8 <= text.size()) {
     std::uint64_t word;
     std::memcpy(&word, text.data() + i, 8);
@@ -82,6 +102,7 @@ std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
     if ((attention & kHigh) != 0) break;
     i += 8;
   }
+#endif
   while (i < text.size() && kPlain[static_cast<unsigned char>(text[i])]) ++i;
   return i;
 }

@@ -128,11 +128,12 @@ TEST_F(LogTest, AppendJsonStringEscapesEveryByteWhereverItFallsInARun) {
       EXPECT_EQ(out, "\"" + before + escaped(static_cast<unsigned char>(c)) + after + "\"") << "byte " << c;
     }
   }
-  // Plain runs are scanned eight bytes at a time: every byte at every offset
-  // of a word, with whole plain words before and after it.
-  const std::string plain = "0123456789abcdefghijklmnopqrstuv";
+  // Plain runs are scanned sixteen bytes at a time (eight without SSE2):
+  // every byte at every offset of a block, with whole plain blocks before
+  // and after it.
+  const std::string plain = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
   for (int c = 0; c < 256; ++c) {
-    for (std::size_t offset = 0; offset <= 16; ++offset) {
+    for (std::size_t offset = 0; offset <= 33; ++offset) {
       const std::string before = plain.substr(0, offset);
       std::string out;
       AppendJsonString(out, before + static_cast<char>(c) + plain);
