@@ -78,10 +78,15 @@ Status WriteErrorStatus(std::string_view what, int err) {
   return ErrnoStatus(no_space ? Code::kUnavailable : Code::kInternal, what, err);
 }
 
-bool IsKeyChar(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '@' || c == '-';
-}
+// A table, not a chain of ranges: every listed image's key is checked when
+// its URL is signed.
+constexpr std::array<bool, 256> kKeyChars = [] {
+  std::array<bool, 256> allowed{};
+  for (const char c : std::string_view("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@-")) {
+    allowed[static_cast<unsigned char>(c)] = true;
+  }
+  return allowed;
+}();
 
 // Relative paths of safe segments only, so a key can never leave blobs/ nor
 // need escaping in a URL.
@@ -95,7 +100,7 @@ bool IsValidKey(std::string_view key) {
         return false;
       }
       segment_start = i + 1;
-    } else if (!IsKeyChar(key[i])) {
+    } else if (!kKeyChars[static_cast<unsigned char>(key[i])]) {
       return false;
     }
   }
