@@ -287,7 +287,9 @@ StatusOr<ListResult> ImageService::List(const Caller& caller, ListRequest reques
   result.items.reserve(page.items.size());
   for (auto& record : page.items) {
     IMGSVC_ASSIGN_OR_RETURN(PresignedUrl url, blobs_.PresignGet(record.StorageKey(), request.url_expires_in));
-    result.items.push_back({std::move(record), std::move(url)});
+    ImageWithUrl& item = result.items.emplace_back();  // one move of the record, not two
+    item.record = std::move(record);
+    item.url = std::move(url);
   }
   if (page.next) {
     IMGSVC_ASSIGN_OR_RETURN(result.cursor, cursors_.Seal(*page.next, binding));

@@ -244,9 +244,9 @@ std::string ColumnText(sqlite3_stmt* stmt, int column) {
   return std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt, column)));
 }
 
-// Reads a row selected with kColumns.
-StatusOr<core::ImageRecord> ReadRecord(sqlite3_stmt* stmt) {
-  core::ImageRecord record;
+// Reads a row selected with kColumns into `record`, in place: a listing
+// reads each row straight into its page.
+Status ReadRecordInto(sqlite3_stmt* stmt, core::ImageRecord& record) {
   record.image_id = ColumnText(stmt, 0);
   record.user_id = ColumnText(stmt, 1);
   record.created_at = ColumnText(stmt, 2);
@@ -264,6 +264,12 @@ StatusOr<core::ImageRecord> ReadRecord(sqlite3_stmt* stmt) {
   if (!tags) return Status(Code::kInternal, "metadata store: malformed tags in record " + record.image_id);
   record.tags = std::move(*tags);
   record.visibility = ColumnText(stmt, 12) == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+  return Status::Ok();
+}
+
+StatusOr<core::ImageRecord> ReadRecord(sqlite3_stmt* stmt) {
+  core::ImageRecord record;
+  IMGSVC_RETURN_IF_ERROR(ReadRecordInto(stmt, record));
   return record;
 }
 
@@ -844,8 +850,7 @@ StatusOr<core::ListPage> SqliteMetadataStore::List(const core::ListQuery& query,
     const int rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return SqliteStatus(reader->db.get(), rc, "list");
-    IMGSVC_ASSIGN_OR_RETURN(core::ImageRecord record, ReadRecord(stmt));
-    page.items.push_back(std::move(record));
+    IMGSVC_RETURN_IF_ERROR(ReadRecordInto(stmt, page.items.emplace_back()));
   }
   if (page.items.size() > limit) {
     page.items.resize(limit);
