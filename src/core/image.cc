@@ -218,6 +218,18 @@ Micros StartOfDay(const Date& date) {
          kMicrosPerDay;
 }
 
+// The shape of FormatTimestamp's output, "2026-11-25T18:00:00.123456Z",
+// whatever the digits.
+bool HasOwnTimestampShape(std::string_view text) {
+  constexpr std::string_view kShape = "0000-00-00T00:00:00.000000Z";
+  if (text.size() != kShape.size()) return false;
+  for (std::size_t i = 0; i < kShape.size(); ++i) {
+    const bool matches = kShape[i] == '0' ? text[i] >= '0' && text[i] <= '9' : text[i] == kShape[i];
+    if (!matches) return false;
+  }
+  return true;
+}
+
 // RFC 3339 date-time; with `naive_is_utc` a missing zone means UTC (how the
 // original service's Python isoformat() strings were written).
 std::optional<Micros> ParseDateTime(std::string_view text, bool naive_is_utc) {
@@ -457,6 +469,10 @@ std::optional<Micros> ParseDateBound(std::string_view text, Bound bound) {
 }
 
 std::string NormaliseStoredTimestamp(std::string_view text) {
+  // Every record this service wrote is in its own format, which normalising
+  // gives back unchanged (a valid timestamp formats to itself, an invalid one
+  // is returned as it is): not parsed and formatted again, twice per listed item.
+  if (HasOwnTimestampShape(text)) return std::string(text);
   if (const auto micros = ParseDateTime(text, true)) return FormatTimestamp(*micros);
   return std::string(text);
 }

@@ -5,7 +5,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
+#include <string>
+#include <vector>
 
 namespace imgsvc::core {
 namespace {
@@ -378,6 +381,35 @@ TEST(NormaliseStoredTimestampTest, ReadsPythonIsoformatStrings) {
   EXPECT_EQ(NormaliseStoredTimestamp("2024-01-02T05:04:05.5+02:00"), "2024-01-02T03:04:05.500000Z");
   EXPECT_EQ(NormaliseStoredTimestamp("2024-01-02 03:04:05.123"), "2024-01-02T03:04:05.123000Z");
   EXPECT_EQ(NormaliseStoredTimestamp("2024-01-02T03:04:05.123456Z"), "2024-01-02T03:04:05.123456Z");
+}
+
+// Text in the service's own format is returned without parsing. That is
+// only right because such text formats to itself when it is valid (and is
+// left unchanged when it is not): checked over random digits in every place.
+TEST(NormaliseStoredTimestampTest, OwnFormatComesBackUnchangedValidOrNot) {
+  std::mt19937 random(20261127);
+  std::vector<std::string> samples = {"2024-02-29T23:59:59.999999Z", "2023-02-29T00:00:00.000000Z",
+                                      "2024-13-01T00:00:00.000000Z", "2024-01-01T24:00:00.000000Z",
+                                      "0000-01-01T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z",
+                                      "1970-01-01T00:00:00.000000Z"};
+  for (int i = 0; i < 20000; ++i) {
+    std::string text = "0000-00-00T00:00:00.000000Z";
+    for (char& c : text) {
+      if (c == '0') c = static_cast<char>('0' + random() % 10);
+    }
+    samples.push_back(text);
+    // and a valid one, anywhere from 1970 to 2100
+    samples.push_back(FormatTimestamp(static_cast<Micros>(random() % 4'102'444'800) * 1'000'000 + random() % 1'000'000));
+  }
+  int valid = 0;
+  for (const std::string& text : samples) {
+    EXPECT_EQ(NormaliseStoredTimestamp(text), text);
+    if (const std::optional<Micros> micros = ParseTimestamp(text)) {
+      ++valid;
+      EXPECT_EQ(FormatTimestamp(*micros), text);
+    }
+  }
+  EXPECT_GE(valid, 20000) << "the samples should include valid timestamps";
 }
 
 TEST(NormaliseStoredTimestampTest, LeavesUnparseableInputUnchanged) {
