@@ -137,6 +137,9 @@ StatusOr<std::vector<std::string>> TagsAttribute(const dynamodb::Item& item, std
 
 // "png", "JPEG", "jpg" (an extension), ...
 std::optional<core::ImageFormat> FormatNamed(std::string_view name) {
+  for (const core::ImageFormat format : kAllFormats) {
+    if (core::FormatName(format) == name) return format;  // as this service writes it
+  }
   const std::string lower = core::LowerAscii(name);
   for (const core::ImageFormat format : kAllFormats) {
     if (core::FormatName(format) == lower) return format;
