@@ -44,13 +44,30 @@ void AppendRecordFields(std::string& out, const core::ImageRecord& r) {
   AppendJsonString(out, r.updated_at);
 }
 
-void AppendImageWithUrl(std::string& out, const core::ImageWithUrl& image) {
+// URL expiries as text. The URLs of a listed page are signed within a second
+// or two, so most share their expiry, which is then formatted once.
+class ExpiryText {
+ public:
+  std::string_view Of(core::Micros expires_at) {
+    if (text_.empty() || expires_at != formatted_) {
+      formatted_ = expires_at;
+      text_ = core::FormatTimestamp(expires_at);
+    }
+    return text_;
+  }
+
+ private:
+  core::Micros formatted_ = 0;
+  std::string text_;
+};
+
+void AppendImageWithUrl(std::string& out, const core::ImageWithUrl& image, ExpiryText& expiry) {
   out.push_back('{');
   AppendRecordFields(out, image.record);
   out += ",\"presigned_url\":";
   AppendJsonString(out, image.url.url);
   out += ",\"presigned_url_expires_at\":";
-  AppendJsonString(out, core::FormatTimestamp(image.url.expires_at));
+  AppendJsonString(out, expiry.Of(image.url.expires_at));
   out.push_back('}');
 }
 
@@ -81,7 +98,8 @@ constexpr std::size_t kImageJsonBytes = 2048;
 std::string ImageWithUrlJson(const core::ImageWithUrl& image) {
   std::string out;
   out.reserve(kImageJsonBytes);
-  AppendImageWithUrl(out, image);
+  ExpiryText expiry;
+  AppendImageWithUrl(out, image, expiry);
   return out;
 }
 
@@ -101,9 +119,10 @@ std::string ListResponseJson(const core::ListResult& result) {
   std::string out;
   out.reserve(64 + result.items.size() * kImageJsonBytes);
   out += "{\"items\":[";
+  ExpiryText expiry;
   for (std::size_t i = 0; i < result.items.size(); ++i) {
     if (i) out.push_back(',');
-    AppendImageWithUrl(out, result.items[i]);
+    AppendImageWithUrl(out, result.items[i], expiry);
   }
   out += "],\"count\":" + std::to_string(result.items.size());
   out += ",\"last_evaluated_key\":";

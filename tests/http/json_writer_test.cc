@@ -4,6 +4,9 @@
 
 #include <boost/json.hpp>
 
+#include <string>
+#include <vector>
+
 namespace imgsvc::http {
 namespace {
 
@@ -49,6 +52,23 @@ TEST(JsonWriter, ListCarriesUrlsCountAndCursor) {
   result.cursor = "abc";
   v = boost::json::parse(ListResponseJson(result)).as_object();
   EXPECT_EQ(v.at("last_evaluated_key").as_string(), "abc");
+}
+
+// A page's expiries are formatted once when they repeat: each item must
+// still carry its own.
+TEST(JsonWriter, EachListedUrlCarriesItsOwnExpiry) {
+  core::ListResult result;
+  const std::vector<core::Micros> expiries = {0, 0, 1'000'000, 1'000'000, 0, 86'400'000'000};
+  for (const core::Micros expiry : expiries) result.items.push_back({SampleRecord(), {"http://x/k", expiry}});
+  const auto v = boost::json::parse(ListResponseJson(result)).as_object();
+  const auto& items = v.at("items").as_array();
+  ASSERT_EQ(items.size(), expiries.size());
+  const std::vector<std::string> expected = {"1970-01-01T00:00:00.000000Z", "1970-01-01T00:00:00.000000Z",
+                                             "1970-01-01T00:00:01.000000Z", "1970-01-01T00:00:01.000000Z",
+                                             "1970-01-01T00:00:00.000000Z", "1970-01-02T00:00:00.000000Z"};
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    EXPECT_EQ(items[i].as_object().at("presigned_url_expires_at").as_string(), expected[i]) << "item " << i;
+  }
 }
 
 TEST(JsonWriter, ValidationErrorsKeepLocTypes) {
