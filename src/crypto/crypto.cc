@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 namespace imgsvc::crypto {
@@ -400,11 +401,23 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
   return same_length && diff == 0;
 }
 
+// Both digits of each byte value, so a byte is one two-byte copy: every
+// signed URL of a listed page carries a hex signature.
+constexpr std::array<char, 512> kHexPairs = [] {
+  std::array<char, 512> pairs{};
+  for (std::size_t i = 0; i < 256; ++i) {
+    pairs[2 * i] = kHexDigits[i >> 4];
+    pairs[2 * i + 1] = kHexDigits[i & 0xf];
+  }
+  return pairs;
+}();
+
 std::string HexEncode(std::span<const std::uint8_t> data) {
   std::string out(data.size() * 2, '\0');
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    out[2 * i] = kHexDigits[data[i] >> 4];
-    out[2 * i + 1] = kHexDigits[data[i] & 0xf];
+  char* to = out.data();
+  for (const std::uint8_t byte : data) {
+    std::memcpy(to, &kHexPairs[2 * std::size_t{byte}], 2);
+    to += 2;
   }
   return out;
 }

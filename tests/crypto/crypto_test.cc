@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <thread>
@@ -323,6 +324,19 @@ TEST(HexTest, EncodesLowerCaseDecodesEitherCase) {
   EXPECT_EQ(HexDecode("00ff10ab"), std::string("\x00\xff\x10\xab", 4));
   EXPECT_EQ(HexDecode("00FF10AB"), std::string("\x00\xff\x10\xab", 4));
   EXPECT_EQ(HexDecode(""), std::string());
+}
+
+TEST(HexTest, EncodesEveryByteValue) {
+  std::string all;
+  std::string expected;
+  for (int byte = 0; byte < 256; ++byte) {
+    all.push_back(static_cast<char>(byte));
+    char pair[3];
+    std::snprintf(pair, sizeof pair, "%02x", byte);
+    expected += pair;
+  }
+  EXPECT_EQ(HexEncode(all), expected);
+  EXPECT_EQ(HexDecode(expected), all);
 }
 
 TEST(HexTest, RejectsOddLengthAndNonHex) {
