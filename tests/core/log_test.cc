@@ -146,6 +146,36 @@ TEST_F(LogTest, AppendJsonStringEscapesEveryByteWhereverItFallsInARun) {
   EXPECT_EQ(out, "\"caf\xC3\xA9 \xE2\x82\xAC\\\"end\"") << "valid UTF-8 inside runs is kept";
 }
 
+// The scan's last step looks at the text's last sixteen bytes, which may
+// overlap bytes already handled, escaped ones included: any text length,
+// with two bytes to escape at any two places.
+TEST_F(LogTest, AppendJsonStringFindsEveryEscapeNearTheEndOfAnyLength) {
+  for (std::size_t length = 1; length <= 48; ++length) {
+    for (std::size_t first = 0; first <= length; ++first) {
+      for (std::size_t second = first + 1; second <= length + 1; ++second) {
+        // `first` or `second` == length (or beyond) means that escape is absent.
+        std::string text(length, 'x');
+        std::string expected = "\"";
+        for (std::size_t i = 0; i < length; ++i) {
+          if (i == first) {
+            text[i] = '"';
+            expected += "\\\"";
+          } else if (i == second) {
+            text[i] = '\x01';
+            expected += "\\u0001";
+          } else {
+            expected += 'x';
+          }
+        }
+        expected += '"';
+        std::string out;
+        AppendJsonString(out, text);
+        ASSERT_EQ(out, expected) << "length " << length << ", escapes at " << first << " and " << second;
+      }
+    }
+  }
+}
+
 TEST_F(LogTest, LevelFiltersLines) {
   SetLevel(Level::kWarn);
   EXPECT_FALSE(Enabled(Level::kInfo));
