@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <fstream>
 #include <latch>
 #include <thread>
 
@@ -185,14 +186,16 @@ TEST_F(SqliteMetadataStoreTest, ReadersAndWritersRunConcurrently) {
   EXPECT_EQ(failures.load(), 0);
 }
 
-TEST_F(SqliteMetadataStoreTest, ListingsByUserWalkTheIndexInOrder) {
+// A user's page comes from the listing index alone, in its order: no row is
+// looked up in the table and nothing is sorted.
+TEST_F(SqliteMetadataStoreTest, ListingsByUserReadOnlyTheirIndexInOrder) {
   RawDb db(path_);
   core::ListQuery query;
   query.user_id = "alice";
   query.viewer = "bob";
   for (const bool resumes : {false, true}) {
     const std::string plan = db.Plan(SqliteMetadataStore::ListSql(query, resumes));
-    EXPECT_THAT(plan, HasSubstr("USING INDEX images_by_user (user_id=?"));
+    EXPECT_THAT(plan, HasSubstr("USING COVERING INDEX images_listed_by_user (user_id=?"));
     EXPECT_THAT(plan, Not(HasSubstr("TEMP B-TREE")));
   }
 
@@ -202,7 +205,7 @@ TEST_F(SqliteMetadataStoreTest, ListingsByUserWalkTheIndexInOrder) {
   query.tags = {"a", "b"};
   query.visibility = core::Visibility::kPublic;
   const std::string plan = db.Plan(SqliteMetadataStore::ListSql(query, true));
-  EXPECT_THAT(plan, HasSubstr("USING INDEX images_by_user (user_id=? AND created_at>? AND created_at<?)"));
+  EXPECT_THAT(plan, HasSubstr("USING COVERING INDEX images_listed_by_user (user_id=? AND created_at>? AND created_at<?)"));
   EXPECT_THAT(plan, Not(HasSubstr("TEMP B-TREE")));
 }
 
@@ -236,7 +239,7 @@ TEST_F(SqliteMetadataStoreTest, RecordsKeepTheTableShape) {
               ElementsAre(R"(png|cats|["a","b\"c"]|,a,b"c,|public|10)"));
   EXPECT_THAT(db.Rows("SELECT category IS NULL, tags, tag_set FROM images WHERE image_id = '" + plain.image_id + "'"),
               ElementsAre("1|[]|,"));
-  EXPECT_THAT(db.Rows("PRAGMA user_version"), ElementsAre("1"));
+  EXPECT_THAT(db.Rows("PRAGMA user_version"), ElementsAre("2"));
 }
 
 TEST_F(SqliteMetadataStoreTest, RecordsSurviveReopening) {
@@ -252,11 +255,51 @@ TEST_F(SqliteMetadataStoreTest, RefusesASchemaFromTheFuture) {
   store_.reset();
   {
     RawDb db(path_);
-    db.Rows("PRAGMA user_version = 2");
+    db.Rows("PRAGMA user_version = 3");
   }
   auto opened = SqliteMetadataStore::Open(path_);
   ASSERT_FALSE(opened.ok());
-  EXPECT_THAT(opened.status().message(), HasSubstr("schema version 2"));
+  EXPECT_THAT(opened.status().message(), HasSubstr("schema version 3"));
+}
+
+// A file written by an earlier release (schema 1: the listing index held
+// the key columns only) is upgraded when opened, and keeps its records.
+TEST_F(SqliteMetadataStoreTest, UpgradesAVersionOneFile) {
+  store_.reset();
+  const std::string old_path = dir_.path() + "/version1.sqlite3";
+  const core::ImageRecord mine = MakeRecord("alice", 1, {"x"});
+  std::ofstream(old_path).close();  // an empty file is an empty database
+  {
+    RawDb db(old_path);
+    db.Rows(R"sql(CREATE TABLE images (
+      image_id TEXT PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, created_at TEXT NOT NULL,
+      updated_at TEXT NOT NULL, filename TEXT NOT NULL, format TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+      width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL, category TEXT, tags TEXT NOT NULL,
+      tag_set TEXT NOT NULL, visibility TEXT NOT NULL) WITHOUT ROWID)sql");
+    db.Rows("CREATE INDEX images_by_user ON images (user_id, created_at, image_id)");
+    db.Rows("INSERT INTO images VALUES ('" + mine.image_id + "', 'alice', '" + mine.created_at + "', '" +
+            mine.updated_at + "', 'a.png', 'png', 10, 1, 1, '" + mine.sha256 + "', NULL, '[\"x\"]', ',x,', 'public')");
+    db.Rows("PRAGMA user_version = 1");
+  }
+  auto opened = SqliteMetadataStore::Open(old_path);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+
+  RawDb db(old_path);
+  EXPECT_THAT(db.Rows("PRAGMA user_version"), ElementsAre("2"));
+  EXPECT_THAT(db.Rows("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'images_%' ORDER BY name"),
+              ElementsAre("images_listed_by_user"));
+  auto stored = (*opened)->Get(mine.image_id);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(*stored, mine);
+  core::ListQuery query;
+  query.user_id = "alice";
+  auto page = (*opened)->List(query, std::nullopt, 20, 1);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items.front(), mine);
+  opened->reset();
+  auto reopened = SqliteMetadataStore::Open(old_path);  // an upgraded file opens as it is
+  EXPECT_TRUE(reopened.ok()) << reopened.status().ToString();
 }
 
 TEST_F(SqliteMetadataStoreTest, ARepeatedIdIsDeletedOnceThenNotFound) {

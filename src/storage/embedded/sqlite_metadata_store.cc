@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -24,11 +25,15 @@
 namespace imgsvc::storage {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr std::size_t kMaxReaders = 8;
 constexpr int kBusyTimeoutMs = 5000;
 constexpr std::size_t kMaxFetch = 1'000'000;
 
+// A user's listing reads its page from images_listed_by_user alone: after
+// the key it orders by (user, newest first) the index holds every other
+// column, so no row is looked up in the table, at the price of a second copy
+// of each record on disk.
 constexpr char kSchema[] = R"sql(
 CREATE TABLE images (
   image_id   TEXT PRIMARY KEY NOT NULL,
@@ -46,9 +51,24 @@ CREATE TABLE images (
   tag_set    TEXT NOT NULL,
   visibility TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX images_by_user ON images (user_id, created_at, image_id);
-PRAGMA user_version = 1;
+CREATE INDEX images_listed_by_user ON images (user_id, created_at, image_id, updated_at, filename, format,
+  size_bytes, width, height, sha256, category, tags, tag_set, visibility);
+PRAGMA user_version = 2;
 )sql";
+
+// Schema upgrades, kMigrations[v - 1] taking version v to v + 1, each run in
+// one transaction when the writer opens the file.
+constexpr const char* kMigrations[] = {
+    // 1 -> 2: the listing's index becomes covering; its key columns are the
+    // old index's, which it replaces.
+    R"sql(
+CREATE INDEX images_listed_by_user ON images (user_id, created_at, image_id, updated_at, filename, format,
+  size_bytes, width, height, sha256, category, tags, tag_set, visibility);
+DROP INDEX images_by_user;
+PRAGMA user_version = 2;
+)sql",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion - 1);
 
 // The record's columns, in the order ReadRecord expects them.
 constexpr char kColumns[] =
@@ -308,6 +328,19 @@ struct WriterConn {
   }
 };
 
+// Runs `sql` in a write transaction if the schema is still at `version` once
+// the lock is held: another process may have created or upgraded it while
+// this one waited.
+Status InTransactionIfVersion(sqlite3* db, std::string_view version, const char* sql) {
+  IMGSVC_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+  auto current = QueryText(db, "PRAGMA user_version");
+  Status done = current.ok() ? Status::Ok() : current.status();
+  if (done.ok() && *current == version) done = Exec(db, sql);
+  if (done.ok()) done = Exec(db, "COMMIT");
+  if (!done.ok()) (void)Exec(db, "ROLLBACK");
+  return done;
+}
+
 StatusOr<WriterConn> OpenWriter(const std::string& path) {
   WriterConn conn;
   IMGSVC_ASSIGN_OR_RETURN(conn.db, OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
@@ -322,17 +355,13 @@ StatusOr<WriterConn> OpenWriter(const std::string& path) {
 
   IMGSVC_ASSIGN_OR_RETURN(std::string version, QueryText(db, "PRAGMA user_version"));
   if (version == "0") {
-    IMGSVC_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
-    // Another process may have created the schema while we waited for the lock.
-    auto again = QueryText(db, "PRAGMA user_version");
-    Status created = again.ok() ? Status::Ok() : again.status();
-    if (created.ok() && *again == "0") created = Exec(db, kSchema);
-    if (created.ok()) created = Exec(db, "COMMIT");
-    if (!created.ok()) {
-      (void)Exec(db, "ROLLBACK");
-      return created;
-    }
+    IMGSVC_RETURN_IF_ERROR(InTransactionIfVersion(db, "0", kSchema));
     IMGSVC_ASSIGN_OR_RETURN(version, QueryText(db, "PRAGMA user_version"));
+  }
+  for (int from = 1; from < kSchemaVersion && version == std::to_string(from); ++from) {
+    IMGSVC_RETURN_IF_ERROR(InTransactionIfVersion(db, version, kMigrations[from - 1]));
+    IMGSVC_ASSIGN_OR_RETURN(version, QueryText(db, "PRAGMA user_version"));
+    log::Info("metadata store: schema upgraded", {{"from", std::int64_t{from}}, {"to", version}});
   }
   if (version != std::to_string(kSchemaVersion)) {
     return Status(Code::kInternal, "metadata store: unsupported schema version " + version + " (this build knows " +

@@ -2,7 +2,9 @@
 //
 // One table keyed by image_id and an index on (user_id, created_at, image_id)
 // mirror the ImageMetadata table and its UserIdIndex GSI, so listings behave
-// the same on both backends. synchronous=FULL: an acknowledged write survives
+// the same on both backends; like a GSI projecting all attributes, the index
+// carries every column, so a user's page is read from it alone. Files of an
+// earlier schema are upgraded when opened. synchronous=FULL: an acknowledged write survives
 // a power cut. Concurrent writes share commits (group commit): a writer thread
 // batches the writes waiting at that moment into one transaction, while each
 // write keeps its own savepoint so one failing condition does not fail its
