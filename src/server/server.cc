@@ -108,13 +108,15 @@ std::string_view DateLine() {
 
 // Framing headers are ours to set; a CR or LF would let a value split the response.
 bool ShouldSendHeader(const http::Header& header) {
-  static constexpr std::string_view kForbidden("\r\n\0", 3);
   if (beast::iequals(header.name, "content-length") || beast::iequals(header.name, "connection") ||
       beast::iequals(header.name, "transfer-encoding")) {
     return false;
   }
-  return header.name.find_first_of(kForbidden) == std::string::npos &&
-         header.value.find_first_of(kForbidden) == std::string::npos;
+  // A loop, not find_first_of, which makes one memchr call per character.
+  const auto splits = [](std::string_view text) {
+    return std::any_of(text.begin(), text.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+  };
+  return !splits(header.name) && !splits(header.value);
 }
 
 // Status line and headers, without the connection header and the final CRLF

@@ -693,7 +693,7 @@ TEST(HttpClientTest, RefusesRequestsThatWouldCorruptTheConnection) {
   ASSERT_TRUE(server.listening());
   HttpClient client;
 
-  std::vector<ClientRequest> bad(7, Get("/"));
+  std::vector<ClientRequest> bad(9, Get("/"));
   bad[0].method = "GE T";
   bad[1].target = "no-slash";
   bad[2].target = "/a b";
@@ -702,6 +702,8 @@ TEST(HttpClientTest, RefusesRequestsThatWouldCorruptTheConnection) {
   bad[5].headers = {{"Content-Length", "3"}};
   bad[5].body = "four";
   bad[6].headers = {{"Transfer-Encoding", "chunked"}};
+  bad[7].headers = {{"X-Lone-Lf", "a\nEvil: 1"}};
+  bad[8].headers = {{"X-Nul", std::string("a\0b", 3)}};
   for (std::size_t i = 0; i < bad.size(); ++i) {
     const StatusOr<ClientResponse> result = client.Send(server.endpoint(), bad[i]);
     ASSERT_FALSE(result.ok()) << i;
@@ -714,7 +716,7 @@ TEST(HttpClientTest, RefusesRequestsThatWouldCorruptTheConnection) {
     EXPECT_EQ(result.status().code(), Code::kBadRequest);
   }
   EXPECT_EQ(server.accepted(), 0u);
-  EXPECT_EQ(client.stats().requests, 10u);
+  EXPECT_EQ(client.stats().requests, 12u);
 }
 
 TEST(HttpClientTest, KeepAliveReusesOneConnection) {

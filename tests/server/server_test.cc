@@ -239,6 +239,34 @@ std::string ImfFixdate(std::time_t when) {
   return std::string(text, length);
 }
 
+// A handler's header that could split the response (CR, LF or NUL in its
+// name or value) is dropped, as are the framing headers the server sets.
+TEST(ServerTest, HandlerHeadersThatCouldSplitTheResponseAreDropped) {
+  TestServer server(FastOptions(), [](http::Request&) {
+    http::Response response = TextResponse(200, "ok");
+    response.headers.push_back({"x-kept", "1"});
+    response.headers.push_back({"x-cr", "a\rb"});
+    response.headers.push_back({"x-lf", "a\nevil: 1"});
+    response.headers.push_back({"x-nul", std::string("a\0b", 3)});
+    response.headers.push_back({"x-name\r\nevil", "v"});
+    response.headers.push_back({"content-length", "99"});
+    response.headers.push_back({"connection", "close"});
+    return response;
+  });
+  Client client(server.port());
+  for (int round = 0; round < 2; ++round) {  // still kept alive
+    ASSERT_TRUE(client.Send(Get("/")));
+    const auto response = client.ReadResponse();
+    ASSERT_TRUE(response) << "round " << round;
+    EXPECT_EQ(response->body, "ok");
+    EXPECT_EQ(response->header("x-kept"), "1");
+    EXPECT_EQ(response->header("content-length"), "2");
+    for (const char* dropped : {"x-cr", "x-lf", "x-nul", "evil", "x-name"}) {
+      EXPECT_FALSE(response->header(dropped)) << dropped;
+    }
+  }
+}
+
 TEST(ServerTest, DateHeaderIsTheCurrentTimeAsAnImfFixdate) {
   TestServer server(FastOptions(), [](http::Request&) { return TextResponse(200, "ok"); });
   Client client(server.port());
