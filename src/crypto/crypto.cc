@@ -271,9 +271,11 @@ HmacSha256Key::~HmacSha256Key() {
   OPENSSL_cleanse(static_cast<void*>(&outer_), sizeof(outer_));
 }
 
-Sha256Digest HmacSha256Key::Mac(std::string_view message) const {
+Sha256Digest HmacSha256Key::Mac(std::string_view message) const { return Mac({message}); }
+
+Sha256Digest HmacSha256Key::Mac(std::initializer_list<std::string_view> parts) const {
   Sha256 inner = inner_;
-  inner.Update(message);
+  for (const std::string_view part : parts) inner.Update(part);
   const Sha256Digest inner_digest = inner.Finish();
   Sha256 outer = outer_;
   outer.Update(std::as_bytes(std::span(inner_digest)));
@@ -412,13 +414,19 @@ constexpr std::array<char, 512> kHexPairs = [] {
   return pairs;
 }();
 
-std::string HexEncode(std::span<const std::uint8_t> data) {
-  std::string out(data.size() * 2, '\0');
-  char* to = out.data();
+void AppendHex(std::string& out, std::span<const std::uint8_t> data) {
+  const std::size_t at = out.size();
+  out.resize(at + data.size() * 2);
+  char* to = out.data() + at;
   for (const std::uint8_t byte : data) {
     std::memcpy(to, &kHexPairs[2 * std::size_t{byte}], 2);
     to += 2;
   }
+}
+
+std::string HexEncode(std::span<const std::uint8_t> data) {
+  std::string out;
+  AppendHex(out, data);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,6 +56,8 @@ class HmacSha256Key {
   ~HmacSha256Key();
 
   Sha256Digest Mac(std::string_view message) const;
+  // The MAC of the parts' concatenation, without building it.
+  Sha256Digest Mac(std::initializer_list<std::string_view> parts) const;
 
  private:
   Sha256 inner_;  // after the key XOR ipad block
@@ -89,6 +92,8 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b);
 
 std::string HexEncode(std::span<const std::uint8_t> data);
 std::string HexEncode(std::string_view data);
+// Appends the lower-case hex of `data` to `out`.
+void AppendHex(std::string& out, std::span<const std::uint8_t> data);
 std::optional<std::string> HexDecode(std::string_view hex);
 std::string Base64Encode(std::string_view data);
 std::optional<std::string> Base64Decode(std::string_view text);  // standard alphabet, padding optional

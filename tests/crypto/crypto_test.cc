@@ -140,6 +140,22 @@ TEST(HmacSha256KeyTest, MatchesTheOneShotForEveryMessageLengthAroundTheBlocks) {
   }
 }
 
+// A message in parts (a signed URL's "GET\n", key, "\n", expiry) is MACed
+// as its concatenation, wherever the parts split it.
+TEST(HmacSha256KeyTest, PartsAreMacedAsTheirConcatenation) {
+  const HmacSha256Key key("a day's signing key, 32 bytes!!");
+  std::string message;
+  for (int i = 0; i < 150; ++i) message.push_back(static_cast<char>('a' + i % 26));
+  for (std::size_t first = 0; first <= message.size(); first += 7) {
+    for (std::size_t second = first; second <= message.size(); second += 13) {
+      const std::string_view view(message);
+      EXPECT_EQ(key.Mac({view.substr(0, first), view.substr(first, second - first), "", view.substr(second)}),
+                key.Mac(message))
+          << first << " " << second;
+    }
+  }
+}
+
 TEST(HmacSha256KeyTest, KeysAndCopiesAreIndependent) {
   const HmacSha256Key a("key-a");
   const HmacSha256Key b("key-b");
@@ -337,6 +353,9 @@ TEST(HexTest, EncodesEveryByteValue) {
   }
   EXPECT_EQ(HexEncode(all), expected);
   EXPECT_EQ(HexDecode(expected), all);
+  std::string appended = "prefix:";
+  AppendHex(appended, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(all.data()), all.size()));
+  EXPECT_EQ(appended, "prefix:" + expected);
 }
 
 TEST(HexTest, RejectsOddLengthAndNonHex) {

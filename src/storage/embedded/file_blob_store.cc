@@ -355,15 +355,9 @@ struct FileBlobStore::Impl {
   std::string signing_key;
   crypto::HmacSha256Key url_mac{signing_key};  // keyed once: a listed page signs 20 URLs
 
-  std::string Sign(std::string_view key, std::string_view expires) const {
-    std::string message;
-    message.reserve(key.size() + expires.size() + 5);
-    message += "GET\n";
-    message += key;
-    message += '\n';
-    message += expires;
-    const crypto::Sha256Digest mac = url_mac.Mac(message);
-    return crypto::HexEncode(std::span<const std::uint8_t>(mac));
+  // HMAC-SHA256 of "GET\n{key}\n{expires}".
+  crypto::Sha256Digest Sign(std::string_view key, std::string_view expires) const {
+    return url_mac.Mac({"GET\n", key, "\n", expires});
   }
 };
 
@@ -446,7 +440,7 @@ StatusOr<core::PresignedUrl> FileBlobStore::PresignGet(std::string_view key, std
   presigned.url += "?expires=";
   presigned.url += expires_text;
   presigned.url += "&signature=";
-  presigned.url += impl_->Sign(key, expires_text);
+  crypto::AppendHex(presigned.url, impl_->Sign(key, expires_text));
   presigned.expires_at = expires * 1'000'000;
   return presigned;
 }
@@ -464,7 +458,8 @@ StatusOr<LocalFile> FileBlobStore::OpenSigned(std::string_view key, std::string_
     return Status(Code::kForbidden, kBadSignature);
   }
   // Signed over the text as sent, so "0123" and "123" are different URLs.
-  if (!crypto::ConstantTimeEqual(impl_->Sign(key, expires), signature)) {
+  if (!crypto::ConstantTimeEqual(crypto::HexEncode(std::span<const std::uint8_t>(impl_->Sign(key, expires))),
+                                 signature)) {
     return Status(Code::kForbidden, kBadSignature);
   }
   if (impl_->clock.Now() > expires_seconds * 1'000'000) return Status(Code::kForbidden, "Download URL expired");
