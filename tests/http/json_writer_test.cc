@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,46 @@ TEST(JsonWriter, EachListedUrlCarriesItsOwnExpiry) {
   for (std::size_t i = 0; i < items.size(); ++i) {
     EXPECT_EQ(items[i].as_object().at("presigned_url_expires_at").as_string(), expected[i]) << "item " << i;
   }
+}
+
+// Records are written into room reserved for their worst case: every byte
+// of client text taking six bytes escaped. Values at their longest, made of
+// such bytes, must come back whole (and the writer aborts if the room was
+// short).
+TEST(JsonWriter, RecordsOfTheWorstEscapingComeBackWhole) {
+  core::ImageRecord r = SampleRecord();
+  r.user_id = std::string(128, '\x7f');
+  r.filename = std::string(255, '\x01');
+  r.category = std::string(64, '\xff');  // not UTF-8: each byte becomes U+FFFD
+  r.tags.assign(20, std::string(64, '\x1f'));
+  r.sha256 = std::string(64, '"');
+  r.created_at = std::string(40, '\\');
+  r.updated_at = std::string(40, '\n');
+  r.size_bytes = UINT64_MAX;
+  r.width = UINT32_MAX;
+  r.height = UINT32_MAX;
+  core::ListResult result;
+  for (int i = 0; i < 3; ++i) result.items.push_back({r, {std::string(2048, '\x02'), 1'000'000}});
+  const auto v = boost::json::parse(ListResponseJson(result)).as_object();
+  ASSERT_EQ(v.at("items").as_array().size(), 3u);
+  for (const auto& value : v.at("items").as_array()) {
+    const auto& item = value.as_object();
+    EXPECT_EQ(item.at("user_id").as_string(), r.user_id);
+    EXPECT_EQ(item.at("filename").as_string(), r.filename);
+    std::string replaced;
+    for (int i = 0; i < 64; ++i) replaced += "\xEF\xBF\xBD";
+    EXPECT_EQ(item.at("category").as_string(), replaced);
+    ASSERT_EQ(item.at("tags").as_array().size(), 20u);
+    EXPECT_EQ(item.at("tags").as_array().at(19).as_string(), r.tags[19]);
+    EXPECT_EQ(item.at("sha256").as_string(), r.sha256);
+    EXPECT_EQ(item.at("created_at").as_string(), r.created_at);
+    EXPECT_EQ(item.at("updated_at").as_string(), r.updated_at);
+    EXPECT_EQ(item.at("size_bytes").as_uint64(), UINT64_MAX);
+    EXPECT_EQ(item.at("height").as_int64(), std::int64_t{UINT32_MAX});
+    EXPECT_EQ(item.at("presigned_url").as_string(), std::string(2048, '\x02'));
+  }
+  const auto record = boost::json::parse(RecordJson(r)).as_object();
+  EXPECT_EQ(record.at("filename").as_string(), r.filename);
 }
 
 TEST(JsonWriter, ValidationErrorsKeepLocTypes) {
