@@ -86,7 +86,9 @@ std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
     const __m128i special = _mm_or_si128(
         _mm_or_si128(_mm_cmplt_epi8(bytes, space), _mm_cmpeq_epi8(bytes, quote)),
         _mm_or_si128(_mm_cmpeq_epi8(bytes, backslash), _mm_cmpeq_epi8(bytes, del)));
-    if (const int mask = _mm_movemask_epi8(special); mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    if (const int mask = _mm_movemask_epi8(special); mask != 0) {
+      return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    }
     i += 16;
   }
 #else

@@ -399,7 +399,8 @@ TEST(NormaliseStoredTimestampTest, OwnFormatComesBackUnchangedValidOrNot) {
     }
     samples.push_back(text);
     // and a valid one, anywhere from 1970 to 2100
-    samples.push_back(FormatTimestamp(static_cast<Micros>(random() % 4'102'444'800) * 1'000'000 + random() % 1'000'000));
+    samples.push_back(
+        FormatTimestamp(static_cast<Micros>(random() % 4'102'444'800) * 1'000'000 + random() % 1'000'000));
   }
   int valid = 0;
   for (const std::string& text : samples) {

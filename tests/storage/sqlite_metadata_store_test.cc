@@ -205,7 +205,8 @@ TEST_F(SqliteMetadataStoreTest, ListingsByUserReadOnlyTheirIndexInOrder) {
   query.tags = {"a", "b"};
   query.visibility = core::Visibility::kPublic;
   const std::string plan = db.Plan(SqliteMetadataStore::ListSql(query, true));
-  EXPECT_THAT(plan, HasSubstr("USING COVERING INDEX images_listed_by_user (user_id=? AND created_at>? AND created_at<?)"));
+  EXPECT_THAT(plan,
+              HasSubstr("USING COVERING INDEX images_listed_by_user (user_id=? AND created_at>? AND created_at<?)"));
   EXPECT_THAT(plan, Not(HasSubstr("TEMP B-TREE")));
 }
 
