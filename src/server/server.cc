@@ -306,6 +306,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void OnDrained(ErrorCode ec);
   bool ReadBodyNow();
   void ReserveBodyBuffer();
+  void LendBodyOut();
   void StartBodyRead();
   void ContinueBodyRead();
   void OnBodyRead(ErrorCode ec);
@@ -631,15 +632,14 @@ StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
 
 // On the worker, from Read, under body_mu_, while the io side leaves the
 // session alone (no operation is pending on it during the handler, and
-// Abandon, which closes the socket, takes the mutex first): takes what the buffer and the socket already hold, sparing
-// the two thread switches of a hand-off. False when a hand-off is needed:
-// the client waits for 100 Continue, or nothing but framing has arrived.
+// Abandon, which closes the socket, takes the mutex first): takes what the
+// buffer and the socket already hold, sparing the two thread switches of a
+// hand-off. False when a hand-off is needed: the client waits for 100
+// Continue, or nothing but framing has arrived.
 bool Session::ReadBodyNow() {
   if (expect_continue_ && !continue_sent_) return false;
   ReserveBodyBuffer();
-  auto& body = parser_->get().body();
-  body.data = body_out_.data();
-  body.size = body_out_.size();
+  LendBodyOut();
   ErrorCode ec;
   bhttp::read_some(stream_.socket(), buffer_, *parser_, ec);
   if (ec == asio::error::would_block) ec = {};
@@ -674,9 +674,7 @@ void Session::StartBodyRead() {
 }
 
 void Session::ContinueBodyRead() {
-  auto& body = parser_->get().body();
-  body.data = body_out_.data();
-  body.size = body_out_.size();
+  LendBodyOut();
   stream_.expires_after(core_.options().body_read_timeout);
   bhttp::async_read_some(stream_, buffer_, *parser_,
                          [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->OnBodyRead(ec); });
@@ -693,10 +691,18 @@ void Session::OnBodyRead(ErrorCode ec) {
   body_cv_.notify_one();
 }
 
+// The worker's buffer receives the body directly, lent to the parser for one
+// read; SettleBodyRead takes it back.
+void Session::LendBodyOut() {
+  auto& body = parser_->get().body();
+  body.data = body_out_.data();
+  body.size = body_out_.size();
+}
+
 bool Session::SettleBodyRead(ErrorCode ec) {
   auto& body = parser_->get().body();
   body_got_ = body_out_.size() - body.size;
-  body.data = nullptr;  // the worker's buffer is only lent for this read
+  body.data = nullptr;
   body.size = 0;
   if (ec == bhttp::error::need_buffer) ec = {};
   if (ec) {
