@@ -1,5 +1,6 @@
-// The embedded blob store's own mechanics: temp files, durability layout,
-// the signing key, key validation and download URL verification.
+// The embedded blob store's own mechanics: staging (unnamed and named),
+// durability layout, the signing key, key validation and download URL
+// verification. Every test runs with both stagings.
 
 #include "storage/embedded/file_blob_store.h"
 
@@ -78,18 +79,39 @@ long ResidentPages(const fs::path& path) {
   return static_cast<long>(std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }));
 }
 
-class FileBlobStoreTest : public ::testing::Test {
+using Staging = FileBlobStore::Staging;
+
+class FileBlobStoreTest : public ::testing::TestWithParam<Staging> {
  protected:
   void SetUp() override {
     ASSERT_FALSE(dir_.path().empty());
     Reopen();
+    if (store_ && store_->staging() != GetParam()) GTEST_SKIP() << "this filesystem cannot stage unnamed files";
   }
 
   void Reopen() {
     store_.reset();
-    auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_);
+    auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_, GetParam());
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     store_ = std::move(*opened);
+  }
+
+  // Paths to the files of uploads in progress: tmp/'s entries, or for
+  // unnamed files this process's descriptors of them (".../tmp/#123 (deleted)").
+  std::vector<fs::path> InProgress() const {
+    if (GetParam() == Staging::kNamed) {
+      std::vector<fs::path> paths;
+      for (const std::string& name : Entries(Tmp())) paths.push_back(Tmp() / name);
+      return paths;
+    }
+    std::vector<fs::path> paths;
+    const std::string prefix = Tmp().string() + "/#";
+    for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      const fs::path target = fs::read_symlink(entry.path(), ec);
+      if (!ec && target.string().starts_with(prefix)) paths.push_back(entry.path());
+    }
+    return paths;
   }
 
   Status Put(const std::string& key, std::string_view bytes) {
@@ -112,7 +134,7 @@ class FileBlobStoreTest : public ::testing::Test {
   std::unique_ptr<FileBlobStore> store_;
 };
 
-TEST_F(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
+TEST_P(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
   const std::string key = "images/alice/one.png";
   auto upload = store_->StartUpload(key, "image/png");
   ASSERT_TRUE(upload.ok()) << upload.status().ToString();
@@ -120,19 +142,23 @@ TEST_F(FileBlobStoreTest, NothingAppearsUnderTheKeyBeforeCommit) {
   ASSERT_TRUE((*upload)->Append(AsBytes("world")).ok());
 
   EXPECT_FALSE(fs::exists(Blobs() / key));
-  const std::vector<std::string> in_progress = Entries(Tmp());
+  const std::vector<fs::path> in_progress = InProgress();
   ASSERT_EQ(in_progress.size(), 1u);
-  EXPECT_EQ(ModeOf(Tmp() / in_progress[0]) & ~0640u, 0u);
+  EXPECT_EQ(ReadFile(in_progress[0]), "hello world");
+  EXPECT_EQ(ModeOf(in_progress[0]) & ~0640u, 0u);
+  EXPECT_EQ(Entries(Tmp()).size(), GetParam() == Staging::kNamed ? 1u : 0u);
 
   const std::string sha256 = crypto::HexEncode(crypto::Sha256Of("hello world"));
   ASSERT_TRUE((*upload)->Commit(sha256).ok());
   EXPECT_EQ(ReadFile(Blobs() / key), "hello world");
+  EXPECT_EQ(ModeOf(Blobs() / key), 0640u);
   EXPECT_THAT(Entries(Tmp()), IsEmpty());
+  EXPECT_THAT(InProgress(), IsEmpty());
   EXPECT_FALSE((*upload)->Append(AsBytes("more")).ok());
   EXPECT_FALSE((*upload)->Commit(sha256).ok());
 }
 
-TEST_F(FileBlobStoreTest, ACommittedBlobLeavesThePageCache) {
+TEST_P(FileBlobStoreTest, ACommittedBlobLeavesThePageCache) {
   struct statfs fs_info {};
   ASSERT_EQ(::statfs(dir_.path().c_str(), &fs_info), 0);
   // tmpfs pages are the file itself; no hint can drop them.
@@ -143,27 +169,28 @@ TEST_F(FileBlobStoreTest, ACommittedBlobLeavesThePageCache) {
   auto upload = store_->StartUpload(key, "image/png");
   ASSERT_TRUE(upload.ok()) << upload.status().ToString();
   ASSERT_TRUE((*upload)->Append(AsBytes(bytes)).ok());
-  const std::vector<std::string> in_progress = Entries(Tmp());
+  const std::vector<fs::path> in_progress = InProgress();
   ASSERT_EQ(in_progress.size(), 1u);
-  EXPECT_GT(ResidentPages(Tmp() / in_progress[0]), 0) << "written pages are cached until the commit";
+  EXPECT_GT(ResidentPages(in_progress[0]), 0) << "written pages are cached until the commit";
 
   ASSERT_TRUE((*upload)->Commit(crypto::HexEncode(crypto::Sha256Of(bytes))).ok());
   EXPECT_EQ(ResidentPages(Blobs() / key), 0);
   EXPECT_EQ(ReadFile(Blobs() / key), bytes);
 }
 
-TEST_F(FileBlobStoreTest, DestroyingAnUncommittedUploadRemovesItsTempFile) {
+TEST_P(FileBlobStoreTest, DestroyingAnUncommittedUploadRemovesItsTempFile) {
   {
     auto upload = store_->StartUpload("images/alice/two.png", "image/png");
     ASSERT_TRUE(upload.ok());
     ASSERT_TRUE((*upload)->Append(AsBytes("partial")).ok());
-    ASSERT_EQ(Entries(Tmp()).size(), 1u);
+    ASSERT_EQ(InProgress().size(), 1u);
   }
+  EXPECT_THAT(InProgress(), IsEmpty());
   EXPECT_THAT(Entries(Tmp()), IsEmpty());
   EXPECT_FALSE(fs::exists(Blobs() / "images/alice/two.png"));
 }
 
-TEST_F(FileBlobStoreTest, AnUploadMayOutliveItsStore) {
+TEST_P(FileBlobStoreTest, AnUploadMayOutliveItsStore) {
   auto upload = store_->StartUpload("images/alice/late.png", "image/png");
   ASSERT_TRUE(upload.ok());
   store_.reset();
@@ -172,7 +199,7 @@ TEST_F(FileBlobStoreTest, AnUploadMayOutliveItsStore) {
   EXPECT_EQ(ReadFile(Blobs() / "images/alice/late.png"), "late");
 }
 
-TEST_F(FileBlobStoreTest, CommittingToAnExistingKeyIsConflictAndKeepsTheOriginal) {
+TEST_P(FileBlobStoreTest, CommittingToAnExistingKeyIsConflictAndKeepsTheOriginal) {
   const std::string key = "images/alice/same.png";
   ASSERT_TRUE(Put(key, "first").ok());
   const Status second = Put(key, "second");
@@ -181,12 +208,12 @@ TEST_F(FileBlobStoreTest, CommittingToAnExistingKeyIsConflictAndKeepsTheOriginal
   EXPECT_THAT(Entries(Tmp()), IsEmpty());
 }
 
-TEST_F(FileBlobStoreTest, CommitCreatesMissingParentDirectories) {
+TEST_P(FileBlobStoreTest, CommitCreatesMissingParentDirectories) {
   ASSERT_TRUE(Put("renditions/abc/deep/er/thumb.webp", "t").ok());
   EXPECT_EQ(ReadFile(Blobs() / "renditions/abc/deep/er/thumb.webp"), "t");
 }
 
-TEST_F(FileBlobStoreTest, OpenRemovesUploadsLeftByACrash) {
+TEST_P(FileBlobStoreTest, OpenRemovesUploadsLeftByACrash) {
   ASSERT_TRUE(Put("images/alice/kept.png", "kept").ok());
   std::ofstream(Tmp() / "0123abcd.part") << "half an upload";
   std::ofstream(Tmp() / "signing-dead.key") << "half a key";
@@ -195,7 +222,7 @@ TEST_F(FileBlobStoreTest, OpenRemovesUploadsLeftByACrash) {
   EXPECT_EQ(ReadFile(Blobs() / "images/alice/kept.png"), "kept");
 }
 
-TEST_F(FileBlobStoreTest, TheSigningKeyIsPrivateAndSurvivesReopening) {
+TEST_P(FileBlobStoreTest, TheSigningKeyIsPrivateAndSurvivesReopening) {
   const fs::path key_file = fs::path(dir_.path()) / "signing.key";
   EXPECT_EQ(ModeOf(key_file), 0600u);
   const std::string key = store_->signing_key();
@@ -217,7 +244,7 @@ TEST_F(FileBlobStoreTest, TheSigningKeyIsPrivateAndSurvivesReopening) {
   EXPECT_NE((*elsewhere)->signing_key(), key);
 }
 
-TEST_F(FileBlobStoreTest, RefusesASigningKeyOthersCanRead) {
+TEST_P(FileBlobStoreTest, RefusesASigningKeyOthersCanRead) {
   store_.reset();
   fs::permissions(fs::path(dir_.path()) / "signing.key", fs::perms(0644));
   auto opened = FileBlobStore::Open(dir_.path(), kPublicUrl, clock_);
@@ -225,7 +252,7 @@ TEST_F(FileBlobStoreTest, RefusesASigningKeyOthersCanRead) {
   EXPECT_THAT(opened.status().message(), HasSubstr("chmod 600"));
 }
 
-TEST_F(FileBlobStoreTest, RefusesAMalformedSigningKey) {
+TEST_P(FileBlobStoreTest, RefusesAMalformedSigningKey) {
   store_.reset();
   const fs::path key_file = fs::path(dir_.path()) / "signing.key";
   std::ofstream(key_file, std::ios::trunc) << "abc\n";
@@ -233,7 +260,7 @@ TEST_F(FileBlobStoreTest, RefusesAMalformedSigningKey) {
   EXPECT_FALSE(opened.ok());
 }
 
-TEST_F(FileBlobStoreTest, RejectsKeysThatCouldEscapeOrNeedEscaping) {
+TEST_P(FileBlobStoreTest, RejectsKeysThatCouldEscapeOrNeedEscaping) {
   ASSERT_TRUE(Put("images/u@x.y_z-1/ok.png", "ok").ok());
   for (const std::string& key : std::vector<std::string>{"", "/etc/passwd", "../signing.key", "images/../../signing.key", "a/./b", "a//b",
                                 "a/", ".", "..", "a b", "a\\b", "a?b", "caf\xc3\xa9", std::string("a\0b", 3),
@@ -248,7 +275,7 @@ TEST_F(FileBlobStoreTest, RejectsKeysThatCouldEscapeOrNeedEscaping) {
   EXPECT_TRUE(fs::exists(fs::path(dir_.path()) / "signing.key"));
 }
 
-TEST_F(FileBlobStoreTest, PresignedUrlsHaveTheDocumentedShape) {
+TEST_P(FileBlobStoreTest, PresignedUrlsHaveTheDocumentedShape) {
   store_.reset();
   auto opened = FileBlobStore::Open(dir_.path(), std::string(kPublicUrl) + "/", clock_);
   ASSERT_TRUE(opened.ok());
@@ -262,7 +289,7 @@ TEST_F(FileBlobStoreTest, PresignedUrlsHaveTheDocumentedShape) {
   EXPECT_EQ(url->expires_at, expires * 1'000'000);
 }
 
-TEST_F(FileBlobStoreTest, OpenSignedDescribesTheFile) {
+TEST_P(FileBlobStoreTest, OpenSignedDescribesTheFile) {
   ASSERT_TRUE(Put("images/alice/pic.png", "0123456789").ok());
   ASSERT_TRUE(Put("images/alice/blob.bin", "x").ok());
   ASSERT_TRUE(Put("images/alice/noext", "x").ok());
@@ -292,7 +319,7 @@ TEST_F(FileBlobStoreTest, OpenSignedDescribesTheFile) {
   }
 }
 
-TEST_F(FileBlobStoreTest, AUrlIsValidThroughItsExpirySecond) {
+TEST_P(FileBlobStoreTest, AUrlIsValidThroughItsExpirySecond) {
   ASSERT_TRUE(Put("images/alice/a.png", "a").ok());
   auto url = store_->PresignGet("images/alice/a.png", 10s);
   ASSERT_TRUE(url.ok());
@@ -307,7 +334,7 @@ TEST_F(FileBlobStoreTest, AUrlIsValidThroughItsExpirySecond) {
   EXPECT_EQ(expired.message(), "Download URL expired");
 }
 
-TEST_F(FileBlobStoreTest, RefusesMalformedOrAlteredSignatures) {
+TEST_P(FileBlobStoreTest, RefusesMalformedOrAlteredSignatures) {
   const std::string key = "images/alice/a.png";
   ASSERT_TRUE(Put(key, "a").ok());
   auto url = store_->PresignGet(key, 60s);
@@ -332,7 +359,7 @@ TEST_F(FileBlobStoreTest, RefusesMalformedOrAlteredSignatures) {
   }
 }
 
-TEST_F(FileBlobStoreTest, AValidUrlForAMissingFileIsNotFound) {
+TEST_P(FileBlobStoreTest, AValidUrlForAMissingFileIsNotFound) {
   const std::string key = "images/alice/never.png";
   auto url = store_->PresignGet(key, 60s);
   ASSERT_TRUE(url.ok());
@@ -341,7 +368,7 @@ TEST_F(FileBlobStoreTest, AValidUrlForAMissingFileIsNotFound) {
   EXPECT_EQ(missing.message(), "File not found");
 }
 
-TEST_F(FileBlobStoreTest, DeleteRemovesTheFileAndKeepsItsDirectory) {
+TEST_P(FileBlobStoreTest, DeleteRemovesTheFileAndKeepsItsDirectory) {
   ASSERT_TRUE(Put("images/alice/a.png", "a").ok());
   const std::vector<Status> results = store_->Delete(std::vector<std::string>{"images/alice/a.png"});
   ASSERT_TRUE(results[0].ok());
@@ -350,7 +377,7 @@ TEST_F(FileBlobStoreTest, DeleteRemovesTheFileAndKeepsItsDirectory) {
   EXPECT_TRUE(Put("images/alice/b.png", "b").ok());
 }
 
-TEST_F(FileBlobStoreTest, ReadinessNeedsAWritableTmpDirectory) {
+TEST_P(FileBlobStoreTest, ReadinessNeedsAWritableTmpDirectory) {
   EXPECT_TRUE(store_->CheckReady().ok());
   EXPECT_THAT(Entries(Tmp()), IsEmpty());  // the probe cleans up
   fs::remove_all(Tmp());
@@ -358,6 +385,26 @@ TEST_F(FileBlobStoreTest, ReadinessNeedsAWritableTmpDirectory) {
   EXPECT_EQ(ready.code(), Code::kUnavailable);
   EXPECT_THAT(ready.message(), MatchesRegex("blob store: .*"));
   EXPECT_THAT(ready.message(), ::testing::Not(HasSubstr(dir_.path())));
+}
+
+INSTANTIATE_TEST_SUITE_P(Stagings, FileBlobStoreTest, ::testing::Values(Staging::kUnnamed, Staging::kNamed),
+                         [](const ::testing::TestParamInfo<Staging>& param) {
+                           return param.param == Staging::kUnnamed ? std::string("Unnamed") : std::string("Named");
+                         });
+
+// The filesystems this runs on (ext4, xfs, btrfs, tmpfs) all allow unnamed
+// files, so the default must not quietly fall back to named ones.
+TEST(FileBlobStoreStagingTest, UnnamedIsTheDefaultWhereTheFilesystemAllowsIt) {
+  testing::TempDir dir;
+  struct statfs fs_info {};
+  ASSERT_EQ(::statfs(dir.path().c_str(), &fs_info), 0);
+  const bool known = fs_info.f_type == EXT4_SUPER_MAGIC || fs_info.f_type == XFS_SUPER_MAGIC ||
+                     fs_info.f_type == BTRFS_SUPER_MAGIC || fs_info.f_type == TMPFS_MAGIC;
+  if (!known) GTEST_SKIP() << "not a filesystem known to support O_TMPFILE";
+  testing::ManualClock clock{kStart};
+  auto opened = FileBlobStore::Open(dir.path(), kPublicUrl, clock);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ((*opened)->staging(), Staging::kUnnamed);
 }
 
 }  // namespace

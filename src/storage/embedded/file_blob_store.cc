@@ -276,6 +276,25 @@ struct Dirs {
 
 constexpr std::uint64_t kWriteBehindBytes = 8u << 20;
 
+// Links an unnamed (O_TMPFILE) file under `name`; 0 or an errno. Through
+// /proc because linkat's AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
+int LinkUnnamed(int fd, int dir_fd, const char* name) {
+  std::array<char, 32> path{};
+  std::snprintf(path.data(), path.size(), "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, path.data(), dir_fd, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
+}
+
+// O_TMPFILE needs the filesystem's support, and linking the file needs /proc.
+bool CanStageUnnamed(int tmp_fd) {
+  Fd fd(::openat(tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, kBlobMode));
+  if (!fd) return false;
+  const std::string probe = "staging-" + RandomHex(8) + ".probe";
+  if (LinkUnnamed(fd.get(), tmp_fd, probe.c_str()) != 0) return false;
+  ::unlinkat(tmp_fd, probe.c_str(), 0);
+  return true;
+}
+
+// An upload staged as tmp/{temp_name}, or unnamed when temp_name is empty.
 class FileUpload final : public core::BlobUpload {
  public:
   FileUpload(std::shared_ptr<const Dirs> dirs, std::string key, std::string temp_name, Fd fd)
@@ -284,7 +303,11 @@ class FileUpload final : public core::BlobUpload {
   ~FileUpload() override {
     if (committed_) return;
     fd_.Reset();
-    ::unlinkat(dirs_->tmp.get(), temp_name_.c_str(), 0);
+    if (placed_) {
+      ::unlinkat(dirs_->blobs.get(), key_.c_str(), 0);
+    } else if (!temp_name_.empty()) {
+      ::unlinkat(dirs_->tmp.get(), temp_name_.c_str(), 0);
+    }
   }
 
   Status Append(std::span<const std::byte> data) override {
@@ -292,9 +315,9 @@ class FileUpload final : public core::BlobUpload {
     IMGSVC_RETURN_IF_ERROR(WriteAll(fd_.get(), reinterpret_cast<const char*>(data.data()), data.size()));
     written_ += data.size();
     // Write-behind: the disk starts on what is written while the rest still
-    // arrives, so Commit's fdatasync waits for the tail only, not for the
-    // whole file (a 200 MiB upload otherwise pays its full writeback at the
-    // end). A hint: a filesystem that cannot is left to fdatasync.
+    // arrives, so Commit's sync waits for the tail only, not for the whole
+    // file (a 200 MiB upload otherwise pays its full writeback at the end).
+    // A hint: a filesystem that cannot is left to the sync.
     if (written_ - writeback_started_ >= kWriteBehindBytes) {
       ::sync_file_range(fd_.get(), static_cast<off_t>(writeback_started_),
                         static_cast<off_t>(written_ - writeback_started_), SYNC_FILE_RANGE_WRITE);
@@ -306,13 +329,29 @@ class FileUpload final : public core::BlobUpload {
   // The bytes were written as they came; nothing here needs their hash.
   Status Commit(std::string_view /*content_sha256*/) override {
     if (!fd_) return Status(Code::kInternal, "blob store: upload already finished");
-    if (::fdatasync(fd_.get()) != 0) return WriteErrorStatus("fdatasync failed", errno);
+    const bool unnamed = temp_name_.empty();
+    // An unnamed file is linked first, so that one fsync makes its data, its
+    // inode and its link count durable together. Until the upload's metadata
+    // is committed nothing refers to the key, so a machine crash before that
+    // fsync can leave an unreferenced file, never a referenced half one. A
+    // named file is synced before the rename, which needs no inode write.
+    if (unnamed) IMGSVC_RETURN_IF_ERROR(PlaceUnderKey());
+    if ((unnamed ? ::fsync(fd_.get()) : ::fdatasync(fd_.get())) != 0) {
+      return WriteErrorStatus("cannot sync the upload", errno);
+    }
     // The file's pages are clean now, and the upload will not read them:
     // handing them back lets the next upload's writes reuse them, instead of
     // every upload claiming new page-cache memory and evicting what is read
     // (SQLite's pages, recent downloads). A hint; a download reads the disk.
     ::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_DONTNEED);
     if (fd_.Close() != 0) return WriteErrorStatus("close failed", errno);
+    if (!unnamed) IMGSVC_RETURN_IF_ERROR(PlaceUnderKey());
+    committed_ = true;
+    return FsyncDirAt(dirs_->blobs.get(), ParentOf(key_));
+  }
+
+ private:
+  Status PlaceUnderKey() {
     int error = Place();
     if (error == ENOENT) {  // first object under this prefix
       IMGSVC_RETURN_IF_ERROR(MakeParents(dirs_->blobs.get(), key_));
@@ -320,15 +359,15 @@ class FileUpload final : public core::BlobUpload {
     }
     if (error == EEXIST) return Status(Code::kConflict, "blob store: object already exists");
     if (error != 0) return WriteErrorStatus("cannot move the upload into place", error);
-    committed_ = true;
-    return FsyncDirAt(dirs_->blobs.get(), ParentOf(key_));
+    placed_ = true;
+    return Status::Ok();
   }
 
- private:
-  // Moves the temp file under its key unless the key exists; 0 or an errno.
+  // Gives the upload its key unless the key exists; 0 or an errno.
   int Place() {
-    const int tmp_fd = dirs_->tmp.get();
     const int blobs_fd = dirs_->blobs.get();
+    if (temp_name_.empty()) return LinkUnnamed(fd_.get(), blobs_fd, key_.c_str());
+    const int tmp_fd = dirs_->tmp.get();
     if (::renameat2(tmp_fd, temp_name_.c_str(), blobs_fd, key_.c_str(), RENAME_NOREPLACE) == 0) return 0;
     if (errno != EINVAL && errno != ENOSYS) return errno;
     // Filesystems without RENAME_NOREPLACE: link refuses an existing name too.
@@ -343,6 +382,7 @@ class FileUpload final : public core::BlobUpload {
   Fd fd_;
   std::uint64_t written_ = 0;
   std::uint64_t writeback_started_ = 0;  // bytes handed to sync_file_range so far
+  bool placed_ = false;                  // under its key, which the destructor removes unless committed
   bool committed_ = false;
 };
 
@@ -353,6 +393,7 @@ struct FileBlobStore::Impl {
   std::string public_url;
   core::Clock& clock;
   std::string signing_key;
+  Staging staging;
   crypto::HmacSha256Key url_mac{signing_key};  // keyed once: a listed page signs 20 URLs
 
   // HMAC-SHA256 of "GET\n{key}\n{expires}".
@@ -365,7 +406,7 @@ FileBlobStore::FileBlobStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 FileBlobStore::~FileBlobStore() = default;
 
 StatusOr<std::unique_ptr<FileBlobStore>> FileBlobStore::Open(std::string data_dir, std::string public_url,
-                                                             core::Clock& clock) {
+                                                             core::Clock& clock, Staging preferred) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) return Status(Code::kInternal, "blob store: cannot create the data directory: " + ec.message());
@@ -388,16 +429,30 @@ StatusOr<std::unique_ptr<FileBlobStore>> FileBlobStore::Open(std::string data_di
   }
   IMGSVC_ASSIGN_OR_RETURN(std::string signing_key, LoadOrCreateSigningKey(dirs->data.get(), dirs->tmp.get()));
 
+  Staging staging = preferred;
+  if (staging == Staging::kUnnamed && !CanStageUnnamed(dirs->tmp.get())) {
+    staging = Staging::kNamed;
+    log::Info("uploads are staged as named files in tmp/: this filesystem or a missing /proc rules out O_TMPFILE");
+  }
+
   while (!public_url.empty() && public_url.back() == '/') public_url.pop_back();
-  auto impl = std::unique_ptr<Impl>(new Impl{std::move(dirs), std::move(public_url), clock, std::move(signing_key)});
+  auto impl = std::unique_ptr<Impl>(
+      new Impl{std::move(dirs), std::move(public_url), clock, std::move(signing_key), staging});
   return std::unique_ptr<FileBlobStore>(new FileBlobStore(std::move(impl)));
 }
 
 StatusOr<std::unique_ptr<core::BlobUpload>> FileBlobStore::StartUpload(std::string_view key,
                                                                         std::string_view /*content_type*/) {
   if (!IsValidKey(key)) return Status(Code::kBadRequest, "blob store: invalid object key");
-  std::string temp_name = RandomHex(16) + ".part";
-  Fd fd(::openat(impl_->dirs->tmp.get(), temp_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kBlobMode));
+  const int tmp_fd = impl_->dirs->tmp.get();
+  std::string temp_name;
+  Fd fd;
+  if (impl_->staging == Staging::kUnnamed) {
+    fd = Fd(::openat(tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, kBlobMode));
+  } else {
+    temp_name = RandomHex(16) + ".part";
+    fd = Fd(::openat(tmp_fd, temp_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kBlobMode));
+  }
   if (!fd) return WriteErrorStatus("cannot create an upload file", errno);
   return std::unique_ptr<core::BlobUpload>(
       new FileUpload(impl_->dirs, std::string(key), std::move(temp_name), std::move(fd)));
@@ -503,5 +558,7 @@ Status FileBlobStore::CheckReady() {
 }
 
 const std::string& FileBlobStore::signing_key() const { return impl_->signing_key; }
+
+FileBlobStore::Staging FileBlobStore::staging() const { return impl_->staging; }
 
 }  // namespace imgsvc::storage

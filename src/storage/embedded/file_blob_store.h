@@ -1,13 +1,16 @@
 // The embedded blob store: image bytes as files under a data directory.
 //
 // Layout: {data_dir}/blobs/{key} for objects, {data_dir}/tmp/ for uploads in
-// progress (same filesystem, so commit is a rename). Commit is durable:
-// fdatasync the file, rename it into place, fsync the directory. A crash or a
-// refused upload never leaves a half file under a real key. Download URLs are
-// served by imgsvc itself under /files/{key}, signed like S3 presigned URLs:
-// HMAC-SHA256 over the key and expiry, with a 32-byte key generated on first
-// run and kept in {data_dir}/signing.key (mode 0600; the store refuses to
-// open when the file is accessible to group or others).
+// progress (same filesystem, so an upload moves under its key without a
+// copy). An upload is an unnamed file (O_TMPFILE) where the filesystem and
+// /proc allow it, else tmp/{random}.part. Commit is durable: the file and
+// its directory entry under the key are synced before it returns. A refused
+// upload never leaves a file under its key, and a crash never leaves a half
+// file that metadata refers to (the upload's Commit says how). Download URLs
+// are served by imgsvc itself under /files/{key}, signed like S3 presigned
+// URLs: HMAC-SHA256 over the key and expiry, with a 32-byte key generated on
+// first run and kept in {data_dir}/signing.key (mode 0600; the store refuses
+// to open when the file is accessible to group or others).
 //
 // Keys are relative paths of segments made of [A-Za-z0-9._@-] (no empty, "."
 // or ".." segments), so a key never leaves blobs/ nor needs URL escaping.
@@ -39,10 +42,21 @@ struct LocalFile {
 
 class FileBlobStore final : public core::BlobStore {
  public:
+  // Where an upload lives until Commit gives it its key.
+  enum class Staging {
+    // An unnamed file, linked under the key at commit: no directory entry in
+    // tmp/ to create and remove, and on ext4 without a journal no sync of
+    // tmp/ (fsync of a newly named file syncs its directory there).
+    kUnnamed,
+    // tmp/{random}.part, renamed under the key at commit.
+    kNamed,
+  };
+
   // Creates directories and the signing key as needed. public_url is the base
   // of download URLs, e.g. "http://127.0.0.1:8000" (no trailing slash).
+  // kUnnamed staging falls back to kNamed where it is not available.
   static StatusOr<std::unique_ptr<FileBlobStore>> Open(std::string data_dir, std::string public_url,
-                                                       core::Clock& clock);
+                                                       core::Clock& clock, Staging preferred = Staging::kUnnamed);
   ~FileBlobStore() override;
 
   // content_type is not stored: downloads are served with the content type of
@@ -61,6 +75,9 @@ class FileBlobStore final : public core::BlobStore {
 
   // The 32 raw bytes of secret key material (also used to derive the cursor key).
   const std::string& signing_key() const;
+
+  // The staging in effect.
+  Staging staging() const;
 
  private:
   struct Impl;
