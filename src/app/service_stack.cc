@@ -41,10 +41,12 @@ StatusOr<Backend> OpenEmbedded(const Config& config, const std::string& public_u
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (ec) return Status(Code::kInternal, "cannot create the data directory: " + ec.message());
-  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<storage::FileBlobStore> files,
-                          storage::FileBlobStore::Open(config.data_dir, public_url, clock));
+  // The metadata store first: its lock refuses a second process before the
+  // blob store's Open clears tmp/ of what it takes for a crash's debris.
   IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<storage::SqliteMetadataStore> records,
                           storage::SqliteMetadataStore::Open(config.data_dir + "/metadata.sqlite3"));
+  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<storage::FileBlobStore> files,
+                          storage::FileBlobStore::Open(config.data_dir, public_url, clock));
   // Durability as the writer really runs it, for the logs (and the benchmarks,
   // which record it beside each result).
   IMGSVC_ASSIGN_OR_RETURN(const storage::SqliteMetadataStore::Durability durability, records->WriterDurability());

@@ -56,11 +56,6 @@ std::string LocString(const boost::json::value& loc) {
 // on the local AWS peers, provisioned by `imgsvc init` with the local token
 // as the secret, so every test runs unchanged against S3 + DynamoDB +
 // Secrets Manager. Returns false (with a test failure) when that fails.
-bool UseAwsBackend() {
-  const char* backend = std::getenv("IMGSVC_E2E_BACKEND");
-  return backend != nullptr && std::string_view(backend) == "aws";
-}
-
 bool ProvisionAws(std::vector<std::string>& argv, std::vector<std::string>& env) {
   auto peers = testing::StartLocalAws();
   if (!peers.ok()) {
@@ -90,6 +85,11 @@ bool ProvisionAws(std::vector<std::string>& argv, std::vector<std::string>& env)
 }
 
 }  // namespace
+
+bool UseAwsBackend() {
+  const char* backend = std::getenv("IMGSVC_E2E_BACKEND");
+  return backend != nullptr && std::string_view(backend) == "aws";
+}
 
 std::string BinaryPath() {
   if (const char* path = std::getenv("IMGSVC_E2E_BINARY"); path != nullptr && *path != '\0') return path;

@@ -40,6 +40,8 @@ inline constexpr std::string_view kUnknownId = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c
 inline const std::regex kTimestamp(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$)");
 
 std::string BinaryPath();
+// IMGSVC_E2E_BACKEND=aws: the servers run on the AWS peers instead of a data directory.
+bool UseAwsBackend();
 // "alice" -> "alice-3f9a0c1e": user ids no other test (or run) shares.
 std::string UniqueUser(std::string_view base);
 std::string KeyFor(std::string_view user, std::string_view token = kLocalToken);
@@ -54,6 +56,7 @@ class TestServer {
 
   std::uint16_t port() const { return port_; }
   const std::string& host() const { return host_; }
+  const std::string& data_dir() const { return data_dir_; }
   testing::Process& process() { return *process_; }
   testing::HttpClient client() const { return testing::HttpClient(host_, port_); }
 

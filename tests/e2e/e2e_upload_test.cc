@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <regex>
 #include <set>
 
@@ -507,6 +508,34 @@ TEST_F(UploadLimitsTest, PixelLimit) {
   HttpResponse r = Upload(server(), form, KeyFor(user));
   EXPECT_EQ(r.status, 413) << r.body;
   EXPECT_EQ(ListAllIds(server(), "user_id=" + user, KeyFor(user)).size(), 1u);
+}
+
+
+// The embedded data directory belongs to one process. A second server on it
+// must stop at once, before it touches what the first one is using (the blob
+// store's Open clears tmp/ of what it takes for a crash's debris).
+TEST(DataDirectoryTest, ASecondServerOnItStopsAtOnceAndTheFirstCarriesOn) {
+  if (UseAwsBackend()) GTEST_SKIP() << "the AWS backend has no data directory";
+  auto first = TestServer::Start();
+  ASSERT_NE(first, nullptr);
+  const std::string user = UniqueUser("alice");
+  const std::string before = Str(UploadOne(*first, user), "image_id");
+  ASSERT_FALSE(before.empty());
+
+  auto second = testing::Process::Start(BinaryPath(), {"serve", "--host", "127.0.0.1", "--port", "0", "--data-dir",
+                                                       first->data_dir(), "--log-level", "debug"});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  // Sooner than SQLite's busy timeout (5 s), which a wait for the lock would take.
+  const std::optional<testing::ExitStatus> exit = (*second)->Wait(std::chrono::seconds(3));
+  ASSERT_TRUE(exit.has_value()) << "a second server kept running on the same data directory";
+  EXPECT_TRUE(exit->exited && exit->code != 0);
+  const std::vector<std::string> lines = (*second)->Lines();
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(),
+                          [](const std::string& line) { return line.find("open in another process") != std::string::npos; }))
+      << "log:\n" << ::testing::PrintToString(lines);
+
+  EXPECT_EQ(Get(*first, "/api/v1/images/" + before, KeyFor(user)).status, 200);
+  EXPECT_FALSE(Str(UploadOne(*first, user), "image_id").empty());
 }
 
 }  // namespace

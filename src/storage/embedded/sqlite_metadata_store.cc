@@ -304,8 +304,15 @@ StatusOr<Db> OpenConnection(const std::string& path, int flags) {
   // possible before SQLite initialises, hence at the first open.
   static const int memory_statistics_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   static_cast<void>(memory_statistics_off);
+  // unix-excl: the process holds the database file's lock for as long as it
+  // has the file open, and keeps the WAL index in its own memory. With the
+  // default VFS, every read transaction's begin and end took fcntl locks on
+  // the -shm file under a process-wide SQLite mutex, which the io threads
+  // then queued on: A/B at 64 connections, CPU per GET 14.4 -> 13.1 us and
+  // per list-20 43.7 -> 42.2 us. Other processes cannot open the database
+  // meanwhile, which the data directory's one-owner rule asks anyway.
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, "unix-excl");
   Db db(raw);
   if (rc != SQLITE_OK) return SqliteStatus(db.get(), rc, "cannot open the database");
   sqlite3_extended_result_codes(db.get(), 1);
@@ -329,7 +336,7 @@ struct WriterConn {
 };
 
 // Runs `sql` in a write transaction if the schema is still at `version` once
-// the lock is held: another process may have created or upgraded it while
+// the lock is held: another connection may have created or upgraded it while
 // this one waited.
 Status InTransactionIfVersion(sqlite3* db, std::string_view version, const char* sql) {
   IMGSVC_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
@@ -341,10 +348,26 @@ Status InTransactionIfVersion(sqlite3* db, std::string_view version, const char*
   return done;
 }
 
+// Under unix-excl (OpenConnection) a database that another process has open
+// refuses every statement: say so at once, not after the busy timeout.
+Status CheckNotOpenElsewhere(sqlite3* db) {
+  sqlite3_busy_timeout(db, 0);
+  const int rc = sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  if ((rc & 0xff) == SQLITE_BUSY) {
+    return Status(Code::kUnavailable,
+                  "metadata store: the database is open in another process (a data directory belongs to one "
+                  "imgsvc at a time)");
+  }
+  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "read the schema");
+  return Status::Ok();
+}
+
 StatusOr<WriterConn> OpenWriter(const std::string& path) {
   WriterConn conn;
   IMGSVC_ASSIGN_OR_RETURN(conn.db, OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
   sqlite3* db = conn.db.get();
+  IMGSVC_RETURN_IF_ERROR(CheckNotOpenElsewhere(db));
   IMGSVC_ASSIGN_OR_RETURN(const std::string journal_mode, QueryText(db, "PRAGMA journal_mode = WAL"));
   if (journal_mode != "wal") {
     return Status(Code::kInternal, "metadata store: cannot enable WAL (journal_mode is " + journal_mode + ")");

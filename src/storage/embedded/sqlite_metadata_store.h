@@ -9,7 +9,10 @@
 // batches the writes waiting at that moment into one transaction, while each
 // write keeps its own savepoint so one failing condition does not fail its
 // batch-mates. Reads use a pool of read-only connections with prepared
-// statements reused.
+// statements reused. The process holds the database for as long as the store
+// is open (SQLite's unix-excl VFS): Open in another process fails at once
+// with kUnavailable, and tools such as the sqlite3 shell can open the file
+// only while the service is stopped.
 //
 // List makes one read per call: it fetches limit+1 rows, so `max_reads` is
 // always honoured and `next` is set only when more matches exist.
