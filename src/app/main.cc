@@ -81,6 +81,17 @@ void AddSettings(CLI::App& cmd, Config& c) {
       ->check(CLI::Range(1, 1024));
 }
 
+// Whether `flag` itself (not its environment variable, which CLI11 counts
+// alike) is among the arguments.
+bool OnCommandLine(int argc, char** argv, std::string_view flag) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg.starts_with(flag) && (arg.size() == flag.size() || arg[flag.size()] == '=')) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,7 +157,7 @@ int main(int argc, char** argv) {
   imgsvc::log::SetLevel(level);
 
   if (*serve) {
-    config.api_token_from_flag = serve->get_option("--api-token")->count() > 0;
+    config.api_token_from_flag = OnCommandLine(argc, argv, "--api-token");
     return imgsvc::app::Serve(config);
   }
   if (*init) return imgsvc::app::Init(config);

@@ -397,6 +397,25 @@ TEST_F(PerUserAuthTest, SharedStyleTokensAreRefused) {
 
 // Graceful shutdown --------------------------------------------------------
 
+bool Logged(TestServer& server, std::string_view text) {
+  const std::vector<std::string> lines = server.process().Lines();
+  return std::any_of(lines.begin(), lines.end(),
+                     [text](const std::string& line) { return line.find(text) != std::string::npos; });
+}
+
+// The warning is about `ps`, which shows arguments but not the environment.
+TEST(TokenSourceTest, OnlyATokenOnTheCommandLineIsWarnedAbout) {
+  if (UseAwsBackend()) GTEST_SKIP() << "the AWS backend's token comes from Secrets Manager";
+  const std::string token = "an-api-token-long-enough-0123456789";
+  constexpr std::string_view kWarning = "visible to other local users";
+  auto from_environment = TestServer::Start({}, {"IMGSVC_API_TOKEN=" + token});
+  ASSERT_NE(from_environment, nullptr);
+  EXPECT_FALSE(Logged(*from_environment, kWarning)) << from_environment->LogTail(10);
+  auto from_flag = TestServer::Start({"--api-token=" + token});
+  ASSERT_NE(from_flag, nullptr);
+  EXPECT_TRUE(Logged(*from_flag, kWarning)) << from_flag->LogTail(10);
+}
+
 TEST(ShutdownTest, SigtermExitsZeroWithinGrace) {
   auto server = TestServer::Start({"--shutdown-grace", "5"});
   ASSERT_NE(server, nullptr);
