@@ -290,18 +290,31 @@ std::optional<ImageFormat> FormatFromExtension(std::string_view ext) {
 
 std::string_view VisibilityName(Visibility v) { return v == Visibility::kPublic ? "public" : "private"; }
 
-std::string ImageRecord::StorageKey() const { return StorageKeyFor(user_id, image_id, format); }
+namespace {
 
-std::string StorageKeyFor(std::string_view user_id, std::string_view image_id, ImageFormat format) {
+void AssignKey(std::string& key, std::string_view user_id, std::string_view image_id, ImageFormat format) {
   const std::string_view ext = FormatExtension(format);
-  std::string key;
+  key.clear();
   key.reserve(7 + user_id.size() + 1 + image_id.size() + ext.size());
   key += "images/";
   key += user_id;
   key += '/';
   key += image_id;
   key += ext;
+}
+
+}  // namespace
+
+std::string ImageRecord::StorageKey() const { return StorageKeyFor(user_id, image_id, format); }
+
+std::string StorageKeyFor(std::string_view user_id, std::string_view image_id, ImageFormat format) {
+  std::string key;
+  AssignKey(key, user_id, image_id, format);
   return key;
+}
+
+void AssignStorageKey(std::string& out, const ImageRecord& record) {
+  AssignKey(out, record.user_id, record.image_id, record.format);
 }
 
 Status ValidateUserId(std::string_view user_id, const Loc& loc) {

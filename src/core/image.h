@@ -53,6 +53,9 @@ struct ImageRecord {
 
 // The storage key of an image (API.md "Storage layout").
 std::string StorageKeyFor(std::string_view user_id, std::string_view image_id, ImageFormat format);
+// The same key in `out`, replacing its contents: a loop over a page's
+// records reuses one buffer instead of allocating a key per record.
+void AssignStorageKey(std::string& out, const ImageRecord& record);
 
 // A `loc` path for FieldError, e.g. {"body", "user_id"}.
 using Loc = std::vector<std::variant<std::string, int>>;

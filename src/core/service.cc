@@ -285,8 +285,10 @@ StatusOr<ListResult> ImageService::List(const Caller& caller, ListRequest reques
   IMGSVC_ASSIGN_OR_RETURN(ListPage page,
                           records_.List(query, start, request.limit, limits_.list_max_reads));
   result.items.reserve(page.items.size());
+  std::string key;
   for (auto& record : page.items) {
-    IMGSVC_ASSIGN_OR_RETURN(PresignedUrl url, blobs_.PresignGet(record.StorageKey(), request.url_expires_in));
+    AssignStorageKey(key, record);
+    IMGSVC_ASSIGN_OR_RETURN(PresignedUrl url, blobs_.PresignGet(key, request.url_expires_in));
     ImageWithUrl& item = result.items.emplace_back();  // one move of the record, not two
     item.record = std::move(record);
     item.url = std::move(url);

@@ -1,5 +1,9 @@
 #include "http/json_writer.h"
 
+#include <array>
+#include <charconv>
+#include <cstdint>
+
 #include "core/log.h"
 
 namespace imgsvc::http {
@@ -10,6 +14,14 @@ using log::AppendJsonString;
 void AppendKey(std::string& out, std::string_view key) {
   AppendJsonString(out, key);
   out.push_back(':');
+}
+
+// Digits straight into `out`: `"key" + std::to_string(n)` made a temporary
+// that outgrew the small-string buffer, one allocation per listed record.
+void AppendNumber(std::string& out, std::uint64_t value) {
+  std::array<char, 20> digits{};
+  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), value).ptr;
+  out.append(digits.data(), end);
 }
 
 void AppendRecordFields(std::string& out, const core::ImageRecord& r) {
@@ -23,9 +35,12 @@ void AppendRecordFields(std::string& out, const core::ImageRecord& r) {
   AppendJsonString(out, core::FormatContentType(r.format));
   out += ",\"format\":";
   AppendJsonString(out, core::FormatName(r.format));
-  out += ",\"size_bytes\":" + std::to_string(r.size_bytes);
-  out += ",\"width\":" + std::to_string(r.width);
-  out += ",\"height\":" + std::to_string(r.height);
+  out += ",\"size_bytes\":";
+  AppendNumber(out, r.size_bytes);
+  out += ",\"width\":";
+  AppendNumber(out, r.width);
+  out += ",\"height\":";
+  AppendNumber(out, r.height);
   out += ",\"sha256\":";
   AppendJsonString(out, r.sha256);
   out += ",\"category\":";

@@ -77,6 +77,19 @@ TEST(StorageKeyTest, BuiltFromUserIdAndFormat) {
   EXPECT_EQ(record.StorageKey(), "images/bob@example.com/" + id + ".jpg");
 }
 
+TEST(StorageKeyTest, AssignedIntoABufferReplacingWhatItHeld) {
+  ImageRecord record;
+  record.user_id = "alice";
+  record.image_id = "0b6f5c8e-6d2c-4c55-9a37-1f2d8f0c2a11";
+  record.format = ImageFormat::kWebp;
+  std::string key = "images/a-much-longer-user-id-from-the-record-before/ffffffff.gif";
+  AssignStorageKey(key, record);
+  EXPECT_EQ(key, record.StorageKey());
+  record.user_id = "b";
+  AssignStorageKey(key, record);
+  EXPECT_EQ(key, record.StorageKey());
+}
+
 // user_id -------------------------------------------------------------------
 
 TEST(ValidateUserIdTest, AcceptsTheAllowedCharacterSet) {
