@@ -160,14 +160,18 @@ BENCHMARK_CAPTURE(BM_ImageJson, s3_session_url, &S3SessionUrl);
 void BM_ListPageJson(benchmark::State& state, UrlFor url_for) {
   constexpr int kPageSize = 20;
   core::ListResult page;
-  for (int i = 0; i < kPageSize; ++i) page.items.push_back(PhotoWithUrl(i, url_for));
+  for (int i = 0; i < kPageSize; ++i) {
+    core::ImageWithUrl photo = PhotoWithUrl(i, url_for);
+    page.page.items.push_back(std::move(photo.record));
+    page.urls.push_back(std::move(photo.url));
+  }
   const StatusOr<std::string> cursor =
       core::CursorCodec(kServiceSecret).Seal(LastOfPage(), core::CursorCodec::BindingFor(FilteredQuery()));
   if (!cursor.ok()) return state.SkipWithError(cursor.status().ToString().c_str());
   page.cursor = *cursor;
   const std::string json = http::ListResponseJson(page);
   if (json.find("\"count\":20") == std::string::npos || json.find(*cursor) == std::string::npos ||
-      json.find(page.items.back().url.url) == std::string::npos) {
+      json.find(page.urls.back().url) == std::string::npos) {
     return state.SkipWithError("the JSON lacks the page's fields");
   }
   for (auto _ : state) {

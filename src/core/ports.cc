@@ -24,6 +24,13 @@ Micros MonotonicWallClock::Now() {
   return next;
 }
 
+StatusOr<ListPage> MetadataStore::List(const ListQuery& query, const std::optional<Position>& start,
+                                       std::size_t limit, std::size_t max_reads) {
+  ListPage page;
+  IMGSVC_RETURN_IF_ERROR(ListInto(query, start, limit, max_reads, page));
+  return page;
+}
+
 std::string RandomIdGenerator::NewId() {
   std::array<std::uint8_t, 16> b;
   crypto::RandomBytes(b);

@@ -130,8 +130,13 @@ class MetadataStore {
                                                  std::span<const std::string> image_ids) = 0;
   // Reads pages until `limit` matches are found, the store is exhausted, or
   // `max_reads` store reads were made. See ListPage::next.
-  virtual StatusOr<ListPage> List(const ListQuery& query, const std::optional<Position>& start,
-                                  std::size_t limit, std::size_t max_reads) = 0;
+  StatusOr<ListPage> List(const ListQuery& query, const std::optional<Position>& start, std::size_t limit,
+                          std::size_t max_reads);
+  // List into `page`, which it overwrites; the records `page` holds may be
+  // reused, so that a caller keeping one page per thread lists without
+  // allocating for their fields. On error `page` holds no useful result.
+  virtual Status ListInto(const ListQuery& query, const std::optional<Position>& start, std::size_t limit,
+                          std::size_t max_reads, ListPage& page) = 0;
   virtual Status CheckReady() = 0;
 };
 

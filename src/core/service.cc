@@ -268,35 +268,36 @@ StatusOr<ImageWithUrl> ImageService::Get(const Caller& caller, std::string_view 
   return ImageWithUrl{std::move(*record), std::move(url)};
 }
 
-StatusOr<ListResult> ImageService::List(const Caller& caller, ListRequest request) {
+Status ImageService::ListInto(const Caller& caller, ListRequest request, ListResult& result) {
   ListQuery& query = request.query;
   query.viewer = caller.user_id;
-  ListResult result;
+  result.cursor.reset();
   const bool others_private =
       query.visibility == Visibility::kPrivate &&
       (!caller.user_id || (query.user_id && *query.user_id != *caller.user_id));
-  if (others_private) return result;  // nobody else's private images are visible
+  if (others_private) {  // nobody else's private images are visible
+    result.page.items.clear();
+    result.page.next.reset();
+    result.urls.clear();
+    return Status::Ok();
+  }
 
   const std::string binding = CursorCodec::BindingFor(query);
   std::optional<Position> start;
   if (request.cursor) {
     IMGSVC_ASSIGN_OR_RETURN(start, cursors_.Open(*request.cursor, binding));
   }
-  IMGSVC_ASSIGN_OR_RETURN(ListPage page,
-                          records_.List(query, start, request.limit, limits_.list_max_reads));
-  result.items.reserve(page.items.size());
+  IMGSVC_RETURN_IF_ERROR(records_.ListInto(query, start, request.limit, limits_.list_max_reads, result.page));
+  result.urls.resize(result.page.items.size());
   std::string key;
-  for (auto& record : page.items) {
-    AssignStorageKey(key, record);
-    IMGSVC_ASSIGN_OR_RETURN(PresignedUrl url, blobs_.PresignGet(key, request.url_expires_in));
-    ImageWithUrl& item = result.items.emplace_back();  // one move of the record, not two
-    item.record = std::move(record);
-    item.url = std::move(url);
+  for (std::size_t i = 0; i < result.page.items.size(); ++i) {
+    AssignStorageKey(key, result.page.items[i]);
+    IMGSVC_ASSIGN_OR_RETURN(result.urls[i], blobs_.PresignGet(key, request.url_expires_in));
   }
-  if (page.next) {
-    IMGSVC_ASSIGN_OR_RETURN(result.cursor, cursors_.Seal(*page.next, binding));
+  if (result.page.next) {
+    IMGSVC_ASSIGN_OR_RETURN(result.cursor, cursors_.Seal(*result.page.next, binding));
   }
-  return result;
+  return Status::Ok();
 }
 
 StatusOr<ImageRecord> ImageService::Update(const Caller& caller, std::string_view image_id,

@@ -49,7 +49,8 @@ struct ListRequest {
 };
 
 struct ListResult {
-  std::vector<ImageWithUrl> items;
+  ListPage page;                    // the images in order (and where the store would resume)
+  std::vector<PresignedUrl> urls;   // urls[i] is the download URL of page.items[i]
   std::optional<std::string> cursor;
 };
 
@@ -76,7 +77,9 @@ class ImageService {
   // 404 for unknown ids and for other users' private images.
   StatusOr<ImageWithUrl> Get(const Caller& caller, std::string_view image_id,
                              std::chrono::seconds url_expires_in);
-  StatusOr<ListResult> List(const Caller& caller, ListRequest request);
+  // Overwrites `result`, reusing the records it holds: a caller that keeps
+  // one result per thread lists without allocating for their fields.
+  Status ListInto(const Caller& caller, ListRequest request, ListResult& result);
   StatusOr<ImageRecord> Update(const Caller& caller, std::string_view image_id,
                                const RecordPatch& patch);
   Status Delete(const Caller& caller, std::string_view image_id);

@@ -76,13 +76,14 @@ class ExpiryText {
   std::string text_;
 };
 
-void AppendImageWithUrl(std::string& out, const core::ImageWithUrl& image, ExpiryText& expiry) {
+void AppendImageWithUrl(std::string& out, const core::ImageRecord& record, const core::PresignedUrl& url,
+                        ExpiryText& expiry) {
   out.push_back('{');
-  AppendRecordFields(out, image.record);
+  AppendRecordFields(out, record);
   out += ",\"presigned_url\":";
-  AppendJsonString(out, image.url.url);
+  AppendJsonString(out, url.url);
   out += ",\"presigned_url_expires_at\":";
-  AppendJsonString(out, expiry.Of(image.url.expires_at));
+  AppendJsonString(out, expiry.Of(url.expires_at));
   out.push_back('}');
 }
 
@@ -114,7 +115,7 @@ std::string ImageWithUrlJson(const core::ImageWithUrl& image) {
   std::string out;
   out.reserve(kImageJsonBytes);
   ExpiryText expiry;
-  AppendImageWithUrl(out, image, expiry);
+  AppendImageWithUrl(out, image.record, image.url, expiry);
   return out;
 }
 
@@ -131,15 +132,17 @@ std::string UploadResponseJson(const std::vector<core::ImageRecord>& records) {
 }
 
 std::string ListResponseJson(const core::ListResult& result) {
+  const std::vector<core::ImageRecord>& records = result.page.items;
   std::string out;
-  out.reserve(64 + result.items.size() * kImageJsonBytes);
+  out.reserve(64 + records.size() * kImageJsonBytes);
   out += "{\"items\":[";
   ExpiryText expiry;
-  for (std::size_t i = 0; i < result.items.size(); ++i) {
+  for (std::size_t i = 0; i < records.size(); ++i) {
     if (i) out.push_back(',');
-    AppendImageWithUrl(out, result.items[i], expiry);
+    AppendImageWithUrl(out, records[i], result.urls[i], expiry);
   }
-  out += "],\"count\":" + std::to_string(result.items.size());
+  out += "],\"count\":";
+  AppendNumber(out, records.size());
   out += ",\"last_evaluated_key\":";
   if (result.cursor) AppendJsonString(out, *result.cursor);
   else out += "null";

@@ -351,9 +351,13 @@ Response Router::List(Context& ctx) {
   }
   request.url_expires_in = std::chrono::seconds(kDefaultExpiresIn);
 
-  auto result = service_.List(*caller, std::move(request));
-  if (!result.ok()) return ErrorFromStatus(result.status());
-  return JsonResponse(200, ListResponseJson(*result));
+  // Kept per thread, so that its records' strings keep their capacity from
+  // one listing to the next (about 80 allocations fewer per page of 20).
+  thread_local core::ListResult result;
+  if (Status listed = service_.ListInto(*caller, std::move(request), result); !listed.ok()) {
+    return ErrorFromStatus(listed);
+  }
+  return JsonResponse(200, ListResponseJson(result));
 }
 
 Response Router::GetOne(Context& ctx, std::string_view id) {

@@ -41,9 +41,14 @@ TEST(JsonWriter, RecordHasEveryFieldWithApiTypes) {
   EXPECT_EQ(v.at("visibility").as_string(), "private");
 }
 
+void Add(core::ListResult& result, core::ImageRecord record, core::PresignedUrl url) {
+  result.page.items.push_back(std::move(record));
+  result.urls.push_back(std::move(url));
+}
+
 TEST(JsonWriter, ListCarriesUrlsCountAndCursor) {
   core::ListResult result;
-  result.items.push_back({SampleRecord(), {"http://x/files/k?expires=1&signature=ab", 1'000'000}});
+  Add(result, SampleRecord(), {"http://x/files/k?expires=1&signature=ab", 1'000'000});
   auto v = boost::json::parse(ListResponseJson(result)).as_object();
   EXPECT_EQ(v.at("count").as_int64(), 1);
   EXPECT_TRUE(v.at("last_evaluated_key").is_null());
@@ -60,7 +65,7 @@ TEST(JsonWriter, ListCarriesUrlsCountAndCursor) {
 TEST(JsonWriter, EachListedUrlCarriesItsOwnExpiry) {
   core::ListResult result;
   const std::vector<core::Micros> expiries = {0, 0, 1'000'000, 1'000'000, 0, 86'400'000'000};
-  for (const core::Micros expiry : expiries) result.items.push_back({SampleRecord(), {"http://x/k", expiry}});
+  for (const core::Micros expiry : expiries) Add(result, SampleRecord(), {"http://x/k", expiry});
   const auto v = boost::json::parse(ListResponseJson(result)).as_object();
   const auto& items = v.at("items").as_array();
   ASSERT_EQ(items.size(), expiries.size());
@@ -89,7 +94,7 @@ TEST(JsonWriter, RecordsOfTheWorstEscapingComeBackWhole) {
   r.width = UINT32_MAX;
   r.height = UINT32_MAX;
   core::ListResult result;
-  for (int i = 0; i < 3; ++i) result.items.push_back({r, {std::string(2048, '\x02'), 1'000'000}});
+  for (int i = 0; i < 3; ++i) Add(result, r, {std::string(2048, '\x02'), 1'000'000});
   const auto v = boost::json::parse(ListResponseJson(result)).as_object();
   ASSERT_EQ(v.at("items").as_array().size(), 3u);
   for (const auto& value : v.at("items").as_array()) {

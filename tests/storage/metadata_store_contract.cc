@@ -593,6 +593,50 @@ TEST_P(MetadataStoreContract, AnEmptyStoreListsNothing) {
   }
 }
 
+// A page given to ListInto may hold another listing's records (the service
+// keeps one per thread): every field of each must be overwritten, the page
+// must shrink to the new listing, and its resume position must be the new one.
+TEST_P(MetadataStoreContract, ListIntoAReusedPageHoldsOnlyTheNewListing) {
+  std::vector<ImageRecord> alice;
+  for (int i = 0; i < 4; ++i) {
+    ImageRecord record = MakeRecord({.user = "alice-with-a-longer-user-id", .second = 10 + i,
+                                     .visibility = Visibility::kPrivate, .category = "category-" + std::to_string(i),
+                                     .tags = {"first-tag-of-some-length", "second"}});
+    record.format = core::ImageFormat::kWebp;
+    record.filename = "a-filename-longer-than-the-small-string-buffer-" + std::to_string(i) + ".webp";
+    record.updated_at = At(50 + i, 123);
+    alice.push_back(record);
+  }
+  const std::vector<ImageRecord> bob = {MakeRecord({.user = "bob", .second = 1}),
+                                        MakeRecord({.user = "bob", .second = 2})};
+  ASSERT_TRUE(store_->PutNew(alice).ok());
+  ASSERT_TRUE(store_->PutNew(bob).ok());
+  Settle();
+
+  ListPage page;
+  const ListQuery alices = ByUser("alice-with-a-longer-user-id", "alice-with-a-longer-user-id");
+  ASSERT_TRUE(store_->ListInto(alices, std::nullopt, 3, kMaxReads, page).ok());
+  ASSERT_EQ(page.items.size(), 3u);
+  ASSERT_TRUE(page.next.has_value());
+
+  ASSERT_TRUE(store_->ListInto(ByUser("bob", "bob"), std::nullopt, 3, kMaxReads, page).ok());
+  StatusOr<ListPage> fresh = store_->List(ByUser("bob", "bob"), std::nullopt, 3, kMaxReads);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  ASSERT_EQ(fresh->items.size(), 2u);
+  EXPECT_EQ(page.items, fresh->items);
+  EXPECT_EQ(page.next, fresh->next);
+  for (const ImageRecord& record : page.items) {
+    const auto original = std::find_if(bob.begin(), bob.end(),
+                                       [&](const ImageRecord& b) { return b.image_id == record.image_id; });
+    ASSERT_NE(original, bob.end());
+    EXPECT_EQ(record, *original);
+  }
+
+  ASSERT_TRUE(store_->ListInto(ByUser("carol", "carol"), std::nullopt, 3, kMaxReads, page).ok());
+  EXPECT_THAT(page.items, IsEmpty());
+  EXPECT_EQ(page.next, std::nullopt);
+}
+
 TEST_P(MetadataStoreContract, IsReady) { EXPECT_TRUE(store_->CheckReady().ok()); }
 
 }  // namespace imgsvc::storage::testing

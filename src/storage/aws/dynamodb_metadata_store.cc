@@ -674,17 +674,17 @@ std::vector<core::DeleteOutcome> DynamoDbMetadataStore::DeleteOwned(std::string_
   return outcomes;
 }
 
-StatusOr<core::ListPage> DynamoDbMetadataStore::List(const core::ListQuery& query,
-                                                     const std::optional<core::Position>& start, std::size_t limit,
-                                                     std::size_t max_reads) {
+Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::optional<core::Position>& start,
+                                       std::size_t limit, std::size_t max_reads, core::ListPage& page) {
   if (limit == 0) return Status(Code::kBadRequest, "metadata store: limit must be at least 1");
   if (start && query.user_id && start->user_id != *query.user_id) {
     return Status(Code::kBadRequest, "metadata store: the position belongs to another listing");
   }
   Table table(*client_, target_, table_);
-  core::ListPage page;
+  page.items.clear();
+  page.next.reset();
   const std::optional<ReadPlan> plan = PlanRead(table, query);
-  if (!plan) return page;
+  if (!plan) return Status::Ok();
 
   std::optional<core::Position> position = start;
   std::optional<core::Position> last_returned;
@@ -701,22 +701,22 @@ StatusOr<core::ListPage> DynamoDbMetadataStore::List(const core::ListQuery& quer
     for (const dynamodb::Item& item : answer.items) {
       if (page.items.size() == limit) {  // more follows; the rest of this read is dropped
         page.next = std::move(last_returned);
-        return page;
+        return Status::Ok();
       }
       IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(item));
       page.items.push_back(std::move(stored.record));
       last_returned = std::move(stored.key);
     }
     const std::optional<dynamodb::Item>& last_evaluated = answer.last_evaluated_key;
-    if (!last_evaluated) return page;  // exhausted
+    if (!last_evaluated) return Status::Ok();  // exhausted
     if (page.items.size() == limit) {
       page.next = std::move(last_returned);
-      return page;
+      return Status::Ok();
     }
     IMGSVC_ASSIGN_OR_RETURN(position, PositionOfKey(*last_evaluated));
     if (reads >= max_reads) {  // the budget is spent: resume after what was read
       page.next = std::move(position);
-      return page;
+      return Status::Ok();
     }
   }
 }

@@ -49,8 +49,8 @@ class DynamoDbMetadataStore final : public core::MetadataStore {
                                      const core::RecordPatch& patch, std::string_view updated_at) override;
   std::vector<core::DeleteOutcome> DeleteOwned(std::string_view owner,
                                                std::span<const std::string> image_ids) override;
-  StatusOr<core::ListPage> List(const core::ListQuery& query, const std::optional<core::Position>& start,
-                                std::size_t limit, std::size_t max_reads) override;
+  Status ListInto(const core::ListQuery& query, const std::optional<core::Position>& start, std::size_t limit,
+                  std::size_t max_reads, core::ListPage& page) override;
   // DescribeTable: ready while the table is ACTIVE (or UPDATING, which still
   // serves); anything else is kUnavailable naming DynamoDB.
   Status CheckReady() override;

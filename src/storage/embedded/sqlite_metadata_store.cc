@@ -258,32 +258,40 @@ std::string TagNeedle(std::string_view tag) {
   return needle;
 }
 
-std::string ColumnText(sqlite3_stmt* stmt, int column) {
+// A view valid until the statement steps or resets.
+std::string_view ColumnView(sqlite3_stmt* stmt, int column) {
   const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
   if (text == nullptr) return {};
-  return std::string(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt, column)));
+  return std::string_view(text, static_cast<std::size_t>(sqlite3_column_bytes(stmt, column)));
 }
 
-// Reads a row selected with kColumns into `record`, in place: a listing
-// reads each row straight into its page.
+// Reads a row selected with kColumns into `record`, overwriting every field
+// in place: a listing reuses the records (and their strings' capacity) of
+// the page it is given.
 Status ReadRecordInto(sqlite3_stmt* stmt, core::ImageRecord& record) {
-  record.image_id = ColumnText(stmt, 0);
-  record.user_id = ColumnText(stmt, 1);
-  record.created_at = ColumnText(stmt, 2);
-  record.updated_at = ColumnText(stmt, 3);
-  record.filename = ColumnText(stmt, 4);
-  const std::optional<core::ImageFormat> format = FormatFromName(ColumnText(stmt, 5));
+  record.image_id.assign(ColumnView(stmt, 0));
+  record.user_id.assign(ColumnView(stmt, 1));
+  record.created_at.assign(ColumnView(stmt, 2));
+  record.updated_at.assign(ColumnView(stmt, 3));
+  record.filename.assign(ColumnView(stmt, 4));
+  const std::optional<core::ImageFormat> format = FormatFromName(ColumnView(stmt, 5));
   if (!format) return Status(Code::kInternal, "metadata store: unknown format in record " + record.image_id);
   record.format = *format;
   record.size_bytes = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 6));
   record.width = static_cast<std::uint32_t>(sqlite3_column_int64(stmt, 7));
   record.height = static_cast<std::uint32_t>(sqlite3_column_int64(stmt, 8));
-  record.sha256 = ColumnText(stmt, 9);
-  if (sqlite3_column_type(stmt, 10) != SQLITE_NULL) record.category = ColumnText(stmt, 10);
-  std::optional<std::vector<std::string>> tags = TagsFromJson(ColumnText(stmt, 11));
+  record.sha256.assign(ColumnView(stmt, 9));
+  if (sqlite3_column_type(stmt, 10) == SQLITE_NULL) {
+    record.category.reset();
+  } else if (record.category) {
+    record.category->assign(ColumnView(stmt, 10));
+  } else {
+    record.category.emplace(ColumnView(stmt, 10));
+  }
+  std::optional<std::vector<std::string>> tags = TagsFromJson(ColumnView(stmt, 11));
   if (!tags) return Status(Code::kInternal, "metadata store: malformed tags in record " + record.image_id);
   record.tags = std::move(*tags);
-  record.visibility = ColumnText(stmt, 12) == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+  record.visibility = ColumnView(stmt, 12) == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
   return Status::Ok();
 }
 
@@ -861,9 +869,9 @@ std::string SqliteMetadataStore::ListSql(const core::ListQuery& query, bool resu
   return sql;
 }
 
-StatusOr<core::ListPage> SqliteMetadataStore::List(const core::ListQuery& query,
-                                                   const std::optional<core::Position>& start, std::size_t limit,
-                                                   std::size_t /*max_reads: one read always suffices*/) {
+Status SqliteMetadataStore::ListInto(const core::ListQuery& query, const std::optional<core::Position>& start,
+                                     std::size_t limit, std::size_t /*max_reads: one read always suffices*/,
+                                     core::ListPage& page) {
   if (limit == 0) return Status(Code::kBadRequest, "metadata store: limit must be at least 1");
   IMGSVC_ASSIGN_OR_RETURN(auto reader, impl_->AcquireReader());
   const std::uint64_t shape = ListShape(query, start.has_value());
@@ -896,19 +904,19 @@ StatusOr<core::ListPage> SqliteMetadataStore::List(const core::ListQuery& query,
   bind.Int(kParamLimit, static_cast<std::int64_t>(fetch));
   if (bind.rc() != SQLITE_OK) return SqliteStatus(reader->db.get(), bind.rc(), "bind");
 
-  core::ListPage page;
   page.items.reserve(std::min(fetch, std::size_t{128}));
-  for (;;) {
+  page.next.reset();
+  std::size_t rows = 0;
+  for (;; ++rows) {
     const int rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return SqliteStatus(reader->db.get(), rc, "list");
-    IMGSVC_RETURN_IF_ERROR(ReadRecordInto(stmt, page.items.emplace_back()));
+    if (rows == page.items.size()) page.items.emplace_back();
+    IMGSVC_RETURN_IF_ERROR(ReadRecordInto(stmt, page.items[rows]));
   }
-  if (page.items.size() > limit) {
-    page.items.resize(limit);
-    page.next = PositionOf(page.items.back());
-  }
-  return page;
+  page.items.resize(std::min(rows, limit));
+  if (rows > limit) page.next = PositionOf(page.items.back());
+  return Status::Ok();
 }
 
 Status SqliteMetadataStore::CheckReady() {

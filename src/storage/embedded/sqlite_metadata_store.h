@@ -40,9 +40,8 @@ class SqliteMetadataStore final : public core::MetadataStore {
                                      std::string_view updated_at) override;
   std::vector<core::DeleteOutcome> DeleteOwned(std::string_view owner,
                                                std::span<const std::string> image_ids) override;
-  StatusOr<core::ListPage> List(const core::ListQuery& query,
-                                const std::optional<core::Position>& start, std::size_t limit,
-                                std::size_t max_reads) override;
+  Status ListInto(const core::ListQuery& query, const std::optional<core::Position>& start, std::size_t limit,
+                  std::size_t max_reads, core::ListPage& page) override;
   // SELECT 1 on a reader, and the last write transaction did not fail on I/O.
   Status CheckReady() override;
 
