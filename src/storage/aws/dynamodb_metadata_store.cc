@@ -91,11 +91,6 @@ json::object ItemOf(const core::ImageRecord& record) {
 
 // An item as read: the record, and its key as stored (which the listing
 // resumes from, whatever the timestamp's format).
-struct StoredItem {
-  core::ImageRecord record;
-  core::Position key;
-};
-
 Status Malformed(std::string_view image_id, std::string_view what) {
   return Status(Code::kInternal, "DynamoDB: malformed item " + std::string(image_id) + ": " + std::string(what));
 }
@@ -161,7 +156,9 @@ std::optional<core::ImageFormat> FormatAttribute(const dynamodb::Item& item) {
   return FormatNamed(media.substr(kImage.size()));
 }
 
-StatusOr<StoredItem> Decode(const dynamodb::Item& item) {
+// Overwrites every field of `record`: a listing decodes into the records
+// of the page it is given.
+Status DecodeInto(const dynamodb::Item& item, core::ImageRecord& record) {
   const std::optional<std::string_view> image_id = StringAttribute(item, "image_id");
   const std::optional<std::string_view> user_id = StringAttribute(item, "user_id");
   const std::optional<std::string_view> created_at = StringAttribute(item, "created_at");
@@ -169,8 +166,6 @@ StatusOr<StoredItem> Decode(const dynamodb::Item& item) {
     return Malformed(image_id.value_or("?"), "image_id, user_id or created_at is missing");
   }
 
-  StoredItem stored;
-  core::ImageRecord& record = stored.record;
   record.image_id = *image_id;
   record.user_id = *user_id;
   record.created_at = core::NormaliseStoredTimestamp(*created_at);
@@ -190,18 +185,32 @@ StatusOr<StoredItem> Decode(const dynamodb::Item& item) {
   record.sha256 = StringAttribute(item, "sha256").value_or("");
   // Absent, or NULL as boto3 writes None.
   if (const std::optional<std::string_view> category = StringAttribute(item, "category")) {
-    record.category.emplace(*category);
+    record.category = *category;
+  } else {
+    record.category.reset();
   }
   IMGSVC_ASSIGN_OR_RETURN(record.tags, TagsAttribute(item, record.image_id));
   record.visibility =
       StringAttribute(item, "visibility") == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+  return Status::Ok();
+}
 
-  stored.key = core::Position{std::string(*user_id), std::string(*created_at), record.image_id};
-  return stored;
+StatusOr<core::ImageRecord> Decode(const dynamodb::Item& item) {
+  core::ImageRecord record;
+  IMGSVC_RETURN_IF_ERROR(DecodeInto(item, record));
+  return record;
+}
+
+// Where a listing resumes after `item`: its key as stored (created_at not
+// normalised), for ExclusiveStartKey. Only for an item DecodeInto accepted.
+core::Position StoredPosition(const dynamodb::Item& item) {
+  return core::Position{std::string(StringAttribute(item, "user_id").value_or("")),
+                        std::string(StringAttribute(item, "created_at").value_or("")),
+                        std::string(StringAttribute(item, "image_id").value_or(""))};
 }
 
 // The item an UpdateItem or DeleteItem asked for with ReturnValues.
-StatusOr<StoredItem> DecodeReturned(const dynamodb::ItemAnswer& answer) {
+StatusOr<core::ImageRecord> DecodeReturned(const dynamodb::ItemAnswer& answer) {
   if (!answer.item) return Status(Code::kInternal, "DynamoDB: an answer lacks its item");
   return Decode(*answer.item);
 }
@@ -335,8 +344,8 @@ PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
   StatusOr<dynamodb::ItemAnswer> stored = GetItem(table, record.image_id);
   if (!stored.ok()) return {stored.status(), true};
   if (stored->item) {
-    StatusOr<StoredItem> decoded = Decode(*stored->item);
-    if (decoded.ok() && decoded->record == record) {
+    StatusOr<core::ImageRecord> decoded = Decode(*stored->item);
+    if (decoded.ok() && *decoded == record) {
       log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
                 {{"image_id", record.image_id}, {"attempts", response->attempts}});
       return {};
@@ -391,10 +400,10 @@ core::DeleteOutcome DeleteOne(Table& table, std::string_view owner, const std::s
   }
   StatusOr<dynamodb::ItemAnswer> answer = Table::ReadItems("DeleteItem", *response);
   if (!answer.ok()) return failed(answer.status());
-  StatusOr<StoredItem> deleted = DecodeReturned(*answer);
+  StatusOr<core::ImageRecord> deleted = DecodeReturned(*answer);
   if (!deleted.ok()) return failed(deleted.status().WithContext("deleted, but the old record is unreadable"));
   outcome.result = core::DeleteResult::kDeleted;
-  outcome.record = std::move(deleted->record);
+  outcome.record = std::move(*deleted);
   return outcome;
 }
 
@@ -622,8 +631,7 @@ StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id
   Table table(*client_, target_, table_);
   IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, GetItem(table, image_id));
   if (!answer.item) return NotFound();
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(*answer.item));
-  return std::move(stored.record);
+  return Decode(*answer.item);
 }
 
 StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image_id, std::string_view owner,
@@ -661,8 +669,7 @@ StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image
     return aws::ToStatus("DynamoDB UpdateItem", response);
   }
   IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, Table::ReadItems("UpdateItem", response));
-  IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, DecodeReturned(answer));
-  return std::move(stored.record);
+  return DecodeReturned(answer);
 }
 
 std::vector<core::DeleteOutcome> DynamoDbMetadataStore::DeleteOwned(std::string_view owner,
@@ -681,43 +688,45 @@ Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::
     return Status(Code::kBadRequest, "metadata store: the position belongs to another listing");
   }
   Table table(*client_, target_, table_);
-  page.items.clear();
-  page.next.reset();
+  // The page's records are decoded into in place; `filled` of them are this
+  // listing's, and the page is cut to them when it is done.
+  std::size_t filled = 0;
+  const auto done = [&](std::optional<core::Position> next) {
+    page.items.resize(filled);
+    page.next = std::move(next);
+    return Status::Ok();
+  };
   const std::optional<ReadPlan> plan = PlanRead(table, query);
-  if (!plan) return Status::Ok();
+  if (!plan) return done(std::nullopt);
 
   std::optional<core::Position> position = start;
-  std::optional<core::Position> last_returned;
+  std::optional<core::Position> last_returned;  // of the reads before this one
   for (std::size_t reads = 1;; ++reads) {
     // One item more than the page still needs tells whether the page ends
     // the listing (no trailing empty page).
-    std::size_t read_limit = std::min(limit - page.items.size(), kMaxRead - 1) + 1;
+    std::size_t read_limit = std::min(limit - filled, kMaxRead - 1) + 1;
     if (plan->filtered) read_limit = std::max(read_limit, kMinFilteredRead);
     json::object body = plan->body;
     body["Limit"] = read_limit;
     if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user);
     IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, table.CallForItems(plan->operation, body));
 
+    const dynamodb::Item* last_of_this_read = nullptr;
     for (const dynamodb::Item& item : answer.items) {
-      if (page.items.size() == limit) {  // more follows; the rest of this read is dropped
-        page.next = std::move(last_returned);
-        return Status::Ok();
+      if (filled == limit) {  // more follows; the rest of this read is dropped
+        return done(last_of_this_read ? StoredPosition(*last_of_this_read) : std::move(last_returned));
       }
-      IMGSVC_ASSIGN_OR_RETURN(StoredItem stored, Decode(item));
-      page.items.push_back(std::move(stored.record));
-      last_returned = std::move(stored.key);
+      if (filled == page.items.size()) page.items.emplace_back();
+      IMGSVC_RETURN_IF_ERROR(DecodeInto(item, page.items[filled]));
+      ++filled;
+      last_of_this_read = &item;
     }
+    if (last_of_this_read) last_returned = StoredPosition(*last_of_this_read);
     const std::optional<dynamodb::Item>& last_evaluated = answer.last_evaluated_key;
-    if (!last_evaluated) return Status::Ok();  // exhausted
-    if (page.items.size() == limit) {
-      page.next = std::move(last_returned);
-      return Status::Ok();
-    }
+    if (!last_evaluated) return done(std::nullopt);  // exhausted
+    if (filled == limit) return done(std::move(last_returned));
     IMGSVC_ASSIGN_OR_RETURN(position, PositionOfKey(*last_evaluated));
-    if (reads >= max_reads) {  // the budget is spent: resume after what was read
-      page.next = std::move(position);
-      return Status::Ok();
-    }
+    if (reads >= max_reads) return done(std::move(position));  // the budget is spent: resume after what was read
   }
 }
 
