@@ -111,6 +111,12 @@ std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
 
 }  // namespace
 
+void AppendDecimal(std::string& out, std::uint64_t value) {
+  char digits[20];
+  const auto result = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(digits, result.ptr);
+}
+
 void AppendJsonString(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.reserve(out.size() + text.size() + 2);

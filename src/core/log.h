@@ -49,5 +49,8 @@ inline void Error(std::string_view m, std::initializer_list<Field> f = {}) { Wri
 
 // Appends `text` to `out` as a JSON string literal (with quotes).
 void AppendJsonString(std::string& out, std::string_view text);
+// Appends `value` in decimal (a JSON number, a status code, a length),
+// with no temporary string.
+void AppendDecimal(std::string& out, std::uint64_t value);
 
 }  // namespace imgsvc::log

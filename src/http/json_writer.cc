@@ -1,27 +1,16 @@
 #include "http/json_writer.h"
 
-#include <array>
-#include <charconv>
-#include <cstdint>
-
 #include "core/log.h"
 
 namespace imgsvc::http {
 namespace {
 
+using log::AppendDecimal;
 using log::AppendJsonString;
 
 void AppendKey(std::string& out, std::string_view key) {
   AppendJsonString(out, key);
   out.push_back(':');
-}
-
-// Digits straight into `out`: `"key" + std::to_string(n)` made a temporary
-// that outgrew the small-string buffer, one allocation per listed record.
-void AppendNumber(std::string& out, std::uint64_t value) {
-  std::array<char, 20> digits{};
-  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), value).ptr;
-  out.append(digits.data(), end);
 }
 
 void AppendRecordFields(std::string& out, const core::ImageRecord& r) {
@@ -36,11 +25,11 @@ void AppendRecordFields(std::string& out, const core::ImageRecord& r) {
   out += ",\"format\":";
   AppendJsonString(out, core::FormatName(r.format));
   out += ",\"size_bytes\":";
-  AppendNumber(out, r.size_bytes);
+  AppendDecimal(out, r.size_bytes);
   out += ",\"width\":";
-  AppendNumber(out, r.width);
+  AppendDecimal(out, r.width);
   out += ",\"height\":";
-  AppendNumber(out, r.height);
+  AppendDecimal(out, r.height);
   out += ",\"sha256\":";
   AppendJsonString(out, r.sha256);
   out += ",\"category\":";
@@ -142,7 +131,7 @@ std::string ListResponseJson(const core::ListResult& result) {
     AppendImageWithUrl(out, records[i], result.urls[i], expiry);
   }
   out += "],\"count\":";
-  AppendNumber(out, records.size());
+  AppendDecimal(out, records.size());
   out += ",\"last_evaluated_key\":";
   if (result.cursor) AppendJsonString(out, *result.cursor);
   else out += "null";

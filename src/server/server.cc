@@ -11,7 +11,6 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -43,6 +42,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
 
+#include "core/log.h"
+
 namespace imgsvc::server {
 namespace {
 
@@ -70,12 +71,6 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kHeadEnd = "\r\n";
 constexpr std::string_view kHeadEndKeepAlive = "connection: keep-alive\r\n\r\n";
 constexpr std::string_view kHeadEndClose = "connection: close\r\n\r\n";
-
-void AppendNumber(std::string& out, std::uint64_t value) {
-  char digits[20];
-  const auto result = std::to_chars(digits, digits + sizeof(digits), value);
-  out.append(digits, result.ptr);
-}
 
 // "date: <IMF-fixdate>\r\n", formatted at most once a second per thread.
 // The calendar comes from <chrono>, not gmtime_r: glibc loads the time zone
@@ -126,7 +121,7 @@ void SerializeHead(const http::Response& response, std::optional<std::uint64_t> 
   const int status = response.status >= 100 && response.status <= 999 ? response.status : 500;
   out.clear();
   out.append("HTTP/1.1 ");
-  AppendNumber(out, static_cast<std::uint64_t>(status));
+  log::AppendDecimal(out, static_cast<std::uint64_t>(status));
   out.push_back(' ');
   const bhttp::status known = bhttp::int_to_status(static_cast<unsigned>(status));
   if (known != bhttp::status::unknown) out.append(bhttp::obsolete_reason(known));
@@ -137,7 +132,7 @@ void SerializeHead(const http::Response& response, std::optional<std::uint64_t> 
   }
   if (content_length) {
     out.append("content-length: ");
-    AppendNumber(out, *content_length);
+    log::AppendDecimal(out, *content_length);
     out.append("\r\n");
   }
   out.append(DateLine());

@@ -176,6 +176,16 @@ TEST_F(LogTest, AppendJsonStringFindsEveryEscapeNearTheEndOfAnyLength) {
   }
 }
 
+TEST(AppendDecimalTest, AppendsEveryDigitOfAnyValue) {
+  std::string out = "n=";
+  AppendDecimal(out, 0);
+  out += ',';
+  AppendDecimal(out, 1234567890);
+  out += ',';
+  AppendDecimal(out, UINT64_MAX);
+  EXPECT_EQ(out, "n=0,1234567890,18446744073709551615");
+}
+
 TEST_F(LogTest, LevelFiltersLines) {
   SetLevel(Level::kWarn);
   EXPECT_FALSE(Enabled(Level::kInfo));

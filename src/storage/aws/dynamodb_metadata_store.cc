@@ -89,8 +89,6 @@ json::object ItemOf(const core::ImageRecord& record) {
 
 // Reading items ---------------------------------------------------------------
 
-// An item as read: the record, and its key as stored (which the listing
-// resumes from, whatever the timestamp's format).
 Status Malformed(std::string_view image_id, std::string_view what) {
   return Status(Code::kInternal, "DynamoDB: malformed item " + std::string(image_id) + ": " + std::string(what));
 }

@@ -276,6 +276,9 @@ struct Dirs {
 
 constexpr std::uint64_t kWriteBehindBytes = 8u << 20;
 
+// A file with no name yet in `dir_fd`'s filesystem, for an upload.
+Fd OpenUnnamed(int dir_fd) { return Fd(::openat(dir_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, kBlobMode)); }
+
 // Links an unnamed (O_TMPFILE) file under `name`; 0 or an errno. Through
 // /proc because linkat's AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
 int LinkUnnamed(int fd, int dir_fd, const char* name) {
@@ -286,7 +289,7 @@ int LinkUnnamed(int fd, int dir_fd, const char* name) {
 
 // O_TMPFILE needs the filesystem's support, and linking the file needs /proc.
 bool CanStageUnnamed(int tmp_fd) {
-  Fd fd(::openat(tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, kBlobMode));
+  Fd fd = OpenUnnamed(tmp_fd);
   if (!fd) return false;
   const std::string probe = "staging-" + RandomHex(8) + ".probe";
   if (LinkUnnamed(fd.get(), tmp_fd, probe.c_str()) != 0) return false;
@@ -448,7 +451,7 @@ StatusOr<std::unique_ptr<core::BlobUpload>> FileBlobStore::StartUpload(std::stri
   std::string temp_name;
   Fd fd;
   if (impl_->staging == Staging::kUnnamed) {
-    fd = Fd(::openat(tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, kBlobMode));
+    fd = OpenUnnamed(tmp_fd);
   } else {
     temp_name = RandomHex(16) + ".part";
     fd = Fd(::openat(tmp_fd, temp_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kBlobMode));

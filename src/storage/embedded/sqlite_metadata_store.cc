@@ -283,10 +283,8 @@ Status ReadRecordInto(sqlite3_stmt* stmt, core::ImageRecord& record) {
   record.sha256.assign(ColumnView(stmt, 9));
   if (sqlite3_column_type(stmt, 10) == SQLITE_NULL) {
     record.category.reset();
-  } else if (record.category) {
-    record.category->assign(ColumnView(stmt, 10));
   } else {
-    record.category.emplace(ColumnView(stmt, 10));
+    record.category = ColumnView(stmt, 10);  // assigns into a held string, keeping its capacity
   }
   std::optional<std::vector<std::string>> tags = TagsFromJson(ColumnView(stmt, 11));
   if (!tags) return Status(Code::kInternal, "metadata store: malformed tags in record " + record.image_id);
