@@ -949,6 +949,52 @@ TEST(HttpClientTest, AnswerBodyOverTheCapIsRefusedAndTheConnectionDropped) {
   EXPECT_EQ(client.stats().stale_replays, 0u);
 }
 
+// More than the loopback socket buffers of both ends hold, so the request
+// cannot be sent while the peer reads nothing.
+constexpr std::size_t kBodyPastTheSocketBuffers = 32u << 20;
+
+ClientRequest LargePut() {
+  ClientRequest request;
+  request.method = "PUT";
+  request.target = "/object";
+  request.body.assign(kBodyPastTheSocketBuffers, 'b');
+  return request;
+}
+
+TEST(HttpClientTest, AnswerBeforeTheBodyWasReadIsTaken) {
+  // A peer refusing a request (S3 with a bad signature, say) may answer once
+  // it has the head and read no more of the body.
+  std::uint16_t port = 0;
+  const int listener = ListenOnLoopback(AF_INET, port);
+  ASSERT_GE(listener, 0);
+  std::atomic<bool> stopping{false};
+  std::thread peer([&] {
+    if (!WaitReadable(listener, stopping)) return;
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    std::string head;
+    char chunk[4096];
+    while (head.find("\r\n\r\n") == std::string::npos && WaitReadable(fd, stopping)) {
+      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+      if (n <= 0) break;
+      head.append(chunk, static_cast<std::size_t>(n));
+    }
+    SendAll(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
+    while (!stopping) std::this_thread::sleep_for(10ms);  // reads nothing more
+    ::close(fd);
+  });
+
+  HttpClientOptions options;
+  options.total_timeout = 10s;
+  HttpClient client(options);
+  const StatusOr<ClientResponse> result = client.Send(Endpoint{"http", "127.0.0.1", port}, LargePut());
+  stopping = true;
+  peer.join();
+  ::close(listener);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->status, 413);
+  EXPECT_EQ(result->body, "too big!");
+}
+
 TEST(HttpClientTest, WorksOverIpv6Loopback) {
   ScriptedServer server([](const Received&) { return Answer("v6"); }, AF_INET6);
   if (!server.listening()) GTEST_SKIP() << "::1 is not available here";
@@ -1006,6 +1052,19 @@ TEST(HttpClientTlsTest, VerifiesTheServerAgainstTheGivenCa) {
   EXPECT_EQ(by_address->body, "secure");
   EXPECT_EQ(server.last_server_name(), "");  // no SNI for an address
   EXPECT_EQ(client.stats().connections_opened, 2u);
+}
+
+TEST(HttpClientTlsTest, AnswerBeforeTheBodyWasReadIsTaken) {
+  // The server answers once it has the head, reads nothing more and closes.
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  const TempFile ca_file(ca.cert_pem());
+  HttpClientOptions options = TrustingCa(ca_file);
+  options.total_timeout = 10s;
+  HttpClient client(options);
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), LargePut());
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
 }
 
 TEST(HttpClientTlsTest, UnknownIssuerFailsWithTheSystemCas) {
