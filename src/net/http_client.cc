@@ -4,6 +4,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
@@ -17,16 +19,17 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/stream_traits.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/system/system_error.hpp>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <condition_variable>
+#include <ctime>
 #include <exception>
 #include <map>
 #include <memory>
@@ -50,7 +53,6 @@ using ErrorCode = boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 // No value: no deadline (a zero timeout).
 using Deadline = std::optional<Clock::time_point>;
-using TlsStream = ssl::stream<beast::tcp_stream>;
 
 // AWS answers carry a handful of headers; this only stops a runaway peer.
 constexpr std::uint32_t kResponseHeaderLimit = 64 * 1024;
@@ -329,28 +331,161 @@ Deadline Earlier(Deadline a, Deadline b) {
   return std::min(*a, *b);
 }
 
-void ExpireAt(beast::tcp_stream& stream, Deadline deadline) {
-  if (deadline) {
-    stream.expires_at(*deadline);
-  } else {
-    stream.expires_never();
-  }
+// The peer began its answer before it had read the whole request (an early
+// error, such as S3's for a bad signature) and reads no more: the rest of the
+// request is not sent, and the answer is read all the same.
+ErrorCode AnsweredEarly() {
+  // A standard category: Boost's has no virtual destructor (-Wnon-virtual-dtor).
+  class Category final : public std::error_category {
+   public:
+    const char* name() const noexcept override { return "imgsvc.http_client"; }
+    std::string message(int) const override { return "the peer answered before it read the whole request"; }
+  };
+  static const Category category;
+  return ErrorCode(std::error_code(1, category));
 }
 
-// One keep-alive connection. It owns its io_context so a call drives its own
-// I/O on its own thread (the API is synchronous) and no thread is shared or
-// started for the client; the deadline of each operation is the stream's.
-class Connection {
+// A connection's TCP socket, in non-blocking mode, whose reads and writes
+// wait in poll() until a deadline. A call blocks its thread anyway, so a
+// request and its answer cost a send, a poll and a read; driven through an
+// io_context they also took a read that would block, a timer armed for the
+// deadline, epoll_wait and the io_context's bookkeeping, on every AWS call.
+// It is also the next layer under TLS, hence the members Asio's stream
+// concepts name.
+class DeadlineSocket {
  public:
-  explicit Connection(ssl::context* tls) : stream_(std::in_place_type<beast::tcp_stream>, io_) {
-    if (tls != nullptr) stream_.emplace<TlsStream>(io_, *tls);
+  using executor_type = tcp::socket::executor_type;
+  using lowest_layer_type = tcp::socket::lowest_layer_type;
+
+  explicit DeadlineSocket(asio::io_context& io) : socket_(io) {}
+
+  executor_type get_executor() { return socket_.get_executor(); }
+  lowest_layer_type& lowest_layer() { return socket_; }
+
+  // No value: operations wait as long as it takes.
+  void set_deadline(Deadline deadline) { deadline_ = deadline; }
+  // Right after a request its answer is never there yet: the next read
+  // waits first instead of trying a read that would block.
+  void WaitBeforeNextRead() { wait_before_read_ = true; }
+
+  // Tries each address in turn (IPv6 and IPv4 alike) until one accepts.
+  ErrorCode Connect(const std::vector<tcp::endpoint>& addresses) {
+    ErrorCode error = asio::error::host_not_found;
+    for (const tcp::endpoint& address : addresses) {
+      ErrorCode ignored;
+      socket_.close(ignored);
+      if (socket_.open(address.protocol(), error); error) continue;
+      if (socket_.non_blocking(true, error); error) continue;
+      // Asio's own connect waits without a limit.
+      if (::connect(socket_.native_handle(), address.data(), address.size()) == 0) return {};
+      if (errno != EINPROGRESS) {
+        error = ErrorCode(errno, boost::system::system_category());
+        continue;
+      }
+      if (Wait(POLLOUT, error); error == beast::error::timeout) return error;
+      if (error) continue;
+      int result = 0;
+      socklen_t length = sizeof(result);
+      if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_ERROR, &result, &length) != 0) result = errno;
+      if (result == 0) return {};
+      error = ErrorCode(result, boost::system::system_category());
+    }
+    return error;
   }
 
-  beast::tcp_stream& tcp() {
-    return std::visit([](auto& stream) -> beast::tcp_stream& { return beast::get_lowest_layer(stream); }, stream_);
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers, ErrorCode& error) {
+    if (std::exchange(wait_before_read_, false)) {
+      Wait(POLLIN, error);
+      if (error) return 0;
+    }
+    while (true) {
+      const std::size_t read = socket_.read_some(buffers, error);
+      if (error != asio::error::would_block) return read;
+      if (Wait(POLLIN, error); error) return 0;
+    }
+  }
+
+  template <class ConstBuffers>
+  std::size_t write_some(const ConstBuffers& buffers, ErrorCode& error) {
+    while (true) {
+      const std::size_t written = socket_.write_some(buffers, error);
+      if (error != asio::error::would_block) return written;
+      const short ready = Wait(POLLOUT | POLLIN, error);
+      if (error) return 0;
+      if ((ready & POLLIN) != 0 && (ready & POLLOUT) == 0) {
+        error = AnsweredEarly();
+        return 0;
+      }
+    }
+  }
+
+  // The stream concepts ask for the throwing forms as well.
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers) {
+    ErrorCode error;
+    const std::size_t read = read_some(buffers, error);
+    if (error) throw boost::system::system_error(error);
+    return read;
+  }
+  template <class ConstBuffers>
+  std::size_t write_some(const ConstBuffers& buffers) {
+    ErrorCode error;
+    const std::size_t written = write_some(buffers, error);
+    if (error) throw boost::system::system_error(error);
+    return written;
+  }
+
+ private:
+  // Waits until one of poll's `events` or the deadline (beast::error::timeout);
+  // the events that came.
+  short Wait(short events, ErrorCode& error) {
+    pollfd waiter{socket_.native_handle(), events, 0};
+    while (true) {
+      timespec limit{};
+      const timespec* timeout = nullptr;
+      if (deadline_) {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline_ - Clock::now()).count();
+        if (left <= 0) {
+          error = beast::error::timeout;
+          return 0;
+        }
+        limit.tv_sec = static_cast<std::time_t>(left / 1'000'000'000);
+        limit.tv_nsec = static_cast<long>(left % 1'000'000'000);
+        timeout = &limit;
+      }
+      const int ready = ::ppoll(&waiter, 1, timeout, nullptr);
+      if (ready > 0) {
+        error = {};
+        return waiter.revents;
+      }
+      if (ready < 0 && errno != EINTR) {
+        error = ErrorCode(errno, boost::system::system_category());
+        return 0;
+      }
+    }
+  }
+
+  tcp::socket socket_;
+  Deadline deadline_;
+  bool wait_before_read_ = false;
+};
+
+using TlsStream = ssl::stream<DeadlineSocket>;
+
+// One keep-alive connection, used by one call at a time.
+class Connection {
+ public:
+  Connection(asio::io_context& io, ssl::context* tls) : stream_(std::in_place_type<DeadlineSocket>, io) {
+    if (tls != nullptr) stream_.emplace<TlsStream>(io, *tls);
+  }
+
+  DeadlineSocket& socket() {
+    if (TlsStream* tls_stream = tls()) return tls_stream->next_layer();
+    return std::get<DeadlineSocket>(stream_);
   }
   TlsStream* tls() { return std::get_if<TlsStream>(&stream_); }
-  std::variant<beast::tcp_stream, TlsStream>& stream() { return stream_; }
+  std::variant<DeadlineSocket, TlsStream>& stream() { return stream_; }
 
   // Where answers are read, kept with the connection: Beast reads into what
   // the buffer has room for (at least 512 bytes), and room for 64 KiB reads
@@ -363,17 +498,10 @@ class Connection {
     return read_buffer_;
   }
 
-  // Runs the operations started on this connection until all completed.
-  void Run() {
-    io_.restart();
-    io_.run();
-  }
-
  private:
   static constexpr std::size_t kReadBufferBytes = 64 * 1024;
 
-  asio::io_context io_{1};
-  std::variant<beast::tcp_stream, TlsStream> stream_;
+  std::variant<DeadlineSocket, TlsStream> stream_;
   beast::flat_buffer read_buffer_;
 };
 
@@ -453,10 +581,9 @@ Status Handshake(Connection& connection, TlsStream& stream, const Endpoint& endp
       return Status(Code::kUnavailable, "cannot set the TLS server name " + endpoint.host);
     }
   }
-  ExpireAt(connection.tcp(), deadline);
+  connection.socket().set_deadline(deadline);
   ErrorCode error;
-  stream.async_handshake(ssl::stream_base::client, [&](const ErrorCode& result) { error = result; });
-  connection.Run();
+  stream.handshake(ssl::stream_base::client, error);
   if (error == beast::error::timeout) {
     return Status(Code::kDeadlineExceeded, "TLS handshake with " + endpoint.Authority() + " timed out");
   }
@@ -482,18 +609,16 @@ Status OpenTunnel(Connection& connection, const Proxy& proxy, const Endpoint& or
   head.append("\r\n");
   const std::string what = "CONNECT " + target + " through proxy " + proxy.endpoint.Authority();
 
-  beast::tcp_stream& stream = connection.tcp();
-  ExpireAt(stream, deadline);
+  DeadlineSocket& socket = connection.socket();
+  socket.set_deadline(deadline);
   ErrorCode error;
-  asio::async_write(stream, asio::buffer(head), [&](const ErrorCode& result, std::size_t) { error = result; });
-  connection.Run();
+  asio::write(socket, asio::buffer(head), error);
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::empty_body> parser;
   parser.header_limit(kResponseHeaderLimit);
   if (!error) {
-    ExpireAt(stream, deadline);
-    bhttp::async_read_header(stream, buffer, parser, [&](const ErrorCode& result, std::size_t) { error = result; });
-    connection.Run();
+    socket.WaitBeforeNextRead();
+    bhttp::read_header(socket, buffer, parser, error);
   }
   if (error == beast::error::timeout) return Status(Code::kDeadlineExceeded, what + " timed out");
   if (error) return Status(Code::kUnavailable, what + " failed: " + error.message());
@@ -525,15 +650,15 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
   return response;
 }
 
-// Writes the request while reading the answer: a peer may answer early (an
-// error before the whole body arrived) and stop reading; the answer is then
-// taken and the rest of the request abandoned with the connection.
-// `peer` names the other end in messages.
+// Sends the request, then reads the answer. A peer may answer before it has
+// read the whole request (an early error) and stop reading; the answer is
+// then read all the same, and the connection, its request half sent, is not
+// reused. `peer` names the other end in messages.
 template <class Stream>
 Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
                      const ClientRequest& request, std::size_t max_body, Deadline deadline) {
-  beast::tcp_stream& transport = connection.tcp();
-  ExpireAt(transport, deadline);
+  DeadlineSocket& socket = connection.socket();
+  socket.set_deadline(deadline);
   beast::flat_buffer& buffer = connection.read_buffer();
   bhttp::response_parser<bhttp::string_body> parser;
   parser.header_limit(kResponseHeaderLimit);
@@ -543,34 +668,28 @@ Exchange RunExchange(Connection& connection, Stream& stream, const std::string& 
 
   const std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(request.body)};
   ErrorCode write_error;
-  ErrorCode read_error;
-  bool written = false;
-  bool read_done = false;
-  asio::async_write(stream, wire, [&](const ErrorCode& result, std::size_t) {
-    written = true;
-    write_error = result;
-    // A dead connection: stop waiting for an answer that cannot come.
-    if (result && !read_done) transport.close();
-  });
-  bhttp::async_read(stream, buffer, parser, [&](const ErrorCode& result, std::size_t) {
-    read_done = true;
-    read_error = result;
-    if (!written) transport.close();
-  });
-  connection.Run();
+  asio::write(stream, wire, write_error);
+  // After a failed write an answer may still have come (the peer answered
+  // and closed): it is read unless the deadline has passed.
+  ErrorCode read_error = write_error;
+  if (write_error != beast::error::timeout) {
+    socket.WaitBeforeNextRead();
+    bhttp::read(stream, buffer, parser, read_error);
+  }
 
   Exchange exchange;
   exchange.answer_started = parser.got_some();
-  if (read_error == beast::error::timeout || write_error == beast::error::timeout) {
+  if (read_error == beast::error::timeout) {
     exchange.status = Status(Code::kDeadlineExceeded, "no complete answer from " + peer + " in time");
   } else if (read_error == bhttp::error::body_limit) {
     exchange.status =
         Status(Code::kUnavailable, "answer body from " + peer + " exceeds " + std::to_string(max_body) + " bytes");
   } else if (read_error) {
-    const ErrorCode& cause = (read_error == asio::error::operation_aborted && write_error) ? write_error : read_error;
+    // A broken pipe says more than the end of stream that follows it.
+    const ErrorCode& cause = write_error && write_error != AnsweredEarly() ? write_error : read_error;
     exchange.status = Status(Code::kUnavailable, "HTTP exchange with " + peer + " failed: " + cause.message());
   } else {
-    exchange.reusable = written && !write_error && parser.keep_alive() && buffer.size() == 0;
+    exchange.reusable = !write_error && parser.keep_alive() && buffer.size() == 0;
     exchange.response = ToClientResponse(parser.release());
   }
   return exchange;
@@ -711,6 +830,10 @@ struct HttpClient::Impl {
   std::atomic<std::uint64_t> connections_opened{0};
   std::atomic<std::uint64_t> stale_replays{0};
 
+  // Holds the connections' sockets and is never run: a call's I/O blocks
+  // its own thread (DeadlineSocket). Declared before the pool.
+  asio::io_context io{1};
+
   std::mutex tls_mutex;
   // Made at the first https call: plain-http deployments (local stacks, the
   // Lambda Runtime API) never pay for reading the CA bundle. Declared before
@@ -788,20 +911,17 @@ StatusOr<std::unique_ptr<Connection>> HttpClient::Impl::Open(const Endpoint& end
   const std::string first_hop_name = (proxy != nullptr ? "proxy " : "") + first_hop.Authority();
   IMGSVC_ASSIGN_OR_RETURN(const std::vector<tcp::endpoint> addresses, Resolve(first_hop, deadline));
 
-  auto connection = std::make_unique<Connection>(tls);
-  beast::tcp_stream& stream = connection->tcp();
-  ExpireAt(stream, deadline);
-  ErrorCode error;
-  // Tries each address in turn (IPv6 and IPv4 alike) until one accepts.
-  stream.async_connect(addresses, [&](const ErrorCode& result, const tcp::endpoint&) { error = result; });
-  connection->Run();
+  auto connection = std::make_unique<Connection>(io, tls);
+  DeadlineSocket& socket = connection->socket();
+  socket.set_deadline(deadline);
+  const ErrorCode error = socket.Connect(addresses);
   if (error == beast::error::timeout) {
     return Status(Code::kDeadlineExceeded, "connecting to " + first_hop_name + " timed out");
   }
   if (error) return Status(Code::kUnavailable, "cannot connect to " + first_hop_name + ": " + error.message());
   ErrorCode ignored;
   // Requests go out in one or two writes; waiting to coalesce them only adds latency.
-  stream.socket().set_option(tcp::no_delay(true), ignored);
+  socket.lowest_layer().set_option(tcp::no_delay(true), ignored);
 
   if (TlsStream* tls_stream = connection->tls()) {
     if (proxy != nullptr) IMGSVC_RETURN_IF_ERROR(OpenTunnel(*connection, *proxy, endpoint, deadline));

@@ -439,16 +439,22 @@ class TlsServer {
     }
     auto request = std::make_shared<std::string>();
     asio::async_read_until(*stream, asio::dynamic_buffer(*request), "\r\n\r\n",
-                           [stream, request](const ErrorCode& read_error, std::size_t) {
+                           [this, stream, request](const ErrorCode& read_error, std::size_t) {
                              if (read_error) return;
+                             // Kept open once answered: closing with a request's body
+                             // unread resets the connection, which can discard the
+                             // answer before the client has read it.
                              asio::async_write(*stream, asio::buffer(kTlsAnswer),
-                                               [stream](const ErrorCode&, std::size_t) {});
+                                               [this, stream](const ErrorCode&, std::size_t) {
+                                                 answered_.push_back(stream);
+                                               });
                            });
   }
 
   ssl::context context_;  // outlives io_, whose pending handlers hold streams made from it
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
+  std::vector<std::shared_ptr<Stream>> answered_;  // touched on io_'s thread only, until it is joined
   std::atomic<int> handshakes_{0};
   mutable std::mutex mutex_;
   std::string last_server_name_;
