@@ -33,6 +33,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -230,6 +231,8 @@ class Core {
 // One connection. Network I/O runs on the session's executor (its io_context,
 // run by one io thread); the handler runs on a worker and pulls the
 // body through Read(), which hands each read to the executor and waits.
+// The worker then sends a response it holds in memory and starts the next
+// request's read itself where it can (RespondFromWorker).
 class Session final : public std::enable_shared_from_this<Session>, public http::BodySource {
  public:
   Session(Core& core, tcp::socket socket)
@@ -261,6 +264,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
 
   // Idle connections close; busy ones finish their request with "connection: close".
   void OnServerStopping() {
+    std::lock_guard lock(worker_io_mu_);
     if (phase_ == Phase::kAwaitingRequest && buffer_.size() == 0) Close();
   }
 
@@ -272,6 +276,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
       abandoned_ = true;
     }
     body_cv_.notify_all();
+    std::lock_guard lock(worker_io_mu_);
     ErrorCode ignored;
     stream_.socket().close(ignored);
   }
@@ -292,6 +297,10 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void HandleOnWorker();
   void BuildRequest();
   void PrepareResponse();
+  bool RespondFromWorker();
+  // Sets after_ and gathers the response's first bytes; false when a file
+  // body cannot be read.
+  bool StartResponse(std::array<asio::const_buffer, 3>& buffers);
   void WriteResponse();
   bool ReadFileChunk(asio::const_buffer& chunk);
   void OnWritten(const ErrorCode& ec);
@@ -347,6 +356,11 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   std::uint64_t file_remaining_ = 0;
   std::uint64_t discarded_ = 0;
   std::unique_ptr<char[]> scratch_;  // file chunks and discarded bytes; freed when idle
+
+  // Held by a worker that writes its response and starts the next read
+  // (RespondFromWorker), and by what the server posts to every session
+  // (OnServerStopping, Abandon), which may arrive meanwhile.
+  std::mutex worker_io_mu_;
 
   // Hand-off of one body read between the worker and the io side.
   std::mutex body_mu_;
@@ -420,6 +434,7 @@ void Session::OnHeader(const ErrorCode& ec) {
   }
   core_.workers().Post([self = shared_from_this()]() mutable {
     self->HandleOnWorker();
+    if (self->RespondFromWorker()) return;
     Session& session = *self;
     asio::post(session.executor(), [self = std::move(self)] { self->WriteResponse(); });
   });
@@ -493,7 +508,7 @@ void Session::PrepareResponse() {
 
 // --- response (io side) ---------------------------------------------------
 
-void Session::WriteResponse() {
+bool Session::StartResponse(std::array<asio::const_buffer, 3>& buffers) {
   bool close = !keep_alive_ || response_.close_connection || body_failed_ || core_.stopping();
   after_ = close ? After::kClose : After::kNextRequest;
   if (!body_failed_ && !parser_->is_done()) {
@@ -508,17 +523,45 @@ void Session::WriteResponse() {
     }
   }
   const std::string_view head_end = close ? kHeadEndClose : http10_ ? kHeadEndKeepAlive : kHeadEnd;
-  std::array<asio::const_buffer, 3> buffers{asio::buffer(head_), asio::buffer(head_end), asio::const_buffer()};
+  buffers = {asio::buffer(head_), asio::buffer(head_end), asio::const_buffer()};
   if (send_body_) {
-    if (file_fd_ >= 0) {
-      if (!ReadFileChunk(buffers[2])) return Close();
-    } else {
-      buffers[2] = asio::buffer(response_.body);
-    }
+    if (file_fd_ >= 0) return ReadFileChunk(buffers[2]);
+    buffers[2] = asio::buffer(response_.body);
   }
+  return true;
+}
+
+void Session::WriteResponse() {
+  std::array<asio::const_buffer, 3> buffers;
+  if (!StartResponse(buffers)) return Close();
   stream_.expires_after(core_.options().send_timeout);
   asio::async_write(stream_, buffers,
                     [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->OnWritten(ec); });
+}
+
+// On the worker, after the handler: a response held in memory, on a
+// connection that stays open, is sent from here (the socket is non-blocking)
+// and the read of the next request started from here, so the io thread is
+// not woken just to do both. Its completion, like any, runs on the io
+// thread. False when nothing was sent: the io thread writes the response.
+bool Session::RespondFromWorker() {
+  std::lock_guard lock(worker_io_mu_);
+  if (file_fd_ >= 0 || core_.stopping()) return false;
+  std::array<asio::const_buffer, 3> buffers;
+  if (!StartResponse(buffers) || after_ != After::kNextRequest) return false;
+  ErrorCode ec;
+  const std::size_t sent = stream_.socket().write_some(buffers, ec);
+  if (ec) return false;
+  if (sent == asio::buffer_size(buffers)) {
+    FinishResponse();
+    return true;
+  }
+  beast::buffers_suffix<std::array<asio::const_buffer, 3>> rest(buffers);
+  rest.consume(sent);
+  stream_.expires_after(core_.options().send_timeout);
+  asio::async_write(stream_, rest,
+                    [self = shared_from_this()](const ErrorCode& write_ec, std::size_t) { self->OnWritten(write_ec); });
+  return true;
 }
 
 bool Session::ReadFileChunk(asio::const_buffer& chunk) {

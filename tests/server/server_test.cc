@@ -371,6 +371,26 @@ TEST(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   }
 }
 
+// The socket takes only part of a large response at once: the worker sends
+// that part and the io thread the rest. The client gets it whole and the
+// connection carries the next request.
+TEST(ServerTest, ResponseLargerThanTheSocketTakesArrivesWholeAndTheConnectionStays) {
+  const std::string big = Pattern(16u << 20);
+  TestServer server(FastOptions(), [&big](http::Request& request) {
+    return TextResponse(200, request.path == "/big" ? big : "small");
+  });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/big")));
+  const auto response = client.ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->body.size(), big.size());
+  EXPECT_TRUE(response->body == big);
+  ASSERT_TRUE(client.Send(Get("/small")));
+  const auto next = client.ReadResponse();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body, "small");
+}
+
 TEST(ServerTest, AnswersPipelinedRequestsInOrder) {
   TestServer server(FastOptions(), EchoPath());
   Client client(server.port());
