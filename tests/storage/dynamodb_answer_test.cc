@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace imgsvc::storage::dynamodb {
 namespace dynamodb_answer_test {
@@ -120,6 +122,55 @@ TEST(DynamoDbAnswerTest, RefusesWhatIsNotOneJsonObject) {
     EXPECT_EQ(answer.status().code(), Code::kInternal) << body;
   }
   EXPECT_TRUE(ReadItemAnswer(" {}\n").ok());
+}
+
+// Everything an attribute holds, for comparing answers.
+std::vector<std::string> Flattened(const Item& item) {
+  std::vector<std::string> flat;
+  for (const Attribute& attribute : item) {
+    std::string line = std::string(attribute.name) + "|" + std::string(attribute.type) + "|" +
+                       std::string(attribute.value) + "|" + (attribute.is_list ? "list" : "") + "|" +
+                       (attribute.other_elements ? "other" : "");
+    for (const std::string_view element : attribute.elements) line += "|" + std::string(element);
+    flat.push_back(std::move(line));
+  }
+  return flat;
+}
+
+TEST(DynamoDbAnswerTest, AnAnswerReadIntoAgainHoldsOnlyTheNewAnswer) {
+  const std::string long_page = R"({"Items": [
+      {"image_id": {"S": "a"}, "tags": {"L": [{"S": "cat"}, {"S": "dog"}]}, "size_bytes": {"N": "1"},
+       "category": {"S": "pets"}, "extra": {"SS": ["x"]}},
+      {"image_id": {"S": "b"}, "tags": {"L": [{"S": "ok"}, {"N": "1"}]}},
+      {"image_id": {"S": "c"}}],
+    "LastEvaluatedKey": {"image_id": {"S": "c"}}})";
+  const std::vector<std::string> answers = {
+      R"({"Items": [{"image_id": {"S": "z"}, "tags": {"L": []}}, {"other": {"N": "7"}}]})",
+      R"({"Item": {"image_id": {"S": "one"}, "tags": {"SS": ["q"]}}})",
+      R"({})",
+  };
+  for (const std::string& body : answers) {
+    ItemAnswer reused;
+    ASSERT_TRUE(ReadItemAnswerInto(long_page, reused).ok());
+    ASSERT_TRUE(ReadItemAnswerInto(body, reused).ok()) << body;
+    const StatusOr<ItemAnswer> fresh = ReadItemAnswer(body);
+    ASSERT_TRUE(fresh.ok()) << body;
+    ASSERT_EQ(reused.items.size(), fresh->items.size()) << body;
+    for (std::size_t i = 0; i < fresh->items.size(); ++i) {
+      EXPECT_EQ(Flattened(reused.items[i]), Flattened(fresh->items[i])) << body;
+    }
+    ASSERT_EQ(reused.item.has_value(), fresh->item.has_value()) << body;
+    if (fresh->item) {
+      EXPECT_EQ(Flattened(*reused.item), Flattened(*fresh->item)) << body;
+    }
+    EXPECT_EQ(reused.last_evaluated_key.has_value(), fresh->last_evaluated_key.has_value()) << body;
+  }
+
+  ItemAnswer failed;
+  ASSERT_TRUE(ReadItemAnswerInto(long_page, failed).ok());
+  EXPECT_EQ(ReadItemAnswerInto(R"({"Items": [{"a": {"S": "b"}})", failed).code(), Code::kInternal);
+  EXPECT_THAT(failed.items, IsEmpty());
+  EXPECT_FALSE(failed.last_evaluated_key.has_value());
 }
 
 TEST(DynamoDbAnswerTest, RefusesNestingDeeperThanThirtyTwo) {

@@ -38,8 +38,21 @@ class Reader {
   static constexpr std::size_t max_key_size = static_cast<std::size_t>(-1);
   static constexpr std::size_t max_string_size = static_cast<std::size_t>(-1);
 
-  explicit Reader(std::size_t body_size)
-      : capacity_(body_size), text_(std::make_unique_for_overwrite<char[]>(body_size == 0 ? 1 : body_size)) {
+  Reader(std::size_t body_size, ItemAnswer& answer) : answer_(answer) {
+    const auto keep = [&](std::optional<Item>& item) {
+      if (item) answer_.spare_items.push_back(std::move(*item));
+      item.reset();
+    };
+    keep(answer_.item);
+    keep(answer_.last_evaluated_key);
+    for (Item& item : answer_.items) answer_.spare_items.push_back(std::move(item));
+    answer_.items.clear();
+    if (answer_.text_capacity < body_size || !answer_.text) {
+      answer_.text_capacity = body_size == 0 ? 1 : body_size;
+      answer_.text = std::make_unique_for_overwrite<char[]>(answer_.text_capacity);
+    }
+    text_ = answer_.text.get();
+    capacity_ = answer_.text_capacity;
     frames_.reserve(8);
   }
 
@@ -75,13 +88,17 @@ class Reader {
 
   // Whether the document was an object (and not an array or a scalar).
   bool is_object() const { return is_object_; }
-  ItemAnswer Finish() {
-    answer_.text = std::move(text_);
-    return std::move(answer_);
-  }
 
  private:
   Frame Current() const { return frames_.empty() ? Frame::kSkipped : frames_.back(); }
+
+  Item TakeSpare() {
+    if (answer_.spare_items.empty()) return Item();
+    Item item = std::move(answer_.spare_items.back());
+    answer_.spare_items.pop_back();
+    item.clear();
+    return item;
+  }
 
   bool Enter(bool object, ErrorCode&) {
     Frame next = Frame::kSkipped;
@@ -92,8 +109,8 @@ class Reader {
       switch (frames_.back()) {
         case Frame::kAnswer:
           if (object && (section_ == Section::kItem || section_ == Section::kLastEvaluatedKey)) {
-            Item& item = section_ == Section::kItem ? answer_.item.emplace() : answer_.last_evaluated_key.emplace();
-            item_ = &item;
+            std::optional<Item>& slot = section_ == Section::kItem ? answer_.item : answer_.last_evaluated_key;
+            item_ = &slot.emplace(TakeSpare());
             next = Frame::kItem;
           } else if (!object && section_ == Section::kItems) {
             next = Frame::kItemList;
@@ -101,7 +118,7 @@ class Reader {
           break;
         case Frame::kItemList:
           if (object) {
-            item_ = &answer_.items.emplace_back();
+            item_ = &answer_.items.emplace_back(TakeSpare());
             next = Frame::kItem;
           }
           break;
@@ -214,22 +231,22 @@ class Reader {
       ec = json::error::string_too_large;
       return false;
     }
-    std::memcpy(text_.get() + used_, part.data(), part.size());
+    std::memcpy(text_ + used_, part.data(), part.size());
     used_ += part.size();
     return true;
   }
 
   std::string_view Take() {
-    const std::string_view taken(text_.get() + taken_, used_ - taken_);
+    const std::string_view taken(text_ + taken_, used_ - taken_);
     taken_ = used_;
     return taken;
   }
 
-  std::size_t capacity_;
-  std::unique_ptr<char[]> text_;
+  ItemAnswer& answer_;
+  char* text_ = nullptr;  // the answer's
+  std::size_t capacity_ = 0;
   std::size_t used_ = 0;
   std::size_t taken_ = 0;
-  ItemAnswer answer_;
   std::vector<Frame> frames_;
   Section section_ = Section::kOther;
   Item* item_ = nullptr;
@@ -248,15 +265,24 @@ const Attribute* Find(const Item& item, std::string_view name) {
   return nullptr;
 }
 
-StatusOr<ItemAnswer> ReadItemAnswer(std::string_view body) {
-  json::basic_parser<Reader> parser(json::parse_options{}, body.size());
+Status ReadItemAnswerInto(std::string_view body, ItemAnswer& answer) {
+  json::basic_parser<Reader> parser(json::parse_options{}, body.size(), answer);
   ErrorCode error;
   const std::size_t used = parser.write_some(false, body.data(), body.size(), error);
   // Whitespace after the object is read as part of it; anything else is left over.
   if (error || !parser.done() || used != body.size() || !parser.handler().is_object()) {
+    answer.item.reset();
+    answer.items.clear();
+    answer.last_evaluated_key.reset();
     return Status(Code::kInternal, "the answer is not a JSON object");
   }
-  return parser.handler().Finish();
+  return Status::Ok();
+}
+
+StatusOr<ItemAnswer> ReadItemAnswer(std::string_view body) {
+  ItemAnswer answer;
+  IMGSVC_RETURN_IF_ERROR(ReadItemAnswerInto(body, answer));
+  return answer;
 }
 
 }  // namespace imgsvc::storage::dynamodb

@@ -240,15 +240,22 @@ class Table {
 
   // Send, with an error answer turned into its Status, for the operations
   // whose answers carry items.
-  StatusOr<dynamodb::ItemAnswer> CallForItems(std::string_view operation, const json::object& body) {
+  // into `answer`, reusing its storage.
+  Status CallForItems(std::string_view operation, const json::object& body, dynamodb::ItemAnswer& answer) {
     IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, Send(operation, body));
     if (!response.ok()) return aws::ToStatus("DynamoDB " + std::string(operation), response);
-    return ReadItems(operation, response);
+    return ReadItemsInto(operation, response, answer);
+  }
+
+  static Status ReadItemsInto(std::string_view operation, const aws::AwsResponse& response,
+                              dynamodb::ItemAnswer& answer) {
+    const Status read = dynamodb::ReadItemAnswerInto(response.body, answer);
+    return read.ok() ? read : read.WithContext("DynamoDB " + std::string(operation));
   }
 
   static StatusOr<dynamodb::ItemAnswer> ReadItems(std::string_view operation, const aws::AwsResponse& response) {
-    StatusOr<dynamodb::ItemAnswer> answer = dynamodb::ReadItemAnswer(response.body);
-    if (!answer.ok()) return answer.status().WithContext("DynamoDB " + std::string(operation));
+    dynamodb::ItemAnswer answer;
+    IMGSVC_RETURN_IF_ERROR(ReadItemsInto(operation, response, answer));
     return answer;
   }
 
@@ -305,13 +312,20 @@ std::string Join(const std::vector<std::string>& parts, std::string_view separat
   return joined;
 }
 
-// The answer holding the stored item (strongly consistent); it has no item
-// when the image is absent.
-StatusOr<dynamodb::ItemAnswer> GetItem(Table& table, std::string_view image_id) {
+// Reads the stored item (strongly consistent) into `answer`, which has no
+// item when the image is absent.
+Status GetItem(Table& table, std::string_view image_id, dynamodb::ItemAnswer& answer) {
   json::object body = table.Body();
   body["Key"] = KeyOf(image_id);
   body["ConsistentRead"] = true;
-  return table.CallForItems("GetItem", body);
+  return table.CallForItems("GetItem", body, answer);
+}
+
+// The answers of the reads each request makes, kept per thread: an answer
+// read into again reuses its storage (dynamodb_answer.h).
+dynamodb::ItemAnswer& ThreadAnswer() {
+  thread_local dynamodb::ItemAnswer answer;
+  return answer;
 }
 
 // Writing ---------------------------------------------------------------------
@@ -339,10 +353,10 @@ PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
   // An earlier attempt whose answer was lost may have written this very
   // record: then the put succeeded. Image ids are random, so an equal record
   // under the id is ours.
-  StatusOr<dynamodb::ItemAnswer> stored = GetItem(table, record.image_id);
-  if (!stored.ok()) return {stored.status(), true};
-  if (stored->item) {
-    StatusOr<core::ImageRecord> decoded = Decode(*stored->item);
+  dynamodb::ItemAnswer stored;
+  if (const Status read = GetItem(table, record.image_id, stored); !read.ok()) return {read, true};
+  if (stored.item) {
+    StatusOr<core::ImageRecord> decoded = Decode(*stored.item);
     if (decoded.ok() && *decoded == record) {
       log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
                 {{"image_id", record.image_id}, {"attempts", response->attempts}});
@@ -627,7 +641,8 @@ Status DynamoDbMetadataStore::PutNew(std::span<const core::ImageRecord> records)
 
 StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id) {
   Table table(*client_, target_, table_);
-  IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, GetItem(table, image_id));
+  dynamodb::ItemAnswer& answer = ThreadAnswer();
+  IMGSVC_RETURN_IF_ERROR(GetItem(table, image_id, answer));
   if (!answer.item) return NotFound();
   return Decode(*answer.item);
 }
@@ -707,7 +722,8 @@ Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::
     json::object body = plan->body;
     body["Limit"] = read_limit;
     if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user);
-    IMGSVC_ASSIGN_OR_RETURN(const dynamodb::ItemAnswer answer, table.CallForItems(plan->operation, body));
+    dynamodb::ItemAnswer& answer = ThreadAnswer();
+    IMGSVC_RETURN_IF_ERROR(table.CallForItems(plan->operation, body, answer));
 
     const dynamodb::Item* last_of_this_read = nullptr;
     for (const dynamodb::Item& item : answer.items) {
