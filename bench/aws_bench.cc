@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "aws/aws_client.h"
 #include "aws/credentials.h"
@@ -110,20 +111,34 @@ std::shared_ptr<AwsClient> OfflineClient(const Credentials& credentials) {
                                      std::make_shared<StaticCredentialsProvider>(credentials));
 }
 
-// End to end in the client: credentials, the clock, the URL string.
+// Keys enough that a thread presigning them in turn has signed none of them
+// in the same second (AwsClient remembers the last 128 URLs of a second).
+std::vector<std::string> DistinctKeys() {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 65536; ++i) keys.push_back("images/user/" + std::to_string(i) + "-" + kImageKey);
+  return keys;
+}
+
+// End to end in the client: credentials, the clock, the URL string; each
+// URL signed afresh.
 void BM_AwsClientPresignGet(benchmark::State& state) {
   const std::shared_ptr<AwsClient> client = OfflineClient(kCredentials);
   const ServiceTarget target{net::Endpoint{"https", kBucketHost, 443}, "us-east-1", "s3"};
-  const std::string path = std::string("/") + kImageKey;
+  std::vector<std::string> paths = DistinctKeys();
+  for (std::string& path : paths) path.insert(0, "/");
+  std::size_t next = 0;
   for (auto _ : state) {
-    StatusOr<AwsClient::Presigned> presigned = client->PresignGet(target, path, kUrlLifetime);
+    StatusOr<AwsClient::Presigned> presigned = client->PresignGet(target, paths[next], kUrlLifetime);
+    next = (next + 1) % paths.size();
     benchmark::DoNotOptimize(presigned);
   }
 }
 BENCHMARK(BM_AwsClientPresignGet)->Unit(benchmark::kMicrosecond);
 
 // What the GET handler calls: the store's key check and encoding on top.
-void BM_S3BlobStorePresignGet(benchmark::State& state, const Credentials& credentials) {
+// `again`: the same key each time, as a listing repeated within the second
+// asks; otherwise each URL is signed afresh.
+void BM_S3BlobStorePresignGet(benchmark::State& state, const Credentials& credentials, bool again) {
   storage::S3Options options;
   options.bucket = "image-storage-bucket";
   options.addressing = storage::S3Addressing::kVirtual;
@@ -132,13 +147,19 @@ void BM_S3BlobStorePresignGet(benchmark::State& state, const Credentials& creden
                              std::move(options));
   const StatusOr<core::PresignedUrl> check = store.PresignGet(kImageKey, kUrlLifetime);
   if (!check.ok() || !TokenAsExpected(check->url, credentials)) return state.SkipWithError("presigning fails");
+  const std::vector<std::string> keys = again ? std::vector<std::string>{kImageKey} : DistinctKeys();
+  std::size_t next = 0;
   for (auto _ : state) {
-    StatusOr<core::PresignedUrl> url = store.PresignGet(kImageKey, kUrlLifetime);
+    StatusOr<core::PresignedUrl> url = store.PresignGet(keys[next], kUrlLifetime);
+    next = (next + 1) % keys.size();
     benchmark::DoNotOptimize(url);
   }
 }
-BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, long_term_keys, kCredentials)->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, session_token, SessionCredentials())->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, long_term_keys, kCredentials, false)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, session_token, SessionCredentials(), false)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, again_session_token, SessionCredentials(), true)
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace imgsvc::aws

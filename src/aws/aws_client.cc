@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include <boost/json.hpp>
@@ -339,6 +340,33 @@ StatusOr<AwsResponse> AwsClient::CallJson(const ServiceTarget& target, std::stri
   return Send(target, std::move(request));
 }
 
+namespace {
+
+struct StringViewHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+
+// The URLs one thread signed with one presigner, by path. A URL is a
+// function of its path and of what the presigner was made for (target,
+// credentials, signing second, expiry), so a path signed again with it (a
+// listing repeated within the second) is given the URL signed before: the
+// same bytes, without the SHA-256 and the HMAC. At most kRememberedUrls
+// are kept (a page holds up to 100), some 100 KB a thread, and they are
+// dropped with the presigner.
+struct RememberedUrls {
+  static constexpr std::size_t kRememberedUrls = 128;
+  std::uint64_t generation = 0;
+  std::unordered_map<std::string, std::string, StringViewHash, std::equal_to<>> by_path;
+};
+
+std::uint64_t NextPresignerGeneration() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target, std::string_view path,
                                                      std::chrono::seconds expires) {
   IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
@@ -363,15 +391,24 @@ StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target
                             SignerFor(target.service)
                                 .PrepareGetPresign(target.endpoint.Authority(), credentials,
                                                    {target.region, target.service}, now, expires));
-    cached = std::make_shared<const CachedPresigner>(
-        CachedPresigner{target, credentials, now, expires, target.endpoint.Origin(), std::move(presigner)});
+    cached = std::make_shared<const CachedPresigner>(CachedPresigner{
+        target, credentials, now, expires, target.endpoint.Origin(), std::move(presigner), NextPresignerGeneration()});
     std::lock_guard lock(presigner_mutex_);
     presigner_ = cached;
+  }
+  thread_local RememberedUrls remembered;
+  if (remembered.generation != cached->generation) {
+    remembered.by_path.clear();
+    remembered.generation = cached->generation;
+  }
+  if (const auto found = remembered.by_path.find(path); found != remembered.by_path.end()) {
+    return Presigned{found->second, now + expires};
   }
   const std::string query = cached->presigner.Query(path);
   std::string url;
   url.reserve(cached->origin.size() + path.size() + 1 + query.size());
   url.append(cached->origin).append(path).append("?").append(query);
+  if (remembered.by_path.size() < RememberedUrls::kRememberedUrls) remembered.by_path.emplace(path, url);
   return Presigned{std::move(url), now + expires};
 }
 

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -184,6 +185,8 @@ class AwsClient {
     std::chrono::seconds expires;
     std::string origin;
     GetPresigner presigner;
+    // Unique in the process: the URLs a thread remembers belong to one.
+    std::uint64_t generation;
     bool Serves(const ServiceTarget& other_target, const Credentials& other_credentials,
                 std::chrono::system_clock::time_point other_when, std::chrono::seconds other_expires) const;
   };

@@ -674,6 +674,21 @@ TEST(AwsPresignTest, URLsFollowRefreshedCredentialsAndTheirTarget) {
   EXPECT_NE(e.find("X-Amz-Security-Token=a-session-token"), std::string::npos) << e;
 }
 
+TEST(AwsPresignTest, PathsSignedAgainGetTheirOwnUrlsBeyondWhatAThreadRemembers) {
+  Harness harness;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 300; ++i) paths.push_back("/images/" + std::to_string(i) + ".png");
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const std::string& path : paths) {
+      const auto presigned = harness.client_.PresignGet(kS3Target, path, 3600s);
+      ASSERT_TRUE(presigned.ok()) << presigned.status().ToString();
+      ASSERT_TRUE(presigned->url.starts_with("https://examplebucket.s3.amazonaws.com" + path + "?")) << path;
+      ASSERT_EQ(QueryOf(presigned->url), ExpectedQuery(presigned->url, path, LongTermCredentials(), kS3Target))
+          << path << " in pass " << pass;
+    }
+  }
+}
+
 TEST(AwsPresignTest, AnotherLifetimeIsSignedAsSuch) {
   Harness harness;
   const auto hour = harness.client_.PresignGet(kS3Target, "/images/a.png", 3600s);
