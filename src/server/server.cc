@@ -232,7 +232,7 @@ class Core {
 // run by one io thread); the handler runs on a worker and pulls the
 // body through Read(), which hands each read to the executor and waits.
 // The worker then sends a response it holds in memory and starts the next
-// request's read itself where it can (RespondFromWorker).
+// request's read itself where it can (RespondAtOnce).
 class Session final : public std::enable_shared_from_this<Session>, public http::BodySource {
  public:
   Session(Core& core, tcp::socket socket)
@@ -297,7 +297,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void HandleOnWorker();
   void BuildRequest();
   void PrepareResponse();
-  bool RespondFromWorker();
+  bool RespondAtOnce();
   // Sets after_ and gathers the response's first bytes; false when a file
   // body cannot be read.
   bool StartResponse(std::array<asio::const_buffer, 3>& buffers);
@@ -358,7 +358,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   std::unique_ptr<char[]> scratch_;  // file chunks and discarded bytes; freed when idle
 
   // Held by a worker that writes its response and starts the next read
-  // (RespondFromWorker), and by what the server posts to every session
+  // (RespondAtOnce), and by what the server posts to every session
   // (OnServerStopping, Abandon), which may arrive meanwhile.
   std::mutex worker_io_mu_;
 
@@ -430,11 +430,12 @@ void Session::OnHeader(const ErrorCode& ec) {
   const auto& answer_inline = core_.options().answer_inline;
   if (parser_->is_done() && answer_inline && answer_inline(message.method_string(), message.target())) {
     HandleOnWorker();  // on this io thread: the request has no body to wait for
+    if (RespondAtOnce()) return;
     return WriteResponse();
   }
   core_.workers().Post([self = shared_from_this()]() mutable {
     self->HandleOnWorker();
-    if (self->RespondFromWorker()) return;
+    if (self->RespondAtOnce()) return;
     Session& session = *self;
     asio::post(session.executor(), [self = std::move(self)] { self->WriteResponse(); });
   });
@@ -539,12 +540,14 @@ void Session::WriteResponse() {
                     [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->OnWritten(ec); });
 }
 
-// On the worker, after the handler: a response held in memory, on a
-// connection that stays open, is sent from here (the socket is non-blocking)
-// and the read of the next request started from here, so the io thread is
-// not woken just to do both. Its completion, like any, runs on the io
-// thread. False when nothing was sent: the io thread writes the response.
-bool Session::RespondFromWorker() {
+// After the handler, on the thread that ran it: a response held in memory,
+// on a connection that stays open, is sent from here (the socket is
+// non-blocking) and the read of the next request started from here. From a
+// worker, the io thread is then not woken just to do both; on the io thread,
+// the write's completion does not go through its queue. Completions, like
+// any, run on the io thread. False when nothing was sent: WriteResponse
+// then sends the response from the io thread.
+bool Session::RespondAtOnce() {
   std::lock_guard lock(worker_io_mu_);
   if (file_fd_ >= 0 || core_.stopping()) return false;
   std::array<asio::const_buffer, 3> buffers;
