@@ -231,8 +231,8 @@ class Core {
 // One connection. Network I/O runs on the session's executor (its io_context,
 // run by one io thread); the handler runs on a worker and pulls the
 // body through Read(), which hands each read to the executor and waits.
-// The worker then sends a response it holds in memory and starts the next
-// request's read itself where it can (RespondAtOnce).
+// The thread that ran the handler then sends a response held in memory and
+// starts the next request's read itself where it can (RespondAtOnce).
 class Session final : public std::enable_shared_from_this<Session>, public http::BodySource {
  public:
   Session(Core& core, tcp::socket socket)
@@ -357,7 +357,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   std::uint64_t discarded_ = 0;
   std::unique_ptr<char[]> scratch_;  // file chunks and discarded bytes; freed when idle
 
-  // Held by a worker that writes its response and starts the next read
+  // Held by the thread that writes its response and starts the next read
   // (RespondAtOnce), and by what the server posts to every session
   // (OnServerStopping, Abandon), which may arrive meanwhile.
   std::mutex worker_io_mu_;

@@ -239,8 +239,7 @@ class Table {
   }
 
   // Send, with an error answer turned into its Status, for the operations
-  // whose answers carry items.
-  // into `answer`, reusing its storage.
+  // whose answers carry items: read into `answer`, whose storage is reused.
   Status CallForItems(std::string_view operation, const json::object& body, dynamodb::ItemAnswer& answer) {
     IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, Send(operation, body));
     if (!response.ok()) return aws::ToStatus("DynamoDB " + std::string(operation), response);
@@ -254,8 +253,8 @@ class Table {
   }
 
   static StatusOr<dynamodb::ItemAnswer> ReadItems(std::string_view operation, const aws::AwsResponse& response) {
-    dynamodb::ItemAnswer answer;
-    IMGSVC_RETURN_IF_ERROR(ReadItemsInto(operation, response, answer));
+    StatusOr<dynamodb::ItemAnswer> answer = dynamodb::ReadItemAnswer(response.body);
+    if (!answer.ok()) return answer.status().WithContext("DynamoDB " + std::string(operation));
     return answer;
   }
 
