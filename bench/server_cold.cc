@@ -97,6 +97,18 @@ Status ExpectHealthy(int fd) {
   return Status::Ok();
 }
 
+// Closes the connection with a reset, so that neither end keeps it in
+// TIME_WAIT. The server closes first after a "Connection: close" answer, and
+// its TIME_WAIT entries (60 s) are invisible to this side's choice of
+// ephemeral port: a later round's connect that drew one of those ports had
+// its SYN answered with an ACK, reset it, and resent the SYN one timer later,
+// adding ~10 ms to about one round in four.
+void CloseWithReset(int fd) {
+  const linger reset{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  ::close(fd);
+}
+
 struct Run {
   double cold_ms = 0;
   Memory memory;
@@ -113,7 +125,7 @@ StatusOr<Run> RunServer(const Options& options, char** envp, int log_fd) {
   Run run;
   run.cold_ms = Ms(end - start);
   run.memory = ReadMemory(pid);
-  if (fd.ok()) ::close(*fd);
+  if (fd.ok()) CloseWithReset(*fd);
   ::kill(pid, SIGTERM);
   int wait_status = 0;
   ::waitpid(pid, &wait_status, 0);
