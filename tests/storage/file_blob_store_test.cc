@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/magic.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -405,6 +406,28 @@ TEST(FileBlobStoreStagingTest, UnnamedIsTheDefaultWhereTheFilesystemAllowsIt) {
   auto opened = FileBlobStore::Open(dir.path(), kPublicUrl, clock);
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   EXPECT_EQ((*opened)->staging(), Staging::kUnnamed);
+}
+
+// A restart opens what the first run made and creates nothing: a file
+// created at every start costs the start an inode allocation.
+TEST(FileBlobStoreStagingTest, ReopeningCreatesNoFile) {
+  testing::TempDir dir;
+  testing::ManualClock clock{kStart};
+  ASSERT_TRUE(FileBlobStore::Open(dir.path(), kPublicUrl, clock).ok());
+
+  const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT_GE(watch, 0);
+  for (const std::string sub : {"", "/blobs", "/tmp"}) {
+    ASSERT_GE(::inotify_add_watch(watch, (dir.path() + sub).c_str(), IN_CREATE), 0) << sub;
+  }
+  auto reopened = FileBlobStore::Open(dir.path(), kPublicUrl, clock);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  alignas(inotify_event) char events[4096];
+  const ssize_t got = ::read(watch, events, sizeof events);
+  const int read_error = errno;
+  ::close(watch);
+  EXPECT_EQ(got, -1) << "created: " << (got > 0 ? reinterpret_cast<const inotify_event*>(events)->name : "");
+  EXPECT_EQ(read_error, EAGAIN);
 }
 
 }  // namespace

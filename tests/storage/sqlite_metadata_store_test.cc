@@ -6,8 +6,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <latch>
 #include <thread>
@@ -226,6 +228,28 @@ TEST_F(SqliteMetadataStoreTest, WritesAreDurableWal) {
   EXPECT_EQ(durability->synchronous, 2);  // FULL
   RawDb db(path_);
   EXPECT_THAT(db.Rows("PRAGMA journal_mode"), ElementsAre("wal"));
+}
+
+// A clean close empties the WAL file and keeps it, so the next start opens
+// it instead of creating a file (an inode allocation at every start).
+TEST_F(SqliteMetadataStoreTest, ACleanCloseKeepsTheWalFileEmpty) {
+  const core::ImageRecord record = MakeRecord("alice", 1);
+  ASSERT_TRUE(store_->PutNew(std::span(&record, 1)).ok());
+  const std::string wal = path_ + "-wal";
+  ASSERT_GT(std::filesystem::file_size(wal), 0u);
+  store_.reset();
+  ASSERT_TRUE(std::filesystem::exists(wal));
+  EXPECT_EQ(std::filesystem::file_size(wal), 0u);
+  struct stat before {};
+  ASSERT_EQ(::stat(wal.c_str(), &before), 0);
+
+  Reopen();
+  struct stat after {};
+  ASSERT_EQ(::stat(wal.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  auto stored = store_->Get(record.image_id);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(*stored, record);
 }
 
 TEST_F(SqliteMetadataStoreTest, RecordsKeepTheTableShape) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <utility>
 
 #include "core/log.h"
@@ -396,8 +397,23 @@ struct FileBlobStore::Impl {
   std::string public_url;
   core::Clock& clock;
   std::string signing_key;
-  Staging staging;
+  Staging staging;  // preferred until decided, then in effect
   crypto::HmacSha256Key url_mac{signing_key};  // keyed once: a listed page signs 20 URLs
+  // Decided at the first upload, not at Open: the check creates a file, and
+  // an inode allocated at every start costs the start; on ext4 after many
+  // deletes (large uploads, a bulk delete) it took milliseconds, as the
+  // allocator passes over recently freed inodes.
+  std::once_flag staging_decided{};
+
+  Staging DecideStaging() {
+    std::call_once(staging_decided, [this] {
+      if (staging == Staging::kUnnamed && !CanStageUnnamed(dirs->tmp.get())) {
+        staging = Staging::kNamed;
+        log::Info("uploads are staged as named files in tmp/: this filesystem or a missing /proc rules out O_TMPFILE");
+      }
+    });
+    return staging;
+  }
 
   // HMAC-SHA256 of "GET\n{key}\n{expires}".
   crypto::Sha256Digest Sign(std::string_view key, std::string_view expires) const {
@@ -432,15 +448,9 @@ StatusOr<std::unique_ptr<FileBlobStore>> FileBlobStore::Open(std::string data_di
   }
   IMGSVC_ASSIGN_OR_RETURN(std::string signing_key, LoadOrCreateSigningKey(dirs->data.get(), dirs->tmp.get()));
 
-  Staging staging = preferred;
-  if (staging == Staging::kUnnamed && !CanStageUnnamed(dirs->tmp.get())) {
-    staging = Staging::kNamed;
-    log::Info("uploads are staged as named files in tmp/: this filesystem or a missing /proc rules out O_TMPFILE");
-  }
-
   while (!public_url.empty() && public_url.back() == '/') public_url.pop_back();
   auto impl = std::unique_ptr<Impl>(
-      new Impl{std::move(dirs), std::move(public_url), clock, std::move(signing_key), staging});
+      new Impl{std::move(dirs), std::move(public_url), clock, std::move(signing_key), preferred});
   return std::unique_ptr<FileBlobStore>(new FileBlobStore(std::move(impl)));
 }
 
@@ -450,7 +460,7 @@ StatusOr<std::unique_ptr<core::BlobUpload>> FileBlobStore::StartUpload(std::stri
   const int tmp_fd = impl_->dirs->tmp.get();
   std::string temp_name;
   Fd fd;
-  if (impl_->staging == Staging::kUnnamed) {
+  if (impl_->DecideStaging() == Staging::kUnnamed) {
     fd = OpenUnnamed(tmp_fd);
   } else {
     temp_name = RandomHex(16) + ".part";
@@ -562,6 +572,6 @@ Status FileBlobStore::CheckReady() {
 
 const std::string& FileBlobStore::signing_key() const { return impl_->signing_key; }
 
-FileBlobStore::Staging FileBlobStore::staging() const { return impl_->staging; }
+FileBlobStore::Staging FileBlobStore::staging() const { return impl_->DecideStaging(); }
 
 }  // namespace imgsvc::storage

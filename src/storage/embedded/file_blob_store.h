@@ -54,7 +54,8 @@ class FileBlobStore final : public core::BlobStore {
 
   // Creates directories and the signing key as needed. public_url is the base
   // of download URLs, e.g. "http://127.0.0.1:8000" (no trailing slash).
-  // kUnnamed staging falls back to kNamed where it is not available.
+  // kUnnamed staging falls back to kNamed where it is not available, which
+  // the first upload (or staging()) finds out, not Open.
   static StatusOr<std::unique_ptr<FileBlobStore>> Open(std::string data_dir, std::string public_url,
                                                        core::Clock& clock, Staging preferred = Staging::kUnnamed);
   ~FileBlobStore() override;
@@ -76,7 +77,7 @@ class FileBlobStore final : public core::BlobStore {
   // The 32 raw bytes of secret key material (also used to derive the cursor key).
   const std::string& signing_key() const;
 
-  // The staging in effect.
+  // The staging in effect (deciding it, if no upload has yet).
   Staging staging() const;
 
  private:
