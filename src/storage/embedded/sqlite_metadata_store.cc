@@ -338,6 +338,7 @@ struct WriterConn {
   Db db;
   Stmt begin, commit, rollback, savepoint, release, rollback_to;
   Stmt insert, select_one, update, delete_owned;
+  SqliteMetadataStore::Durability durability;  // read once, at open
 
   // Runs a statement that returns no rows.
   Status Step(sqlite3_stmt* stmt, std::string_view what) const {
@@ -389,6 +390,8 @@ StatusOr<WriterConn> OpenWriter(const std::string& path) {
                               "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; "
                               "PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; "
                               "PRAGMA journal_size_limit = 16777216"));
+  IMGSVC_ASSIGN_OR_RETURN(const std::string synchronous, QueryText(db, "PRAGMA synchronous"));
+  conn.durability = {journal_mode, std::atoi(synchronous.c_str())};
 
   IMGSVC_ASSIGN_OR_RETURN(std::string version, QueryText(db, "PRAGMA user_version"));
   if (version == "0") {
@@ -618,24 +621,6 @@ class ProbeJob final : public WriteJob {
   bool Run(WriterConn&) override { return true; }
   void Fail(const Status& status) override { result = status; }
   Status result;
-};
-
-class DurabilityJob final : public WriteJob {
- public:
-  bool Run(WriterConn& conn) override {
-    auto journal_mode = QueryText(conn.db.get(), "PRAGMA journal_mode");
-    auto synchronous = QueryText(conn.db.get(), "PRAGMA synchronous");
-    if (!journal_mode.ok()) {
-      result = journal_mode.status();
-    } else if (!synchronous.ok()) {
-      result = synchronous.status();
-    } else {
-      result = SqliteMetadataStore::Durability{*journal_mode, std::atoi(synchronous->c_str())};
-    }
-    return true;
-  }
-  void Fail(const Status& status) override { result = status; }
-  StatusOr<SqliteMetadataStore::Durability> result = Status(Code::kInternal, "metadata store: not run");
 };
 
 // A read-only connection with its statements, used by one thread at a time.
@@ -939,10 +924,8 @@ Status SqliteMetadataStore::CheckReady() {
 
 std::uint64_t SqliteMetadataStore::commits() const { return impl_->commits.load(std::memory_order_relaxed); }
 
-StatusOr<SqliteMetadataStore::Durability> SqliteMetadataStore::WriterDurability() {
-  DurabilityJob job;
-  impl_->Submit(job);
-  return std::move(job.result);
+const SqliteMetadataStore::Durability& SqliteMetadataStore::writer_durability() const {
+  return impl_->writer.durability;
 }
 
 }  // namespace imgsvc::storage

@@ -48,12 +48,13 @@ class SqliteMetadataStore final : public core::MetadataStore {
   // Write transactions committed so far (concurrent writes share one).
   std::uint64_t commits() const;
 
-  // The settings the writer connection runs with.
+  // The settings the writer connection runs with, as it reported them when
+  // the store opened (nothing changes them afterwards).
   struct Durability {
     std::string journal_mode;  // "wal"
     int synchronous = 0;       // 2 = FULL
   };
-  StatusOr<Durability> WriterDurability();
+  const Durability& writer_durability() const;
 
   // The SQL List runs for this query shape (`resumes`: a start position is
   // given), e.g. to check its query plan.
