@@ -13,7 +13,9 @@ int Serve(const Config& config);
 // and the Secrets Manager secret where missing; safe to run again.
 int Init(const Config& config);
 // Started by Lambda (AWS_LAMBDA_RUNTIME_API set): the custom runtime's loop.
-int RunLambdaRuntime(const Config& config, const std::string& runtime_api);
+// `settings` is how reading them from the environment went; a failure is
+// reported to Lambda as an init error.
+int RunLambdaRuntime(const Config& config, const std::string& runtime_api, const Status& settings);
 // `imgsvc invoke --event FILE`: one Lambda event through the same code; prints
 // the Lambda response JSON.
 int InvokeEvent(const Config& config, const std::string& event_file);

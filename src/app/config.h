@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,31 @@ struct Config {
     return auth_mode == "per-user" ? core::AuthMode::kPerUser : core::AuthMode::kShared;
   }
 };
+
+// Every setting shared by the commands, once: its flag, environment variable,
+// help text and bounds. main registers them with CLI11 (flags, which also
+// read the environment); the Lambda bootstrap, which takes no arguments,
+// reads the environment alone (ReadSettingsFromEnvironment) instead of
+// building a command-line parser at every cold start.
+class SettingVisitor {
+ public:
+  virtual ~SettingVisitor() = default;
+  virtual void Text(const char* flag, const char* env, const char* help, std::string& value) = 0;
+  // One of `choices`.
+  virtual void Choice(const char* flag, const char* env, const char* help, std::string& value,
+                      std::initializer_list<const char*> choices) = 0;
+  virtual void Port(const char* flag, const char* env, const char* help, std::uint16_t& value) = 0;
+  // Within [min, max].
+  virtual void Int(const char* flag, const char* env, const char* help, int& value, int min, int max) = 0;
+  virtual void Count(const char* flag, const char* env, const char* help, std::uint64_t& value, std::uint64_t min,
+                     std::uint64_t max) = 0;
+};
+void VisitSettings(Config& config, SettingVisitor& visitor);
+
+// Sets what the IMGSVC_* environment variables say (an empty one counts as
+// unset); kBadRequest naming the variable when one is not a decimal number,
+// is out of bounds, or is not one of its choices.
+Status ReadSettingsFromEnvironment(Config& config);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopback(const std::string& host);

@@ -87,8 +87,13 @@ StatusOr<std::unique_ptr<ServiceStack>> OpenForLambda(const Config& config) {
 
 }  // namespace
 
-int RunLambdaRuntime(const Config& config, const std::string& runtime_api) {
+int RunLambdaRuntime(const Config& config, const std::string& runtime_api, const Status& settings) {
   lambda::RuntimeClient runtime(runtime_api, std::make_shared<net::HttpClient>());
+  if (!settings.ok()) {
+    const Status reported = runtime.PostInitError("Runtime.InvalidConfiguration", settings.message());
+    log::Error("invalid setting", {{"cause", settings.message()}, {"init_error_reported", reported.ok()}});
+    return 1;
+  }
   // An embedded store in a Lambda's /tmp would silently lose data.
   if (config.storage != "aws") {
     const Status reported = runtime.PostInitError(

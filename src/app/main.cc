@@ -33,52 +33,42 @@ std::string EnvFileArgument(int argc, char** argv, bool& explicit_file) {
   return ".env";
 }
 
-void AddSettings(CLI::App& cmd, Config& c) {
-  auto opt = [&cmd](const std::string& flag, auto& value, const std::string& env, const std::string& help) {
-    return cmd.add_option(flag, value, help)->envname(env)->capture_default_str();
-  };
-  opt("--host", c.host, "IMGSVC_HOST", "bind address (0.0.0.0 in containers)");
-  opt("--port", c.port, "IMGSVC_PORT", "listen port (0: any free port)");
-  opt("--storage", c.storage, "IMGSVC_STORAGE", "embedded (files + SQLite) or aws")
-      ->check(CLI::IsMember({"embedded", "aws"}));
-  opt("--data-dir", c.data_dir, "IMGSVC_DATA_DIR", "embedded backend's directory");
-  opt("--bucket", c.bucket, "IMGSVC_BUCKET", "S3 bucket");
-  opt("--table", c.table, "IMGSVC_TABLE", "DynamoDB table (GSI UserIdIndex)");
-  opt("--token-secret", c.token_secret, "IMGSVC_TOKEN_SECRET", "Secrets Manager secret name");
-  opt("--auth-mode", c.auth_mode, "IMGSVC_AUTH_MODE", "shared or per-user")
-      ->check(CLI::IsMember({"shared", "per-user"}));
-  opt("--api-token-file", c.api_token_file, "IMGSVC_API_TOKEN_FILE",
-      "file holding the token (shared) or master key (per-user)");
-  opt("--api-token", c.api_token, "IMGSVC_API_TOKEN", "the token or master key itself");
-  opt("--public-url", c.public_url, "IMGSVC_PUBLIC_URL",
-      "base of download URLs (default http://{host}:{port} on loopback)");
-  opt("--cors-origins", c.cors_origins, "IMGSVC_CORS_ORIGINS", "comma-separated allowed origins, or *");
-  opt("--token-refresh-interval", c.token_refresh_interval, "IMGSVC_TOKEN_REFRESH_INTERVAL",
-      "at most one secret refetch per this many seconds on a key mismatch")
-      ->check(CLI::Range(1, 86400));
-  opt("--list-max-reads", c.list_max_reads, "IMGSVC_LIST_MAX_READS",
-      "store reads one listing request may make to fill a page")
-      ->check(CLI::Range(1, 1000));
-  opt("--token-cache-ttl", c.token_cache_ttl, "IMGSVC_TOKEN_CACHE_TTL", "seconds a fetched secret stays cached")
-      ->check(CLI::Range(1, 86400));
-  opt("--max-upload-mb", c.max_upload_mb, "IMGSVC_MAX_UPLOAD_MB", "per-file size limit, MiB")
-      ->check(CLI::Range(1, 1 << 20));
-  opt("--max-files", c.max_files, "IMGSVC_MAX_FILES", "files per upload request")->check(CLI::Range(1, 1000));
-  opt("--max-pixels", c.max_pixels, "IMGSVC_MAX_PIXELS", "width x height limit")
-      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
-  opt("--s3-public-endpoint", c.s3_public_endpoint, "IMGSVC_S3_PUBLIC_ENDPOINT",
-      "host presigned URLs point to");
-  opt("--s3-addressing", c.s3_addressing, "IMGSVC_S3_ADDRESSING", "virtual, path, or auto")
-      ->check(CLI::IsMember({"virtual", "path", "auto"}));
-  opt("--log-level", c.log_level, "IMGSVC_LOG_LEVEL", "debug, info, warn, error")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
-  opt("--shutdown-grace", c.shutdown_grace, "IMGSVC_SHUTDOWN_GRACE",
-      "seconds in-flight requests get after SIGTERM")
-      ->check(CLI::Range(0, 3600));
-  opt("--io-threads", c.io_threads, "IMGSVC_IO_THREADS", "threads doing network I/O")
-      ->check(CLI::Range(1, 64));
-  opt("--workers", c.workers, "IMGSVC_WORKERS", "threads running requests (bounds concurrent store work)")
-      ->check(CLI::Range(1, 1024));
+// Registers each setting as an option of `command`, read from its
+// environment variable when the flag is absent.
+class CliSettings final : public imgsvc::app::SettingVisitor {
+ public:
+  explicit CliSettings(CLI::App& command) : command_(command) {}
+
+  void Text(const char* flag, const char* env, const char* help, std::string& value) override {
+    Add(flag, env, help, value);
+  }
+  void Choice(const char* flag, const char* env, const char* help, std::string& value,
+              std::initializer_list<const char*> choices) override {
+    Add(flag, env, help, value)->check(CLI::IsMember(std::vector<std::string>(choices.begin(), choices.end())));
+  }
+  void Port(const char* flag, const char* env, const char* help, std::uint16_t& value) override {
+    Add(flag, env, help, value);
+  }
+  void Int(const char* flag, const char* env, const char* help, int& value, int min, int max) override {
+    Add(flag, env, help, value)->check(CLI::Range(min, max));
+  }
+  void Count(const char* flag, const char* env, const char* help, std::uint64_t& value, std::uint64_t min,
+             std::uint64_t max) override {
+    Add(flag, env, help, value)->check(CLI::Range(min, max));
+  }
+
+ private:
+  template <class T>
+  CLI::Option* Add(const char* flag, const char* env, const char* help, T& value) {
+    return command_.add_option(flag, value, help)->envname(env)->capture_default_str();
+  }
+
+  CLI::App& command_;
+};
+
+void AddSettings(CLI::App& command, Config& config) {
+  CliSettings settings(command);
+  imgsvc::app::VisitSettings(config, settings);
 }
 
 // Whether `flag` itself (not its environment variable, which CLI11 counts
@@ -114,13 +104,10 @@ int main(int argc, char** argv) {
   const char* runtime_api = std::getenv("AWS_LAMBDA_RUNTIME_API");
   if (runtime_api != nullptr && *runtime_api != '\0' && argc == 1) {
     config.max_upload_mb = 4;
-    CLI::App lambda_app{"imgsvc as an AWS Lambda custom runtime"};
-    AddSettings(lambda_app, config);
-    CLI11_PARSE(lambda_app, argc, argv);
+    const imgsvc::Status settings = imgsvc::app::ReadSettingsFromEnvironment(config);
     imgsvc::log::Level level;
-    imgsvc::log::ParseLevel(config.log_level, level);
-    imgsvc::log::SetLevel(level);
-    return imgsvc::app::RunLambdaRuntime(config, runtime_api);
+    if (settings.ok() && imgsvc::log::ParseLevel(config.log_level, level)) imgsvc::log::SetLevel(level);
+    return imgsvc::app::RunLambdaRuntime(config, runtime_api, settings);
   }
 
   CLI::App app{"imgsvc: image upload, retrieval and metadata service"};

@@ -1123,6 +1123,13 @@ TEST(LambdaInitTest, StorageOtherThanAwsIsAnInitErrorAndTheProcessExits) {
   ExpectInitError({"IMGSVC_STORAGE=embedded"}, "IMGSVC_STORAGE");
 }
 
+// A setting that does not parse is reported to Lambda like any other bad
+// configuration, not by the process exiting on its own.
+TEST(LambdaInitTest, AMalformedSettingIsAnInitErrorAndTheProcessExits) {
+  ExpectInitError({"IMGSVC_STORAGE=aws", "IMGSVC_LOG_LEVEL=loud"}, "IMGSVC_LOG_LEVEL");
+  ExpectInitError({"IMGSVC_STORAGE=aws", "IMGSVC_MAX_FILES=1e3"}, "IMGSVC_MAX_FILES");
+}
+
 // The service is opened before the first /next, so an unusable setting is
 // reported at init rather than by every invocation.
 TEST(LambdaInitTest, UnusableAwsSettingIsAnInitErrorAndTheProcessExits) {
