@@ -1,6 +1,7 @@
 #include "aws/sigv4.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <iterator>
@@ -23,7 +24,7 @@ constexpr std::string_view kUnsignedHeaders[] = {
     "trailer",       "transfer-encoding",     "upgrade",    "user-agent",          "x-amzn-trace-id",
 };
 
-bool IsUnreserved(unsigned char c) {
+constexpr bool IsUnreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '_' || c == '.' || c == '~';
 }
@@ -193,7 +194,14 @@ void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
 
 std::string UriEncode(std::string_view text, bool keep_slash) {
   static constexpr char kHex[] = "0123456789ABCDEF";
-  const auto kept = [keep_slash](unsigned char byte) { return IsUnreserved(byte) || (keep_slash && byte == '/'); };
+  // A table: testing each byte's ranges was 12 instructions a byte, and a
+  // listed page encodes 20 object keys.
+  static constexpr std::array<bool, 256> kUnreserved = [] {
+    std::array<bool, 256> unreserved{};
+    for (int c = 0; c < 256; ++c) unreserved[static_cast<std::size_t>(c)] = IsUnreserved(static_cast<unsigned char>(c));
+    return unreserved;
+  }();
+  const auto kept = [keep_slash](unsigned char byte) { return kUnreserved[byte] || (keep_slash && byte == '/'); };
   std::string out;
   out.reserve(text.size() + text.size() / 8);
   std::size_t i = 0;

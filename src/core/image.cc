@@ -481,13 +481,17 @@ std::optional<Micros> ParseDateBound(std::string_view text, Bound bound) {
   return bound == Bound::kLower ? start : start + kMicrosPerDay - 1;
 }
 
-std::string NormaliseStoredTimestamp(std::string_view text) {
+void NormaliseStoredTimestampInto(std::string_view text, std::string& out) {
   // Every record this service wrote is in its own format, which normalising
   // gives back unchanged (a valid timestamp formats to itself, an invalid one
   // is returned as it is): not parsed and formatted again, twice per listed item.
-  if (HasOwnTimestampShape(text)) return std::string(text);
-  if (const auto micros = ParseDateTime(text, true)) return FormatTimestamp(*micros);
-  return std::string(text);
+  if (HasOwnTimestampShape(text)) {
+    out = text;
+  } else if (const auto micros = ParseDateTime(text, true)) {
+    out = FormatTimestamp(*micros);
+  } else {
+    out = text;
+  }
 }
 
 }  // namespace imgsvc::core

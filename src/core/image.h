@@ -105,7 +105,8 @@ enum class Bound { kLower, kUpper };
 std::optional<Micros> ParseDateBound(std::string_view text, Bound bound);
 // Normalises timestamps written by the original service (other formats, e.g.
 // "2024-01-02T03:04:05.123456" without zone, "+00:00" offsets) to our format;
-// returns the input unchanged when it cannot be parsed.
-std::string NormaliseStoredTimestamp(std::string_view text);
+// gives the input unchanged when it cannot be parsed. Into `out`, which it
+// overwrites (a listing reuses its records' strings).
+void NormaliseStoredTimestampInto(std::string_view text, std::string& out);
 
 }  // namespace imgsvc::core

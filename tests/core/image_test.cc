@@ -387,6 +387,13 @@ TEST(ParseDateBoundTest, RejectsInvalidDates) {
   }
 }
 
+// Into a string holding something else, as a listing's reused record does.
+std::string NormaliseStoredTimestamp(std::string_view text) {
+  std::string out = "an earlier record's timestamp";
+  NormaliseStoredTimestampInto(text, out);
+  return out;
+}
+
 TEST(NormaliseStoredTimestampTest, ReadsPythonIsoformatStrings) {
   EXPECT_EQ(NormaliseStoredTimestamp("2024-01-02T03:04:05.123456"), "2024-01-02T03:04:05.123456Z");
   EXPECT_EQ(NormaliseStoredTimestamp("2024-01-02T03:04:05"), "2024-01-02T03:04:05.000000Z");

@@ -93,39 +93,98 @@ Status Malformed(std::string_view image_id, std::string_view what) {
   return Status(Code::kInternal, "DynamoDB: malformed item " + std::string(image_id) + ": " + std::string(what));
 }
 
-// The value of attribute `name` when it is a string (S).
-std::optional<std::string_view> StringAttribute(const dynamodb::Item& item, std::string_view name) {
-  const dynamodb::Attribute* attribute = dynamodb::Find(item, name);
+// The value of `attribute` when it is a string (S).
+std::optional<std::string_view> StringValue(const dynamodb::Attribute* attribute) {
   if (attribute == nullptr || attribute->type != "S") return std::nullopt;
   return attribute->value;
 }
 
+// The value of attribute `name` when it is a string (S).
+std::optional<std::string_view> StringAttribute(const dynamodb::Item& item, std::string_view name) {
+  return StringValue(dynamodb::Find(item, name));
+}
+
+// The attributes an image's item may have, found in one pass over it. An
+// item has about a dozen, and looking each field up by name walked the item
+// once per field: with the string comparisons, 7% of the instructions of
+// listing 20 images.
+class ImageAttributes {
+ public:
+  enum Name : std::uint8_t {
+    kImageId, kUserId, kCreatedAt, kUpdatedAt, kFilename, kFormat, kContentType,
+    kSizeBytes, kWidth, kHeight, kSha256, kCategory, kTags, kVisibility, kNameCount,
+  };
+
+  explicit ImageAttributes(const dynamodb::Item& item) {
+    for (const dynamodb::Attribute& attribute : item) {
+      const std::optional<Name> name = NameOf(attribute.name);
+      if (name && found_[*name] == nullptr) found_[*name] = &attribute;
+    }
+  }
+
+  const dynamodb::Attribute* operator[](Name name) const { return found_[name]; }
+  std::optional<std::string_view> String(Name name) const { return StringValue(found_[name]); }
+  static std::string_view Text(Name name) { return kNames[name]; }
+
+ private:
+  static constexpr std::array<std::string_view, kNameCount> kNames{
+      "image_id", "user_id", "created_at", "updated_at", "filename", "format",     "content_type",
+      "size_bytes", "width", "height",   "sha256",     "category", "tags",     "visibility"};
+
+  // The length and the first byte tell the names apart; one comparison
+  // confirms the candidate.
+  static std::optional<Name> NameOf(std::string_view name) {
+    if (name.empty()) return std::nullopt;
+    const char first = name.front();
+    Name candidate;
+    switch (name.size()) {
+      case 4: candidate = kTags; break;
+      case 5: candidate = kWidth; break;
+      case 6: candidate = first == 'f' ? kFormat : first == 'h' ? kHeight : kSha256; break;
+      case 7: candidate = kUserId; break;
+      case 8: candidate = first == 'i' ? kImageId : first == 'f' ? kFilename : kCategory; break;
+      case 10:
+        candidate = first == 'c' ? kCreatedAt : first == 'u' ? kUpdatedAt : first == 's' ? kSizeBytes : kVisibility;
+        break;
+      case 12: candidate = kContentType; break;
+      default: return std::nullopt;
+    }
+    if (name != kNames[candidate]) return std::nullopt;
+    return candidate;
+  }
+
+  std::array<const dynamodb::Attribute*, kNameCount> found_{};
+};
+
 // A non-negative integer at most `max`; 0 when absent (items of the original
 // service may lack the dimensions).
-StatusOr<std::uint64_t> CountAttribute(const dynamodb::Item& item, std::string_view name, std::string_view image_id,
-                                       std::uint64_t max) {
-  const dynamodb::Attribute* number = dynamodb::Find(item, name);
+StatusOr<std::uint64_t> CountAttribute(const ImageAttributes& item, ImageAttributes::Name name,
+                                       std::string_view image_id, std::uint64_t max) {
+  const dynamodb::Attribute* number = item[name];
   if (number == nullptr) return std::uint64_t{0};
-  if (number->type != "N") return Malformed(image_id, std::string(name) + " is not a number");
+  if (number->type != "N") return Malformed(image_id, std::string(ImageAttributes::Text(name)) + " is not a number");
   const std::string_view text = number->value;
   std::uint64_t count = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
   if (error != std::errc() || end != text.data() + text.size() || count > max) {
-    return Malformed(image_id, std::string(name) + " is out of range");
+    return Malformed(image_id, std::string(ImageAttributes::Text(name)) + " is out of range");
   }
   return count;
 }
 
-// A list of strings (ours) or a string set (the original service's).
-StatusOr<std::vector<std::string>> TagsAttribute(const dynamodb::Item& item, std::string_view image_id) {
-  std::vector<std::string> tags;
-  const dynamodb::Attribute* attribute = dynamodb::Find(item, "tags");
-  if (attribute == nullptr || attribute->type == "NULL") return tags;
+// A list of strings (ours) or a string set (the original service's), into
+// `tags` (whose strings' storage a listing reuses).
+Status TagsAttribute(const ImageAttributes& item, std::string_view image_id, std::vector<std::string>& tags) {
+  const dynamodb::Attribute* attribute = item[ImageAttributes::kTags];
+  if (attribute == nullptr || attribute->type == "NULL") {
+    tags.clear();
+    return Status::Ok();
+  }
   if ((attribute->type != "L" && attribute->type != "SS") || !attribute->is_list) return Malformed(image_id, "tags");
   if (attribute->other_elements) return Malformed(image_id, "a tag is not a string");
-  tags.reserve(attribute->elements.size());
-  for (const std::string_view tag : attribute->elements) tags.emplace_back(tag);
-  return tags;
+  tags.resize(attribute->elements.size());
+  for (std::size_t i = 0; i < tags.size(); ++i) tags[i] = attribute->elements[i];
+  return Status::Ok();
 }
 
 // "png", "JPEG", "jpg" (an extension), ...
@@ -141,9 +200,9 @@ std::optional<core::ImageFormat> FormatNamed(std::string_view name) {
 }
 
 // `format`, else the original service's `content_type` ("image/png").
-std::optional<core::ImageFormat> FormatAttribute(const dynamodb::Item& item) {
-  if (const std::optional<std::string_view> name = StringAttribute(item, "format")) return FormatNamed(*name);
-  const std::optional<std::string_view> content_type = StringAttribute(item, "content_type");
+std::optional<core::ImageFormat> FormatAttribute(const ImageAttributes& item) {
+  if (const std::optional<std::string_view> name = item.String(ImageAttributes::kFormat)) return FormatNamed(*name);
+  const std::optional<std::string_view> content_type = item.String(ImageAttributes::kContentType);
   if (!content_type) return std::nullopt;
   std::string_view media = *content_type;
   media = media.substr(0, media.find(';'));
@@ -156,40 +215,46 @@ std::optional<core::ImageFormat> FormatAttribute(const dynamodb::Item& item) {
 
 // Overwrites every field of `record`: a listing decodes into the records
 // of the page it is given.
-Status DecodeInto(const dynamodb::Item& item, core::ImageRecord& record) {
-  const std::optional<std::string_view> image_id = StringAttribute(item, "image_id");
-  const std::optional<std::string_view> user_id = StringAttribute(item, "user_id");
-  const std::optional<std::string_view> created_at = StringAttribute(item, "created_at");
+Status DecodeInto(const dynamodb::Item& stored, core::ImageRecord& record) {
+  using Name = ImageAttributes::Name;
+  const ImageAttributes item(stored);
+  const std::optional<std::string_view> image_id = item.String(Name::kImageId);
+  const std::optional<std::string_view> user_id = item.String(Name::kUserId);
+  const std::optional<std::string_view> created_at = item.String(Name::kCreatedAt);
   if (!image_id || !user_id || !created_at) {
     return Malformed(image_id.value_or("?"), "image_id, user_id or created_at is missing");
   }
 
   record.image_id = *image_id;
   record.user_id = *user_id;
-  record.created_at = core::NormaliseStoredTimestamp(*created_at);
-  const std::optional<std::string_view> updated_at = StringAttribute(item, "updated_at");
-  record.updated_at = updated_at ? core::NormaliseStoredTimestamp(*updated_at) : record.created_at;
-  record.filename = StringAttribute(item, "filename").value_or("");
+  core::NormaliseStoredTimestampInto(*created_at, record.created_at);
+  if (const std::optional<std::string_view> updated_at = item.String(Name::kUpdatedAt)) {
+    core::NormaliseStoredTimestampInto(*updated_at, record.updated_at);
+  } else {
+    record.updated_at = record.created_at;
+  }
+  record.filename = item.String(Name::kFilename).value_or("");
   const std::optional<core::ImageFormat> format = FormatAttribute(item);
   if (!format) return Malformed(record.image_id, "unknown format");
   record.format = *format;
-  IMGSVC_ASSIGN_OR_RETURN(record.size_bytes, CountAttribute(item, "size_bytes", record.image_id,
+  IMGSVC_ASSIGN_OR_RETURN(record.size_bytes, CountAttribute(item, Name::kSizeBytes, record.image_id,
                                                             std::numeric_limits<std::uint64_t>::max()));
   constexpr std::uint64_t kMaxDimension = std::numeric_limits<std::uint32_t>::max();
-  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t width, CountAttribute(item, "width", record.image_id, kMaxDimension));
-  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t height, CountAttribute(item, "height", record.image_id, kMaxDimension));
+  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t width, CountAttribute(item, Name::kWidth, record.image_id, kMaxDimension));
+  IMGSVC_ASSIGN_OR_RETURN(const std::uint64_t height,
+                          CountAttribute(item, Name::kHeight, record.image_id, kMaxDimension));
   record.width = static_cast<std::uint32_t>(width);
   record.height = static_cast<std::uint32_t>(height);
-  record.sha256 = StringAttribute(item, "sha256").value_or("");
+  record.sha256 = item.String(Name::kSha256).value_or("");
   // Absent, or NULL as boto3 writes None.
-  if (const std::optional<std::string_view> category = StringAttribute(item, "category")) {
+  if (const std::optional<std::string_view> category = item.String(Name::kCategory)) {
     record.category = *category;
   } else {
     record.category.reset();
   }
-  IMGSVC_ASSIGN_OR_RETURN(record.tags, TagsAttribute(item, record.image_id));
+  IMGSVC_RETURN_IF_ERROR(TagsAttribute(item, record.image_id, record.tags));
   record.visibility =
-      StringAttribute(item, "visibility") == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
+      item.String(Name::kVisibility) == "public" ? core::Visibility::kPublic : core::Visibility::kPrivate;
   return Status::Ok();
 }
 
