@@ -36,7 +36,7 @@ StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment
   backend.client = std::make_shared<aws::AwsClient>(backend.http, std::move(credentials));
 
   IMGSVC_ASSIGN_OR_RETURN(net::Endpoint s3, ServiceEndpoint(env, "S3", "s3", backend.region));
-  IMGSVC_ASSIGN_OR_RETURN(net::Endpoint dynamodb, ServiceEndpoint(env, "DYNAMODB", "dynamodb", backend.region));
+  IMGSVC_ASSIGN_OR_RETURN(backend.dynamodb, ServiceEndpoint(env, "DYNAMODB", "dynamodb", backend.region));
   IMGSVC_ASSIGN_OR_RETURN(net::Endpoint secrets,
                           ServiceEndpoint(env, "SECRETS_MANAGER", "secretsmanager", backend.region));
 
@@ -51,7 +51,7 @@ StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment
   backend.blobs = std::make_unique<storage::S3BlobStore>(
       backend.client, aws::ServiceTarget{std::move(s3), backend.region, "s3"}, std::move(s3_options));
   backend.records = std::make_unique<storage::DynamoDbMetadataStore>(
-      backend.client, aws::ServiceTarget{std::move(dynamodb), backend.region, "dynamodb"}, config.table);
+      backend.client, aws::ServiceTarget{backend.dynamodb, backend.region, "dynamodb"}, config.table);
   backend.secret = std::make_unique<storage::SecretsManagerTokenSource>(
       backend.client, aws::ServiceTarget{std::move(secrets), backend.region, "secretsmanager"},
       config.token_secret, std::chrono::seconds(config.token_cache_ttl),

@@ -24,6 +24,7 @@ struct AwsBackend {
   std::string region;
   std::string credentials_source;  // "environment", "profile:NAME", ... (never the keys)
   std::shared_ptr<net::HttpClient> http;
+  net::Endpoint dynamodb;  // where the metadata store's calls go
   std::shared_ptr<aws::AwsClient> client;
   std::unique_ptr<storage::S3BlobStore> blobs;
   std::unique_ptr<storage::DynamoDbMetadataStore> records;

@@ -71,6 +71,21 @@ std::jthread PrefetchToken(core::TokenSource& tokens) {
   });
 }
 
+// Makes the TLS handshake the first invocation's DynamoDB call would make
+// (every API request but /health reads DynamoDB) while the function waits
+// for its first event, beside the token's fetch. Not over plain http (a
+// local emulator): there a connect costs less than the thread that would
+// make it early, which made cold starts on loopback 0.3 ms slower. Joined
+// when the runtime ends.
+std::jthread PreconnectDynamoDb(const AwsBackend& aws) {
+  if (aws.dynamodb.scheme != "https") return {};
+  return std::jthread([&aws] {
+    if (const Status opened = aws.http->Preconnect(aws.dynamodb); !opened.ok()) {
+      log::Warn("DynamoDB connection not opened at init", {{"cause", opened.ToString()}});
+    }
+  });
+}
+
 lambda::InvocationResult Handle(ServiceStack& stack, const std::string& event, const std::string& invocation_id) {
   auto decoded = lambda::DecodeEvent(event);
   if (!decoded.ok()) return lambda::InvocationResult::Error("InvalidEvent", decoded.status().message());
@@ -108,6 +123,7 @@ int RunLambdaRuntime(const Config& config, const std::string& runtime_api, const
     return 1;
   }
   const std::jthread prefetch = PrefetchToken(*(*stack)->tokens);
+  const std::jthread preconnect = PreconnectDynamoDb(*(*stack)->aws);
   const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
     const aws::ScopedDeadline aws_deadline(invocation.deadline - kAnswerMargin);
     return Handle(**stack, invocation.event, invocation.request_id);

@@ -999,6 +999,15 @@ StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const Client
   return std::move(exchange.response);
 }
 
+Status HttpClient::Preconnect(const Endpoint& endpoint) {
+  IMGSVC_RETURN_IF_ERROR(CheckEndpoint(endpoint));
+  IMGSVC_ASSIGN_OR_RETURN(const Proxy* const proxy, impl_->ProxyFor(endpoint));
+  IMGSVC_ASSIGN_OR_RETURN(std::unique_ptr<Connection> connection,
+                          impl_->Open(endpoint, proxy, DeadlineAfter(impl_->options.total_timeout)));
+  impl_->ReturnIdle(PoolKey(endpoint, proxy), std::move(connection));
+  return Status::Ok();
+}
+
 std::chrono::milliseconds HttpClient::total_timeout() const { return impl_->options.total_timeout; }
 
 HttpClient::Stats HttpClient::stats() const {

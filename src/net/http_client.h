@@ -144,6 +144,12 @@ class HttpClient {
 
   StatusOr<ClientResponse> Send(const Endpoint& endpoint, const ClientRequest& request);
 
+  // Opens a connection to `endpoint` (TCP, and TLS for https) and leaves it
+  // in the pool for the next call there: a Lambda function's init makes the
+  // first invocation's handshakes ahead of time. Bounded by the connect
+  // timeout and the total timeout.
+  Status Preconnect(const Endpoint& endpoint);
+
   struct Stats {
     std::uint64_t requests = 0;             // calls to Send
     std::uint64_t connections_opened = 0;   // new TCP (and TLS) connections

@@ -17,6 +17,7 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +36,7 @@
 #include "support/http_client.h"
 #include "support/image_fixtures.h"
 #include "support/local_aws.h"
+#include "support/loopback_socket.h"
 #include "support/process.h"
 
 namespace imgsvc::lambda {
@@ -1128,6 +1130,31 @@ TEST(LambdaInitTest, StorageOtherThanAwsIsAnInitErrorAndTheProcessExits) {
 TEST(LambdaInitTest, AMalformedSettingIsAnInitErrorAndTheProcessExits) {
   ExpectInitError({"IMGSVC_STORAGE=aws", "IMGSVC_LOG_LEVEL=loud"}, "IMGSVC_LOG_LEVEL");
   ExpectInitError({"IMGSVC_STORAGE=aws", "IMGSVC_MAX_FILES=1e3"}, "IMGSVC_MAX_FILES");
+}
+
+// Every API request but /health reads DynamoDB, so the connection to an
+// https endpoint (AWS's) is opened at init: here no event ever comes, and
+// DynamoDB still gets one (the handshake then fails; only its start counts).
+TEST(LambdaInitTest, TheDynamoDbConnectionIsOpenedBeforeAnyEvent) {
+  const testing::LoopbackSocket dynamodb(/*listening=*/true);
+  const testing::LoopbackSocket nothing(/*listening=*/false);
+  ASSERT_TRUE(dynamodb.ok() && nothing.ok());
+  auto fake = FakeRuntimeApi::Start();
+  ASSERT_TRUE(fake.ok()) << fake.status().ToString();
+  const std::string data_dir = harness::MakeTempDir("imgsvc-lambda-binary");
+  ASSERT_FALSE(data_dir.empty());
+  auto process = testing::Process::Start(
+      IMGSVC_BINARY, {},
+      {"AWS_LAMBDA_RUNTIME_API=" + (*fake)->address(), "IMGSVC_DATA_DIR=" + data_dir, "IMGSVC_STORAGE=aws",
+       "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test-secret", "AWS_REGION=us-east-1",
+       "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_DYNAMODB=" + dynamodb.url("https"),
+       "AWS_ENDPOINT_URL_S3=" + nothing.url(), "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + nothing.url()});
+  ASSERT_TRUE(process.ok()) << process.status().ToString();
+  EXPECT_TRUE(dynamodb.Accepts(harness::kStartWait)) << "no connection; log:\n" << Tail(**process, 20);
+  EXPECT_TRUE((*fake)->WaitForNextCalls(1, harness::kStartWait));
+  EXPECT_TRUE((*process)->Signal(SIGKILL).ok());
+  std::error_code ignored;
+  std::filesystem::remove_all(data_dir, ignored);
 }
 
 // The service is opened before the first /next, so an unusable setting is

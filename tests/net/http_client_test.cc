@@ -44,6 +44,8 @@
 #include <utility>
 #include <vector>
 
+#include "support/loopback_socket.h"
+
 namespace imgsvc::net {
 namespace http_client_test {
 
@@ -739,6 +741,28 @@ TEST(HttpClientTest, KeepAliveReusesOneConnection) {
   EXPECT_EQ(server.accepted(), 1u);
 }
 
+TEST(HttpClientTest, PreconnectLeavesAConnectionTheNextCallUses) {
+  ScriptedServer server([](const Received&) { return Answer("warm"); });
+  ASSERT_TRUE(server.listening());
+  HttpClient client;
+  ASSERT_TRUE(client.Preconnect(server.endpoint()).ok());
+  EXPECT_EQ(client.stats().connections_opened, 1u);
+  EXPECT_EQ(client.stats().requests, 0u);
+  const StatusOr<ClientResponse> result = client.Send(server.endpoint(), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "warm");
+  EXPECT_EQ(client.stats().connections_opened, 1u);
+  EXPECT_EQ(server.accepted(), 1u);
+}
+
+TEST(HttpClientTest, PreconnectToNothingIsUnavailable) {
+  const testing::LoopbackSocket refusing(/*listening=*/false);
+  ASSERT_TRUE(refusing.ok());
+  HttpClient client;
+  EXPECT_EQ(client.Preconnect(Endpoint{"http", "127.0.0.1", refusing.port()}).code(), Code::kUnavailable);
+  EXPECT_EQ(client.stats().connections_opened, 0u);
+}
+
 TEST(HttpClientTest, ConnectionCloseAnswerIsNotReused) {
   ScriptedServer server([](const Received&) {
     Reply reply = Answer("bye", "Connection: close\r\n");
@@ -894,19 +918,10 @@ TEST(HttpClientTest, ZeroTimeoutWaitsAsLongAsItTakes) {
 }
 
 TEST(HttpClientTest, ConnectRefusedIsUnavailable) {
-  // Bound but not listening: connecting gets a reset, and no one else can take the port meanwhile.
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), length), 0);
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
-
+  const testing::LoopbackSocket refusing(/*listening=*/false);
+  ASSERT_TRUE(refusing.ok());
   HttpClient client;
-  const StatusOr<ClientResponse> result = client.Send(Endpoint{"http", "127.0.0.1", ntohs(address.sin_port)}, Get("/"));
-  ::close(fd);
+  const StatusOr<ClientResponse> result = client.Send(Endpoint{"http", "127.0.0.1", refusing.port()}, Get("/"));
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), Code::kUnavailable);
   EXPECT_EQ(client.stats().connections_opened, 0u);
@@ -1058,6 +1073,25 @@ TEST(HttpClientTlsTest, VerifiesTheServerAgainstTheGivenCa) {
   EXPECT_EQ(by_address->body, "secure");
   EXPECT_EQ(server.last_server_name(), "");  // no SNI for an address
   EXPECT_EQ(client.stats().connections_opened, 2u);
+}
+
+// The handshake, SNI included, happens at Preconnect; the call reuses it.
+TEST(HttpClientTlsTest, PreconnectMakesTheHandshakeBeforeTheCall) {
+  TestCa ca;
+  TlsServer server(ca.Issue("localhost", "DNS:localhost"));
+  const TempFile ca_file(ca.cert_pem());
+  HttpClient client(TrustingCa(ca_file));
+  ASSERT_TRUE(client.Preconnect(HttpsEndpoint("localhost", server.port())).ok());
+  // The server completes its side when the client's last handshake message
+  // arrives, which may be just after Preconnect returns.
+  for (int i = 0; i < 500 && server.handshakes() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(server.handshakes(), 1) << "no handshake before the call";
+  EXPECT_EQ(server.last_server_name(), "localhost");
+  const StatusOr<ClientResponse> result = client.Send(HttpsEndpoint("localhost", server.port()), Get("/"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "secure");
+  EXPECT_EQ(server.handshakes(), 1);
+  EXPECT_EQ(client.stats().connections_opened, 1u);
 }
 
 TEST(HttpClientTlsTest, AnswerBeforeTheBodyWasReadIsTaken) {
