@@ -77,25 +77,20 @@ std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
 #if defined(__SSE2__)
   // Signed compares: bytes of 0x80 and above are negative, so "less than
   // 0x20" also stops at them, as it must (they need UTF-8 checking).
-  const auto special = [](const char* sixteen) {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sixteen));
-    const __m128i found = _mm_or_si128(
-        _mm_or_si128(_mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20)), _mm_cmpeq_epi8(bytes, _mm_set1_epi8('"'))),
-        _mm_or_si128(_mm_cmpeq_epi8(bytes, _mm_set1_epi8('\\')), _mm_cmpeq_epi8(bytes, _mm_set1_epi8(0x7f))));
-    return _mm_movemask_epi8(found);
-  };
-  for (; i + 16 <= text.size(); i += 16) {
-    if (const int mask = special(text.data() + i); mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+  const __m128i space = _mm_set1_epi8(0x20);
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  const __m128i del = _mm_set1_epi8(0x7f);
+  while (i + 16 <= text.size()) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i));
+    const __m128i special = _mm_or_si128(
+        _mm_or_si128(_mm_cmplt_epi8(bytes, space), _mm_cmpeq_epi8(bytes, quote)),
+        _mm_or_si128(_mm_cmpeq_epi8(bytes, backslash), _mm_cmpeq_epi8(bytes, del)));
+    if (const int mask = _mm_movemask_epi8(special); mask != 0) {
+      return i + static_cast<std::size_t>(__builtin_ctz(mask));
+    }
+    i += 16;
   }
-  if (i == text.size()) return i;
-  // The tail in one step too, padded with a plain byte: most strings of a
-  // page are shorter than 32 bytes, and looking their last bytes up one by
-  // one was a third of the escaping's instructions.
-  char padded[16];
-  std::memset(padded, 'a', sizeof padded);
-  std::memcpy(padded, text.data() + i, text.size() - i);
-  const int mask = special(padded);
-  return mask != 0 ? i + static_cast<std::size_t>(__builtin_ctz(mask)) : text.size();
 #else
   constexpr std::uint64_t kOnes = 0x0101010101010101ull;
   constexpr std::uint64_t kHigh = 0x8080808080808080ull;
@@ -109,9 +104,9 @@ std::size_t PlainRunEnd(std::string_view text, std::size_t from) {
     if ((attention & kHigh) != 0) break;
     i += 8;
   }
+#endif
   while (i < text.size() && kPlain[static_cast<unsigned char>(text[i])]) ++i;
   return i;
-#endif
 }
 
 }  // namespace
