@@ -1,3 +1,4 @@
+#include <chrono>
 #include <memory>
 
 #include "app/commands.h"
@@ -29,6 +30,9 @@ int Serve(const Config& config) {
     return Fail("--public-url (IMGSVC_PUBLIC_URL) is required when bound to a non-loopback address");
   }
 
+  // Request lines are written together, at most this long after the first
+  // of them: one write(2) per request was a sixth of the CPU of /health.
+  const log::AccessLineGathering gathering(std::chrono::milliseconds(100));
   const std::uint64_t open_files = server::RaiseOpenFileLimit();
   http::Router* router = nullptr;  // set once the stores exist; requests wait for Listen anyway
   server::ServerOptions options;

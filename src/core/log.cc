@@ -10,9 +10,12 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "core/image.h"
 
@@ -43,7 +46,65 @@ void WriteFully(int fd, std::string_view data) {
   }
 }
 
+// Request lines waiting to be written together (AccessLineGathering).
+struct Gathering {
+  static constexpr std::size_t kMaxBytes = 64 * 1024;
+
+  std::mutex mu;
+  std::condition_variable cv;     // the flusher waits for lines, then for the delay
+  std::atomic<bool> on{false};    // read without the lock on every line
+  std::chrono::milliseconds delay{0};
+  std::string lines;
+  bool stopping = false;
+  std::thread flusher;
+
+  // Writes what was gathered; the lock held, so lines keep their order.
+  void FlushLocked() {
+    if (lines.empty()) return;
+    WriteFully(g_fd.load(std::memory_order_relaxed), lines);
+    lines.clear();
+  }
+
+  // Sleeps while nothing waits (no wake-ups when idle); once lines arrive,
+  // lets more gather for `delay`, then writes them.
+  void Flusher() {
+    std::unique_lock lock(mu);
+    while (true) {
+      cv.wait(lock, [this] { return stopping || !lines.empty(); });
+      if (stopping) break;
+      cv.wait_for(lock, delay, [this] { return stopping; });
+      FlushLocked();
+    }
+    FlushLocked();
+  }
+};
+
+Gathering& TheGathering() {
+  static Gathering gathering;
+  return gathering;
+}
+
 }  // namespace
+
+AccessLineGathering::AccessLineGathering(std::chrono::milliseconds delay) {
+  Gathering& gathering = TheGathering();
+  std::lock_guard lock(gathering.mu);
+  gathering.delay = delay;
+  gathering.stopping = false;
+  gathering.flusher = std::thread([&gathering] { gathering.Flusher(); });
+  gathering.on.store(true, std::memory_order_release);
+}
+
+AccessLineGathering::~AccessLineGathering() {
+  Gathering& gathering = TheGathering();
+  {
+    std::lock_guard lock(gathering.mu);
+    gathering.on.store(false, std::memory_order_release);
+    gathering.stopping = true;
+  }
+  gathering.cv.notify_all();
+  gathering.flusher.join();
+}
 
 bool ParseLevel(std::string_view text, Level& out) {
   if (text == "debug") out = Level::kDebug;
@@ -167,8 +228,10 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
   Write(level, message, std::span<const Field>(fields.begin(), fields.size()));
 }
 
-void Write(Level level, std::string_view message, std::span<const Field> fields) {
-  if (!Enabled(level)) return;
+namespace {
+
+// The line's JSON text, with its newline.
+std::string FormatLine(Level level, std::string_view message, std::span<const Field> fields) {
   const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
@@ -200,7 +263,40 @@ void Write(Level level, std::string_view message, std::span<const Field> fields)
         field.value);
   }
   line += "}\n";
-  WriteFully(g_fd.load(std::memory_order_relaxed), line);
+  return line;
+}
+
+void WriteLine(const std::string& line, bool may_gather) {
+  Gathering& gathering = TheGathering();
+  if (!gathering.on.load(std::memory_order_acquire)) {
+    WriteFully(g_fd.load(std::memory_order_relaxed), line);
+    return;
+  }
+  std::lock_guard lock(gathering.mu);
+  if (!may_gather) {
+    gathering.FlushLocked();
+    WriteFully(g_fd.load(std::memory_order_relaxed), line);
+    return;
+  }
+  const bool first = gathering.lines.empty();
+  gathering.lines += line;
+  if (gathering.lines.size() >= Gathering::kMaxBytes) {
+    gathering.FlushLocked();
+  } else if (first) {
+    gathering.cv.notify_one();
+  }
+}
+
+}  // namespace
+
+void Write(Level level, std::string_view message, std::span<const Field> fields) {
+  if (!Enabled(level)) return;
+  WriteLine(FormatLine(level, message, fields), /*may_gather=*/false);
+}
+
+void WriteAccess(Level level, std::string_view message, std::span<const Field> fields) {
+  if (!Enabled(level)) return;
+  WriteLine(FormatLine(level, message, fields), /*may_gather=*/level < Level::kWarn);
 }
 
 }  // namespace imgsvc::log

@@ -222,7 +222,7 @@ Response Router::Handle(Request& request) {
     if (ctx.user_id) fields.emplace_back("user_id", *ctx.user_id);
     if (!request.invocation_id.empty()) fields.emplace_back("aws_request_id", request.invocation_id);
     if (!response.logged_cause.empty()) fields.emplace_back("cause", response.logged_cause);
-    log::Write(level, "request", fields);
+    log::WriteAccess(level, "request", fields);
   }
   return response;
 }

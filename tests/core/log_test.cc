@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <span>
+#include <string>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -184,6 +187,71 @@ TEST(AppendDecimalTest, AppendsEveryDigitOfAnyValue) {
   out += ',';
   AppendDecimal(out, UINT64_MAX);
   EXPECT_EQ(out, "n=0,1234567890,18446744073709551615");
+}
+
+std::vector<std::string> Messages(const std::vector<std::string>& lines) {
+  std::vector<std::string> messages;
+  for (const std::string& line : lines) {
+    boost::system::error_code ec;
+    const json::value v = json::parse(line, ec);
+    messages.push_back(!ec && v.is_object() ? std::string(v.as_object().at("msg").as_string()) : "?");
+  }
+  return messages;
+}
+
+TEST_F(LogTest, RequestLinesAreWrittenAtOnceWhenNotGathered) {
+  const Field status{"status", 200};
+  WriteAccess(Level::kInfo, "request", std::span(&status, 1));
+  EXPECT_EQ(Messages(Lines()), std::vector<std::string>{"request"});
+}
+
+// Gathered lines wait for the delay; then they come out together, in order,
+// without any further line to push them.
+TEST_F(LogTest, GatheredRequestLinesComeOutAfterTheDelay) {
+  const AccessLineGathering gathering(std::chrono::milliseconds(300));
+  const auto start = std::chrono::steady_clock::now();
+  WriteAccess(Level::kInfo, "first", {});
+  WriteAccess(Level::kInfo, "second", {});
+  EXPECT_TRUE(Lines().empty());
+  while (Lines().size() < 2 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
+  EXPECT_EQ(Messages(Lines()), (std::vector<std::string>{"first", "second"}));
+}
+
+// Any other line, and a request line of warn or above (a 5xx), goes out at
+// once, after the request lines gathered before it.
+TEST_F(LogTest, OtherLinesGoOutAtOnceAfterWhatWasGathered) {
+  const AccessLineGathering gathering(std::chrono::seconds(60));
+  WriteAccess(Level::kInfo, "gathered", {});
+  Info("listening");
+  EXPECT_EQ(Messages(Lines()), (std::vector<std::string>{"gathered", "listening"}));
+  WriteAccess(Level::kInfo, "gathered again", {});
+  WriteAccess(Level::kError, "failed request", {});
+  EXPECT_EQ(Messages(Lines()),
+            (std::vector<std::string>{"gathered", "listening", "gathered again", "failed request"}));
+}
+
+TEST_F(LogTest, GatheringEndsByWritingWhatIsLeft) {
+  {
+    const AccessLineGathering gathering(std::chrono::seconds(60));
+    WriteAccess(Level::kInfo, "left", {});
+    EXPECT_TRUE(Lines().empty());
+  }
+  EXPECT_EQ(Messages(Lines()), std::vector<std::string>{"left"});
+  WriteAccess(Level::kInfo, "after", {});
+  EXPECT_EQ(Messages(Lines()), (std::vector<std::string>{"left", "after"}));
+}
+
+// 64 KiB of waiting lines are written without waiting for the delay.
+TEST_F(LogTest, GatheredLinesAreWrittenOnceTheyFill64KiB) {
+  const AccessLineGathering gathering(std::chrono::seconds(60));
+  const std::string padding(1000, 'x');
+  const Field field{"padding", padding};
+  for (int i = 0; i < 70; ++i) WriteAccess(Level::kInfo, "request", std::span(&field, 1));
+  EXPECT_GE(Lines().size(), 60u);
+  EXPECT_LT(Lines().size(), 70u);
 }
 
 TEST_F(LogTest, LevelFiltersLines) {
