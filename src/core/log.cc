@@ -273,7 +273,9 @@ void WriteLine(const std::string& line, bool may_gather) {
     return;
   }
   std::lock_guard lock(gathering.mu);
-  if (!may_gather) {
+  // Gathering may have ended since `on` was read: its flusher then writes
+  // nothing more, so the line goes out here.
+  if (!may_gather || gathering.stopping) {
     gathering.FlushLocked();
     WriteFully(g_fd.load(std::memory_order_relaxed), line);
     return;
