@@ -244,6 +244,25 @@ TEST_F(LogTest, GatheringEndsByWritingWhatIsLeft) {
   EXPECT_EQ(Messages(Lines()), (std::vector<std::string>{"left", "after"}));
 }
 
+// Lines written while gathering ends all come out, whichever side of the
+// end they fall.
+TEST_F(LogTest, NoRequestLineIsLostWhenGatheringEndsWhileThreadsWrite) {
+  constexpr int kThreads = 4;
+  constexpr int kLinesPerThread = 5000;
+  std::vector<std::thread> writers;
+  {
+    const AccessLineGathering gathering(std::chrono::milliseconds(5));
+    for (int t = 0; t < kThreads; ++t) {
+      writers.emplace_back([] {
+        for (int i = 0; i < kLinesPerThread; ++i) WriteAccess(Level::kInfo, "request", {});
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  for (std::thread& writer : writers) writer.join();
+  EXPECT_EQ(Lines().size(), static_cast<std::size_t>(kThreads * kLinesPerThread));
+}
+
 // 64 KiB of waiting lines are written without waiting for the delay.
 TEST_F(LogTest, GatheredLinesAreWrittenOnceTheyFill64KiB) {
   const AccessLineGathering gathering(std::chrono::seconds(60));
