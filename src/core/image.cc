@@ -485,13 +485,13 @@ void NormaliseStoredTimestampInto(std::string_view text, std::string& out) {
   // Every record this service wrote is in its own format, which normalising
   // gives back unchanged (a valid timestamp formats to itself, an invalid one
   // is returned as it is): not parsed and formatted again, twice per listed item.
-  if (HasOwnTimestampShape(text)) {
-    out = text;
-  } else if (const auto micros = ParseDateTime(text, true)) {
-    out = FormatTimestamp(*micros);
-  } else {
-    out = text;
+  if (!HasOwnTimestampShape(text)) {
+    if (const auto micros = ParseDateTime(text, true)) {
+      out = FormatTimestamp(*micros);
+      return;
+    }
   }
+  out = text;
 }
 
 }  // namespace imgsvc::core

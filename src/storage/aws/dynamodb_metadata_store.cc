@@ -128,8 +128,8 @@ class ImageAttributes {
 
  private:
   static constexpr std::array<std::string_view, kNameCount> kNames{
-      "image_id", "user_id", "created_at", "updated_at", "filename", "format",     "content_type",
-      "size_bytes", "width", "height",   "sha256",     "category", "tags",     "visibility"};
+      "image_id",   "user_id", "created_at", "updated_at", "filename", "format", "content_type",
+      "size_bytes", "width",   "height",     "sha256",     "category", "tags",   "visibility"};
 
   // The length and the first byte tell the names apart; one comparison
   // confirms the candidate.
