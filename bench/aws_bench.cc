@@ -1,12 +1,14 @@
 // What SigV4 costs on the request path of the AWS backend: presigning the
 // download URL every GET /api/v1/images/{id} returns, and signing the one
-// DynamoDB GetItem that GET makes. The requests have the shape and size of
-// the real ones (virtual-hosted S3 URL, a UUID key, a GetItem body); nothing
-// goes on the wire. Figures and the command line: docs/benchmarks.md.
+// DynamoDB GetItem that GET makes; and reading the Query answer a list-20
+// gets back. The requests and answers have the shape and size of the real
+// ones (virtual-hosted S3 URL, a UUID key, a GetItem body, a page of 20
+// items as DynamoDB returns them); nothing goes on the wire. Figures and the command line: docs/benchmarks.md.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,6 +20,7 @@
 #include "aws/sigv4.h"
 #include "crypto/crypto.h"
 #include "net/http_client.h"
+#include "storage/aws/dynamodb_answer.h"
 #include "storage/aws/s3_blob_store.h"
 
 namespace imgsvc::aws {
@@ -160,6 +163,42 @@ BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, session_token, SessionCredentials(),
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_S3BlobStorePresignGet, again_session_token, SessionCredentials(), true)
     ->Unit(benchmark::kMicrosecond);
+
+// A Query page of 20 items as the metadata store writes them (attribute
+// names and value types of ItemOf), with the LastEvaluatedKey and counts
+// DynamoDB puts around them: about 9.5 KB.
+std::string QueryAnswer() {
+  std::string answer = R"({"ScannedCount":20,"LastEvaluatedKey":{"image_id":{"S":"3355885c-18ef-4a1b-849f-b4d67cef585e"},)"
+                       R"("user_id":{"S":"alice"},"created_at":{"S":"2026-11-27T18:33:33.397990Z"}},"Count":20,"Items":[)";
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = std::to_string(10 + i) + "005f6f-e101-4820-9a01-0d21821069e7";
+    const std::string at = "2026-11-27T18:33:33.4376" + std::to_string(10 + i) + "Z";
+    if (i > 0) answer += ',';
+    answer += R"({"image_id":{"S":")" + id + R"("},"user_id":{"S":"alice"},"filename":{"S":"holiday-)" +
+              std::to_string(i) + R"(.png"},"format":{"S":"png"},"content_type":{"S":"image/png"},)"
+              R"("size_bytes":{"N":"4129"},"width":{"N":"64"},"height":{"N":"64"},)"
+              R"("sha256":{"S":"b53482da85c83de06ff44004a2102d4e51a07adc9ac67ba2d0ced0004d75f69f"},)"
+              R"("tags":{"L":[{"S":"cat"},{"S":"dog"}]},"category":{"S":"animals"},"visibility":{"S":"public"},)"
+              R"("created_at":{"S":")" + at + R"("},"updated_at":{"S":")" + at + R"("}})";
+  }
+  return answer + "]}";
+}
+
+// Reading it into an answer kept from the page before, as each worker
+// thread does.
+void BM_ReadQueryAnswer(benchmark::State& state) {
+  const std::string body = QueryAnswer();
+  storage::dynamodb::ItemAnswer answer;
+  if (!storage::dynamodb::ReadItemAnswerInto(body, answer).ok() || answer.items.size() != 20) {
+    return state.SkipWithError("the answer does not read");
+  }
+  for (auto _ : state) {
+    Status status = storage::dynamodb::ReadItemAnswerInto(body, answer);
+    benchmark::DoNotOptimize(status);
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * body.size()));
+}
+BENCHMARK(BM_ReadQueryAnswer)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace imgsvc::aws
