@@ -347,28 +347,23 @@ struct StringViewHash {
   std::size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
 };
 
-// The URLs one thread signed with one presigner, by path. A URL is a
-// function of its path and of what the presigner was made for (target,
-// credentials, signing second, expiry), so a path signed again with it (a
-// listing repeated within the second) is given the URL signed before: the
-// same bytes, without the SHA-256 and the HMAC. At most kRememberedUrls
-// are kept (a page holds up to 100), some 100 KB a thread, and they are
-// dropped with the presigner.
-struct RememberedUrls {
+}  // namespace
+
+// A URL is a function of its path and of what the presigner was made for
+// (target, credentials, signing second, expiry), so a path signed again with
+// it (a listing repeated within the second) is given the URL signed before:
+// the same bytes, without the SHA-256 and the HMAC. At most kRememberedUrls
+// are kept (a page holds up to 100), some 100 KB, dropped with the
+// presigner. They are the process's, not a thread's: with 32 worker threads
+// taking turns, a thread's own copies had left the CPU's caches by its next
+// listing (and each thread signed each URL again).
+struct AwsClient::RememberedUrls {
   static constexpr std::size_t kRememberedUrls = 128;
-  std::uint64_t generation = 0;
+  std::mutex mutex;
   std::unordered_map<std::string, std::string, StringViewHash, std::equal_to<>> by_path;
 };
 
-std::uint64_t NextPresignerGeneration() {
-  static std::atomic<std::uint64_t> next{1};
-  return next.fetch_add(1, std::memory_order_relaxed);
-}
-
-}  // namespace
-
-StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target, std::string_view path,
-                                                     std::chrono::seconds expires) {
+StatusOr<AwsClient::Presigning> AwsClient::StartPresigning(const ServiceTarget& target, std::chrono::seconds expires) {
   IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
   // X-Amz-Date has whole seconds; the URL lives `expires` from that instant.
   const auto now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
@@ -391,25 +386,49 @@ StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target
                             SignerFor(target.service)
                                 .PrepareGetPresign(target.endpoint.Authority(), credentials,
                                                    {target.region, target.service}, now, expires));
-    cached = std::make_shared<const CachedPresigner>(CachedPresigner{
-        target, credentials, now, expires, target.endpoint.Origin(), std::move(presigner), NextPresignerGeneration()});
+    cached = std::make_shared<const CachedPresigner>(CachedPresigner{target, credentials, now, expires,
+                                                                     target.endpoint.Origin(), std::move(presigner),
+                                                                     std::make_unique<RememberedUrls>()});
     std::lock_guard lock(presigner_mutex_);
     presigner_ = cached;
   }
-  thread_local RememberedUrls remembered;
-  if (remembered.generation != cached->generation) {
-    remembered.by_path.clear();
-    remembered.generation = cached->generation;
+  return Presigning{std::move(cached), now + expires};
+}
+
+template <class Path>
+void AwsClient::CachedPresigner::UrlsOf(std::span<const Path> paths, const TakeUrl& take) const {
+  std::lock_guard lock(remembered->mutex);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    const std::string_view path = paths[i];
+    if (const auto found = remembered->by_path.find(path); found != remembered->by_path.end()) {
+      take(i, found->second);
+      continue;
+    }
+    const std::string query = presigner.Query(path);
+    std::string url;
+    url.reserve(origin.size() + path.size() + 1 + query.size());
+    url.append(origin).append(path).append("?").append(query);
+    take(i, url);
+    if (remembered->by_path.size() < RememberedUrls::kRememberedUrls) remembered->by_path.emplace(path, std::move(url));
   }
-  if (const auto found = remembered.by_path.find(path); found != remembered.by_path.end()) {
-    return Presigned{found->second, now + expires};
-  }
-  const std::string query = cached->presigner.Query(path);
-  std::string url;
-  url.reserve(cached->origin.size() + path.size() + 1 + query.size());
-  url.append(cached->origin).append(path).append("?").append(query);
-  if (remembered.by_path.size() < RememberedUrls::kRememberedUrls) remembered.by_path.emplace(path, url);
-  return Presigned{std::move(url), now + expires};
+}
+
+StatusOr<AwsClient::Presigned> AwsClient::PresignGet(const ServiceTarget& target, std::string_view path,
+                                                     std::chrono::seconds expires) {
+  IMGSVC_ASSIGN_OR_RETURN(const Presigning presigning, StartPresigning(target, expires));
+  Presigned presigned{std::string(), presigning.expires_at};
+  presigning.presigner->UrlsOf(std::span<const std::string_view>(&path, 1),
+                               [&presigned](std::size_t, std::string_view url) { presigned.url = url; });
+  return presigned;
+}
+
+StatusOr<std::chrono::system_clock::time_point> AwsClient::PresignGets(const ServiceTarget& target,
+                                                                       std::span<const std::string> paths,
+                                                                       std::chrono::seconds expires,
+                                                                       const TakeUrl& take) {
+  IMGSVC_ASSIGN_OR_RETURN(const Presigning presigning, StartPresigning(target, expires));
+  presigning.presigner->UrlsOf(paths, take);
+  return presigning.expires_at;
 }
 
 bool AwsClient::CachedPresigner::Serves(const ServiceTarget& other_target, const Credentials& other_credentials,

@@ -192,7 +192,7 @@ void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
 
 }  // namespace
 
-std::string UriEncode(std::string_view text, bool keep_slash) {
+void AppendUriEncoded(std::string& out, std::string_view text, bool keep_slash) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   // A table: testing each byte's ranges was 12 instructions a byte, and a
   // listed page encodes 20 object keys.
@@ -202,8 +202,7 @@ std::string UriEncode(std::string_view text, bool keep_slash) {
     return unreserved;
   }();
   const auto kept = [keep_slash](unsigned char byte) { return kUnreserved[byte] || (keep_slash && byte == '/'); };
-  std::string out;
-  out.reserve(text.size() + text.size() / 8);
+  out.reserve(out.size() + text.size() + text.size() / 8);
   std::size_t i = 0;
   while (i < text.size()) {
     // Runs kept as they are go in one append: a session token is over a
@@ -218,6 +217,11 @@ std::string UriEncode(std::string_view text, bool keep_slash) {
     out.push_back(kHex[byte & 0x0F]);
     i = run_end + 1;
   }
+}
+
+std::string UriEncode(std::string_view text, bool keep_slash) {
+  std::string out;
+  AppendUriEncoded(out, text, keep_slash);
   return out;
 }
 

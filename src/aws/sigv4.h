@@ -65,6 +65,8 @@ struct SignableRequest {
 // RFC 3986 percent-encoding of everything but unreserved characters
 // (A-Z a-z 0-9 - _ . ~); `/` is kept when keep_slash.
 std::string UriEncode(std::string_view text, bool keep_slash);
+// The same, appended to `out`.
+void AppendUriEncoded(std::string& out, std::string_view text, bool keep_slash);
 
 // "20150830T123600Z" for a time point (UTC); its first 8 characters,
 // "20150830", are the date of the credential scope.

@@ -58,6 +58,18 @@ class BlobStore {
   virtual std::vector<Status> Delete(std::span<const std::string> keys) = 0;
   // A time-limited GET URL for `key`.
   virtual StatusOr<PresignedUrl> PresignGet(std::string_view key, std::chrono::seconds expires_in) = 0;
+  // The URLs of a listed page: urls[i] for keys[i]. `urls` is resized to
+  // fit and its strings are assigned, so a vector used again keeps their
+  // memory. A store may share its work between them; by default each is
+  // presigned on its own.
+  virtual Status PresignGets(std::span<const std::string> keys, std::chrono::seconds expires_in,
+                             std::vector<PresignedUrl>& urls) {
+    urls.resize(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      IMGSVC_ASSIGN_OR_RETURN(urls[i], PresignGet(keys[i], expires_in));
+    }
+    return Status::Ok();
+  }
   // Ready probe for /ready (embedded: write probe + free space; S3: HeadBucket).
   virtual Status CheckReady() = 0;
 };

@@ -288,12 +288,9 @@ Status ImageService::ListInto(const Caller& caller, ListRequest request, ListRes
     IMGSVC_ASSIGN_OR_RETURN(start, cursors_.Open(*request.cursor, binding));
   }
   IMGSVC_RETURN_IF_ERROR(records_.ListInto(query, start, request.limit, limits_.list_max_reads, result.page));
-  result.urls.resize(result.page.items.size());
-  std::string key;
-  for (std::size_t i = 0; i < result.page.items.size(); ++i) {
-    AssignStorageKey(key, result.page.items[i]);
-    IMGSVC_ASSIGN_OR_RETURN(result.urls[i], blobs_.PresignGet(key, request.url_expires_in));
-  }
+  result.keys.resize(result.page.items.size());
+  for (std::size_t i = 0; i < result.page.items.size(); ++i) AssignStorageKey(result.keys[i], result.page.items[i]);
+  IMGSVC_RETURN_IF_ERROR(blobs_.PresignGets(result.keys, request.url_expires_in, result.urls));
   if (result.page.next) {
     IMGSVC_ASSIGN_OR_RETURN(result.cursor, cursors_.Seal(*result.page.next, binding));
   }

@@ -51,6 +51,7 @@ struct ListRequest {
 struct ListResult {
   ListPage page;                    // the images in order (and where the store would resume)
   std::vector<PresignedUrl> urls;   // urls[i] is the download URL of page.items[i]
+  std::vector<std::string> keys;    // keys[i] is the object key of page.items[i]
   std::optional<std::string> cursor;
 };
 

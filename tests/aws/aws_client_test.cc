@@ -689,6 +689,42 @@ TEST(AwsPresignTest, PathsSignedAgainGetTheirOwnUrlsBeyondWhatAThreadRemembers) 
   }
 }
 
+// A page's URLs in one call, more of them than a thread remembers: each is
+// its own path's, as the signer alone gives it.
+TEST(AwsPresignTest, APagesPathsEachGetTheirOwnUrl) {
+  Harness harness;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 300; ++i) paths.push_back("/images/page-" + std::to_string(i) + ".png");
+  std::vector<std::string> urls(paths.size());
+  std::vector<int> taken(paths.size(), 0);
+  const auto before = system_clock::now();
+  const auto expires_at = harness.client_.PresignGets(kS3Target, paths, 3600s, [&](std::size_t i, std::string_view url) {
+    urls.at(i) = url;
+    ++taken.at(i);
+  });
+  ASSERT_TRUE(expires_at.ok()) << expires_at.status().ToString();
+  EXPECT_GE(*expires_at, before + 3600s - 1s);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    ASSERT_EQ(taken[i], 1) << paths[i];
+    ASSERT_TRUE(urls[i].starts_with("https://examplebucket.s3.amazonaws.com" + paths[i] + "?")) << urls[i];
+    ASSERT_EQ(QueryOf(urls[i]), ExpectedQuery(urls[i], paths[i], LongTermCredentials(), kS3Target)) << paths[i];
+  }
+}
+
+TEST(AwsPresignTest, ExpiredCredentialsPresignNoPage) {
+  Credentials expired = LongTermCredentials();
+  expired.session_token = "TOKEN";
+  expired.expiration = system_clock::now() - 1s;
+  Harness harness({}, expired);
+  const std::vector<std::string> paths = {"/images/a.png", "/images/b.png"};
+  int taken = 0;
+  const auto expires_at =
+      harness.client_.PresignGets(kS3Target, paths, 60s, [&](std::size_t, std::string_view) { ++taken; });
+  ASSERT_FALSE(expires_at.ok());
+  EXPECT_EQ(expires_at.status().code(), Code::kUnavailable);
+  EXPECT_EQ(taken, 0);
+}
+
 TEST(AwsPresignTest, AnotherLifetimeIsSignedAsSuch) {
   Harness harness;
   const auto hour = harness.client_.PresignGet(kS3Target, "/images/a.png", 3600s);

@@ -95,6 +95,32 @@ TEST_P(BlobStoreContract, ObjectsUnderDifferentKeysStayApart) {
   }
 }
 
+// A listed page's URLs in one call, into a vector used before (longer, and
+// holding other URLs): each downloads its own key's bytes.
+TEST_P(BlobStoreContract, APagesUrlsEachDownloadTheirOwnObject) {
+  std::vector<std::string> keys;
+  std::vector<std::string> contents;
+  for (int i = 0; i < 3; ++i) {
+    keys.push_back(NewKey(i == 1 ? "bob" : "alice"));
+    contents.push_back(Bytes(100 + 50 * static_cast<std::size_t>(i), static_cast<unsigned>(i) + 5));
+    ASSERT_TRUE(Put(*harness_.store, keys.back(), contents.back()).ok());
+  }
+  std::vector<core::PresignedUrl> urls(5, core::PresignedUrl{"http://stale.invalid/", 1});
+  const core::Micros before = harness_.now();
+  const Status presigned = harness_.store->PresignGets(keys, 600s, urls);
+  ASSERT_TRUE(presigned.ok()) << presigned.ToString();
+  ASSERT_EQ(urls.size(), keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    StatusOr<std::string> fetched = harness_.fetch(urls[i].url);
+    ASSERT_TRUE(fetched.ok()) << keys[i] << ": " << fetched.status().ToString();
+    EXPECT_TRUE(*fetched == contents[i]) << keys[i];
+    EXPECT_GE(urls[i].expires_at, before + 599'000'000) << keys[i];
+  }
+
+  ASSERT_TRUE(harness_.store->PresignGets({}, 600s, urls).ok());
+  EXPECT_TRUE(urls.empty());
+}
+
 TEST_P(BlobStoreContract, PresignedUrlsReportTheirExpiry) {
   const std::string key = NewKey("alice");
   ASSERT_TRUE(Put(*harness_.store, key, "x").ok());

@@ -51,8 +51,15 @@ std::string RouteToBucket(aws::ServiceTarget& target, S3Addressing addressing, c
 
 std::string BucketPath(const std::string& path_prefix) { return path_prefix.empty() ? "/" : path_prefix; }
 
+void AssignObjectPath(std::string& path, const std::string& path_prefix, std::string_view key) {
+  path.assign(path_prefix).push_back('/');
+  aws::AppendUriEncoded(path, key, /*keep_slash=*/true);
+}
+
 std::string ObjectPath(const std::string& path_prefix, std::string_view key) {
-  return path_prefix + "/" + aws::UriEncode(key, /*keep_slash=*/true);
+  std::string path;
+  AssignObjectPath(path, path_prefix, key);
+  return path;
 }
 
 Status CheckKey(std::string_view key) {
@@ -441,6 +448,25 @@ StatusOr<core::PresignedUrl> S3BlobStore::PresignGet(std::string_view key, std::
   url.expires_at =
       std::chrono::duration_cast<std::chrono::microseconds>(presigned->expires_at.time_since_epoch()).count();
   return url;
+}
+
+Status S3BlobStore::PresignGets(std::span<const std::string> keys, std::chrono::seconds expires_in,
+                                std::vector<core::PresignedUrl>& urls) {
+  // Kept per thread for their memory, as the listed page is.
+  thread_local std::vector<std::string> paths;
+  paths.resize(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    IMGSVC_RETURN_IF_ERROR(CheckKey(keys[i]));
+    AssignObjectPath(paths[i], presign_path_prefix_, keys[i]);
+  }
+  urls.resize(keys.size());
+  const StatusOr<std::chrono::system_clock::time_point> expires_at = client_->PresignGets(
+      presign_target_, paths, expires_in, [&urls](std::size_t i, std::string_view url) { urls[i].url.assign(url); });
+  if (!expires_at.ok()) return expires_at.status().WithContext("S3 presign");
+  const core::Micros micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(expires_at->time_since_epoch()).count();
+  for (core::PresignedUrl& url : urls) url.expires_at = micros;
+  return Status::Ok();
 }
 
 Status S3BlobStore::CheckReady() {

@@ -85,6 +85,8 @@ class S3BlobStore final : public core::BlobStore {
   // DeleteObjects in batches of 1000 (S3's limit per call).
   std::vector<Status> Delete(std::span<const std::string> keys) override;
   StatusOr<core::PresignedUrl> PresignGet(std::string_view key, std::chrono::seconds expires_in) override;
+  Status PresignGets(std::span<const std::string> keys, std::chrono::seconds expires_in,
+                     std::vector<core::PresignedUrl>& urls) override;
   // HeadBucket. kUnavailable otherwise; the message names S3, never the
   // endpoint (it ends up in /ready answers).
   Status CheckReady() override;
