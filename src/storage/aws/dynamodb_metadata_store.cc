@@ -13,6 +13,7 @@
 #include <boost/json.hpp>
 
 #include "core/log.h"
+#include "core/scratch_pool.h"
 #include "storage/aws/dynamodb_answer.h"
 
 namespace imgsvc::storage {
@@ -38,52 +39,72 @@ json::string_view Js(std::string_view text) { return {text.data(), text.size()};
 
 Status NotFound() { return Status(Code::kNotFound, "Image not found"); }
 
-// Attribute values ----------------------------------------------------------
+// Request bodies --------------------------------------------------------------
 
-json::value StringValue(std::string_view text) {
-  json::object attribute;
+// Memory for the JSON of one call's body, on the stack. Built on the heap, a
+// listing's Query took some 40 allocations, a record's PutItem 35, and
+// freeing them walked the tree again; a monotonic resource frees nothing.
+// What does not fit goes to the heap in blocks.
+class RequestMemory {
+ public:
+  RequestMemory() = default;
+  RequestMemory(const RequestMemory&) = delete;
+  RequestMemory& operator=(const RequestMemory&) = delete;
+  // For values made with it; they must not outlive it.
+  json::storage_ptr storage() { return json::storage_ptr(&resource_); }
+
+ private:
+  std::array<unsigned char, 4096> buffer_;
+  json::monotonic_resource resource_{buffer_.data(), buffer_.size()};
+};
+
+// Attribute values, each made with `storage` (the default heap when none).
+json::value StringValue(std::string_view text, const json::storage_ptr& storage = {}) {
+  json::object attribute(storage);
   attribute["S"] = Js(text);
   return attribute;
 }
 
-json::value NumberValue(std::uint64_t number) {
-  json::object attribute;
+json::value NumberValue(std::uint64_t number, const json::storage_ptr& storage = {}) {
+  json::object attribute(storage);
   attribute["N"] = Js(std::to_string(number));
   return attribute;
 }
 
-json::value TagsValue(const std::vector<std::string>& tags) {
-  json::array list;
+json::value TagsValue(const std::vector<std::string>& tags, const json::storage_ptr& storage = {}) {
+  json::array list(storage);
   list.reserve(tags.size());
-  for (const std::string& tag : tags) list.push_back(StringValue(tag));
-  json::object attribute;
+  for (const std::string& tag : tags) list.push_back(StringValue(tag, storage));
+  json::object attribute(storage);
   attribute["L"] = std::move(list);
   return attribute;
 }
 
-json::object KeyOf(std::string_view image_id) {
-  json::object key;
-  key["image_id"] = StringValue(image_id);
+json::object KeyOf(std::string_view image_id, const json::storage_ptr& storage = {}) {
+  json::object key(storage);
+  key["image_id"] = StringValue(image_id, storage);
   return key;
 }
 
-json::object ItemOf(const core::ImageRecord& record) {
-  json::object item;
-  item["image_id"] = StringValue(record.image_id);
-  item["user_id"] = StringValue(record.user_id);
-  item["filename"] = StringValue(record.filename);
-  item["format"] = StringValue(core::FormatName(record.format));
+json::object ItemOf(const core::ImageRecord& record, const json::storage_ptr& storage) {
+  json::object item(storage);
+  const auto string = [&storage](std::string_view text) { return StringValue(text, storage); };
+  const auto number = [&storage](std::uint64_t value) { return NumberValue(value, storage); };
+  item["image_id"] = string(record.image_id);
+  item["user_id"] = string(record.user_id);
+  item["filename"] = string(record.filename);
+  item["format"] = string(core::FormatName(record.format));
   // What the original service stored and read: items stay readable by it.
-  item["content_type"] = StringValue(core::FormatContentType(record.format));
-  item["size_bytes"] = NumberValue(record.size_bytes);
-  item["width"] = NumberValue(record.width);
-  item["height"] = NumberValue(record.height);
-  item["sha256"] = StringValue(record.sha256);
-  if (record.category) item["category"] = StringValue(*record.category);
-  item["tags"] = TagsValue(record.tags);
-  item["visibility"] = StringValue(core::VisibilityName(record.visibility));
-  item["created_at"] = StringValue(record.created_at);
-  item["updated_at"] = StringValue(record.updated_at);
+  item["content_type"] = string(core::FormatContentType(record.format));
+  item["size_bytes"] = number(record.size_bytes);
+  item["width"] = number(record.width);
+  item["height"] = number(record.height);
+  item["sha256"] = string(record.sha256);
+  if (record.category) item["category"] = string(*record.category);
+  item["tags"] = TagsValue(record.tags, storage);
+  item["visibility"] = string(core::VisibilityName(record.visibility));
+  item["created_at"] = string(record.created_at);
+  item["updated_at"] = string(record.updated_at);
   return item;
 }
 
@@ -281,6 +302,17 @@ StatusOr<core::ImageRecord> DecodeReturned(const dynamodb::ItemAnswer& answer) {
 // Calls -----------------------------------------------------------------------
 
 // One table's calls through the signed client.
+// The answers of reads, kept for their storage (an answer read into again
+// reuses it, dynamodb_answer.h) and lent most recently returned first: a
+// Query page's answer is some 30 KB that the next listing then finds in cache.
+using AnswerLease = core::ScratchPool<dynamodb::ItemAnswer>::Lease;
+
+core::ScratchPool<dynamodb::ItemAnswer>& Answers() {
+  // Never destroyed: a thread still ending a request at exit may give back.
+  static auto& answers = *new core::ScratchPool<dynamodb::ItemAnswer>();
+  return answers;
+}
+
 class Table {
  public:
   Table(aws::AwsClient& client, const aws::ServiceTarget& target, const std::string& name)
@@ -289,8 +321,8 @@ class Table {
   const std::string& name() const { return name_; }
 
   // A request body naming the table.
-  json::object Body() const {
-    json::object body;
+  json::object Body(const json::storage_ptr& storage = {}) const {
+    json::object body(storage);
     body["TableName"] = Js(name_);
     return body;
   }
@@ -304,11 +336,14 @@ class Table {
   }
 
   // Send, with an error answer turned into its Status, for the operations
-  // whose answers carry items: read into `answer`, whose storage is reused.
-  Status CallForItems(std::string_view operation, const json::object& body, dynamodb::ItemAnswer& answer) {
+  // whose answers carry items: read into an answer taken from the pool once
+  // the answer is in.
+  StatusOr<AnswerLease> CallForItems(std::string_view operation, const json::object& body) {
     IMGSVC_ASSIGN_OR_RETURN(const aws::AwsResponse response, Send(operation, body));
     if (!response.ok()) return aws::ToStatus("DynamoDB " + std::string(operation), response);
-    return ReadItemsInto(operation, response, answer);
+    AnswerLease answer = Answers().Take();
+    IMGSVC_RETURN_IF_ERROR(ReadItemsInto(operation, response, *answer));
+    return answer;
   }
 
   static Status ReadItemsInto(std::string_view operation, const aws::AwsResponse& response,
@@ -342,6 +377,8 @@ class Table {
 // through one, so none can collide with DynamoDB's reserved words.
 class Placeholders {
  public:
+  explicit Placeholders(const json::storage_ptr& storage = {}) : names_(storage), values_(storage) {}
+
   std::string Name(std::string_view attribute) {
     for (const json::key_value_pair& entry : names_) {
       if (entry.value().as_string() == Js(attribute)) return std::string(entry.key());
@@ -376,20 +413,14 @@ std::string Join(const std::vector<std::string>& parts, std::string_view separat
   return joined;
 }
 
-// Reads the stored item (strongly consistent) into `answer`, which has no
-// item when the image is absent.
-Status GetItem(Table& table, std::string_view image_id, dynamodb::ItemAnswer& answer) {
-  json::object body = table.Body();
-  body["Key"] = KeyOf(image_id);
+// Reads the stored item (strongly consistent): the answer has no item when
+// the image is absent.
+StatusOr<AnswerLease> GetItem(Table& table, std::string_view image_id) {
+  RequestMemory memory;
+  json::object body = table.Body(memory.storage());
+  body["Key"] = KeyOf(image_id, memory.storage());
   body["ConsistentRead"] = true;
-  return table.CallForItems("GetItem", body, answer);
-}
-
-// The answers of the reads each request makes, kept per thread: an answer
-// read into again reuses its storage (dynamodb_answer.h).
-dynamodb::ItemAnswer& ThreadAnswer() {
-  thread_local dynamodb::ItemAnswer answer;
-  return answer;
+  return table.CallForItems("GetItem", body);
 }
 
 // Writing ---------------------------------------------------------------------
@@ -402,9 +433,10 @@ struct PutOutcome {
 };
 
 PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
-  json::object body = table.Body();
-  body["Item"] = ItemOf(record);
-  Placeholders placeholders;
+  RequestMemory memory;
+  json::object body = table.Body(memory.storage());
+  body["Item"] = ItemOf(record, memory.storage());
+  Placeholders placeholders(memory.storage());
   body["ConditionExpression"] = Js("attribute_not_exists(" + placeholders.Name("image_id") + ")");
   placeholders.AddTo(body);
   StatusOr<aws::AwsResponse> response = table.Send("PutItem", body);
@@ -417,10 +449,10 @@ PutOutcome PutOne(Table& table, const core::ImageRecord& record) {
   // An earlier attempt whose answer was lost may have written this very
   // record: then the put succeeded. Image ids are random, so an equal record
   // under the id is ours.
-  dynamodb::ItemAnswer stored;
-  if (const Status read = GetItem(table, record.image_id, stored); !read.ok()) return {read, true};
-  if (stored.item) {
-    StatusOr<core::ImageRecord> decoded = Decode(*stored.item);
+  StatusOr<AnswerLease> stored = GetItem(table, record.image_id);
+  if (!stored.ok()) return {stored.status(), true};
+  if ((*stored)->item) {
+    StatusOr<core::ImageRecord> decoded = Decode(*(*stored)->item);
     if (decoded.ok() && *decoded == record) {
       log::Info("DynamoDB PutItem: the id already holds this record (an earlier answer was lost)",
                 {{"image_id", record.image_id}, {"attempts", response->attempts}});
@@ -494,11 +526,12 @@ struct ReadPlan {
 
 // The read for `query`; nullopt when nothing can match (an empty date range,
 // someone else's private images).
-std::optional<ReadPlan> PlanRead(const Table& table, const core::ListQuery& query) {
+// Its JSON is made with `storage`.
+std::optional<ReadPlan> PlanRead(const Table& table, const core::ListQuery& query, const json::storage_ptr& storage) {
   if (query.created_from && query.created_to && *query.created_from > *query.created_to) return std::nullopt;
-  Placeholders placeholders;
+  Placeholders placeholders(storage);
   const auto name = [&placeholders](std::string_view attribute) { return placeholders.Name(attribute); };
-  const auto value = [&placeholders](std::string_view text) { return placeholders.Value(StringValue(text)); };
+  const auto value = [&](std::string_view text) { return placeholders.Value(StringValue(text, storage)); };
 
   std::string range;
   if (query.created_from && query.created_to) {
@@ -515,9 +548,9 @@ std::optional<ReadPlan> PlanRead(const Table& table, const core::ListQuery& quer
     return "(attribute_not_exists(" + visibility + ") OR " + visibility + " <> " + value("public") + ")";
   };
 
-  ReadPlan plan;
+  // Constructed with the body: assigning to a json::object keeps its own storage.
+  ReadPlan plan{.operation = {}, .body = table.Body(storage)};
   plan.by_user = query.user_id.has_value();
-  plan.body = table.Body();
   std::vector<std::string> filters;
   if (plan.by_user) {
     // user_id is the index key here, so it cannot be filtered on; the viewer
@@ -561,11 +594,11 @@ std::optional<ReadPlan> PlanRead(const Table& table, const core::ListQuery& quer
 
 // A Query on the index resumes from the table key and the index key; a Scan
 // from the table key alone.
-json::object StartKey(const core::Position& position, bool by_user) {
-  json::object key = KeyOf(position.image_id);
+json::object StartKey(const core::Position& position, bool by_user, const json::storage_ptr& storage) {
+  json::object key = KeyOf(position.image_id, storage);
   if (by_user) {
-    key["user_id"] = StringValue(position.user_id);
-    key["created_at"] = StringValue(position.created_at);
+    key["user_id"] = StringValue(position.user_id, storage);
+    key["created_at"] = StringValue(position.created_at, storage);
   }
   return key;
 }
@@ -705,10 +738,9 @@ Status DynamoDbMetadataStore::PutNew(std::span<const core::ImageRecord> records)
 
 StatusOr<core::ImageRecord> DynamoDbMetadataStore::Get(std::string_view image_id) {
   Table table(*client_, target_, table_);
-  dynamodb::ItemAnswer& answer = ThreadAnswer();
-  IMGSVC_RETURN_IF_ERROR(GetItem(table, image_id, answer));
-  if (!answer.item) return NotFound();
-  return Decode(*answer.item);
+  IMGSVC_ASSIGN_OR_RETURN(const AnswerLease answer, GetItem(table, image_id));
+  if (!answer->item) return NotFound();
+  return Decode(*answer->item);
 }
 
 StatusOr<core::ImageRecord> DynamoDbMetadataStore::Update(std::string_view image_id, std::string_view owner,
@@ -773,7 +805,8 @@ Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::
     page.next = std::move(next);
     return Status::Ok();
   };
-  const std::optional<ReadPlan> plan = PlanRead(table, query);
+  RequestMemory memory;
+  std::optional<ReadPlan> plan = PlanRead(table, query, memory.storage());
   if (!plan) return done(std::nullopt);
 
   std::optional<core::Position> position = start;
@@ -783,14 +816,14 @@ Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::
     // the listing (no trailing empty page).
     std::size_t read_limit = std::min(limit - filled, kMaxRead - 1) + 1;
     if (plan->filtered) read_limit = std::max(read_limit, kMinFilteredRead);
-    json::object body = plan->body;
+    // Each read sets these two anew; a position, once there, stays.
+    json::object& body = plan->body;
     body["Limit"] = read_limit;
-    if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user);
-    dynamodb::ItemAnswer& answer = ThreadAnswer();
-    IMGSVC_RETURN_IF_ERROR(table.CallForItems(plan->operation, body, answer));
+    if (position) body["ExclusiveStartKey"] = StartKey(*position, plan->by_user, memory.storage());
+    IMGSVC_ASSIGN_OR_RETURN(const AnswerLease answer, table.CallForItems(plan->operation, body));
 
     const dynamodb::Item* last_of_this_read = nullptr;
-    for (const dynamodb::Item& item : answer.items) {
+    for (const dynamodb::Item& item : answer->items) {
       if (filled == limit) {  // more follows; the rest of this read is dropped
         return done(last_of_this_read ? StoredPosition(*last_of_this_read) : std::move(last_returned));
       }
@@ -800,7 +833,7 @@ Status DynamoDbMetadataStore::ListInto(const core::ListQuery& query, const std::
       last_of_this_read = &item;
     }
     if (last_of_this_read) last_returned = StoredPosition(*last_of_this_read);
-    const std::optional<dynamodb::Item>& last_evaluated = answer.last_evaluated_key;
+    const std::optional<dynamodb::Item>& last_evaluated = answer->last_evaluated_key;
     if (!last_evaluated) return done(std::nullopt);  // exhausted
     if (filled == limit) return done(std::move(last_returned));
     IMGSVC_ASSIGN_OR_RETURN(position, PositionOfKey(*last_evaluated));
