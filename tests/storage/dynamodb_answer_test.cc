@@ -173,6 +173,70 @@ TEST(DynamoDbAnswerTest, AnAnswerReadIntoAgainHoldsOnlyTheNewAnswer) {
   EXPECT_FALSE(failed.last_evaluated_key.has_value());
 }
 
+// What an answer holds, item by item, for comparing two readings.
+std::vector<std::string> Flattened(const ItemAnswer& answer) {
+  std::vector<std::string> flat;
+  const auto add = [&flat](std::string_view label, const Item& item) {
+    flat.emplace_back(label);
+    for (std::string& line : Flattened(item)) flat.push_back(std::move(line));
+  };
+  if (answer.item) add("item", *answer.item);
+  for (const Item& item : answer.items) add("items[]", item);
+  if (answer.last_evaluated_key) add("last_evaluated_key", *answer.last_evaluated_key);
+  return flat;
+}
+
+// The reader made for DynamoDB's shape gives what Boost.JSON's parser gives,
+// on the answers it reads and on those it leaves to the parser, into a
+// fresh answer and into one read before.
+TEST(DynamoDbAnswerTest, TheShapedReaderReadsWhatBoostJsonReads) {
+  const std::vector<std::string> bodies = {
+      // DynamoDB's own shapes, and whitespace anywhere JSON allows it.
+      R"({"Count":2,"Items":[{"image_id":{"S":"a"},"size_bytes":{"N":"48213"},"tags":{"L":[{"S":"cat"},{"S":"dog"}]},"category":{"NULL":true},"public":{"BOOL":false},"legacy":{"SS":["x","y"]},"sizes":{"NS":["1","2"]},"empty":{"L":[]}},{}],"ScannedCount":2,"LastEvaluatedKey":{"image_id":{"S":"a"}}})",
+      " \n{ \"Items\" : [ { \"a\" : { \"S\" : \"b\" } , \"t\" : { \"L\" : [ { \"S\" : \"c\" } ] } } ] ,\r\n \"Count\" : 1 }\t",
+      R"({"Item":{"image_id":{"S":"id-1"}},"ConsumedCapacity":{"TableName":"T","CapacityUnits":0.5,"Table":{"CapacityUnits":-1}}})",
+      R"({"Attributes":{"na\"me":{"S":"a\"b\\c\/d\b\f\n\r\t"},"tags":{"L":[{"S":"t\tab"}]}}})",
+      R"({"Items":[],"Count":0,"Other":[[],{},[{"a":[null,true,false,-0,0,12,"s"]}]]})",
+      "{\"Item\":{\"del\":{\"S\":\"\x7f\"},\"x\":{\"B\":\"AAEC\"}}}",
+      R"({})",
+      // Left to Boost.JSON: \u escapes, UTF-8, exponents, long numbers, maps,
+      // lists of other things, typed values that are not one key, sections twice.
+      R"({"Item":{"a":{"S":"caf\u00e9 \ud83d\ude00"}}})",
+      "{\"Item\":{\"a\":{\"S\":\"caf\xc3\xa9\"}}}",
+      R"({"Count":1e3,"Items":[{"a":{"S":"b"}}]})",
+      R"({"Count":1234567890123456789012,"Items":[]})",
+      R"({"Item":{"m":{"M":{"k":{"S":"v"}}},"n":{"N":5}}})",
+      R"({"Item":{"l":{"L":["bare",[1],{}]},"e":{"L":[{"S":"kept"},{}]},"two":{"L":[{"S":"x","N":"1"}]}}})",
+      R"({"Item":{"none":{},"pair":{"S":"a","N":"1"},"bare":"x"}})",
+      R"({"Items":[{"a":{"S":"1"}}],"Items":[{"a":{"S":"2"}}]})",
+      R"({"Item":{"a":{"S":"1"}},"Attributes":{"a":{"S":"2"}}})",
+      R"({"Item":[],"Items":{},"LastEvaluatedKey":null})",
+      // Refused by both.
+      "", "[]", "{", R"({"Items": [})", "{} x", R"({"Count": 01})", R"({"Count": 1.})", R"({"Count": -})",
+      R"({"Item":{"a":{"S":"bad \x escape"}}})", "{\"Item\":{\"a\":{\"S\":\"tab\tinside\"}}}",
+      "{\"Item\":{\"a\":{\"S\":\"\xff\"}}}", R"({"Item":{"a":{"S":"cut \)", R"({"a":tru})",
+  };
+  const std::string earlier = bodies[0];
+  for (const std::string& body : bodies) {
+    for (const bool reused : {false, true}) {
+      ItemAnswer shaped;
+      ItemAnswer reference;
+      if (reused) {
+        ASSERT_TRUE(ReadItemAnswerInto(earlier, shaped).ok());
+        ASSERT_TRUE(ReadItemAnswerWithBoostInto(earlier, reference).ok());
+      }
+      const Status by_shape = ReadItemAnswerInto(body, shaped);
+      const Status by_boost = ReadItemAnswerWithBoostInto(body, reference);
+      ASSERT_EQ(by_shape.ok(), by_boost.ok()) << body;
+      if (!by_boost.ok()) {
+        EXPECT_EQ(by_shape.code(), Code::kInternal) << body;
+        continue;
+      }
+      EXPECT_EQ(Flattened(shaped), Flattened(reference)) << body;
+    }
+  }
+}
+
 TEST(DynamoDbAnswerTest, RefusesNestingDeeperThanThirtyTwo) {
   std::string deep = R"({"Item": {"m": {"M": )";
   for (int i = 0; i < 40; ++i) deep += R"({"k": {"M": )";
