@@ -397,19 +397,39 @@ StatusOr<AwsClient::Presigning> AwsClient::StartPresigning(const ServiceTarget& 
 
 template <class Path>
 void AwsClient::CachedPresigner::UrlsOf(std::span<const Path> paths, const TakeUrl& take) const {
-  std::lock_guard lock(remembered->mutex);
-  for (std::size_t i = 0; i < paths.size(); ++i) {
-    const std::string_view path = paths[i];
-    if (const auto found = remembered->by_path.find(path); found != remembered->by_path.end()) {
-      take(i, found->second);
-      continue;
+  // Remembered URLs are given out under the lock; the others are signed
+  // outside it (a SHA-256 and an HMAC each), so that threads listing other
+  // pages do not wait for them, and remembered afterwards.
+  thread_local std::vector<std::size_t> unsigned_paths;
+  unsigned_paths.clear();
+  {
+    std::lock_guard lock(remembered->mutex);
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+      const auto found = remembered->by_path.find(std::string_view(paths[i]));
+      if (found == remembered->by_path.end()) {
+        unsigned_paths.push_back(i);
+      } else {
+        take(i, found->second);
+      }
     }
+  }
+  if (unsigned_paths.empty()) return;
+  thread_local std::vector<std::string> urls;
+  urls.resize(unsigned_paths.size());
+  for (std::size_t k = 0; k < unsigned_paths.size(); ++k) {
+    const std::string_view path = paths[unsigned_paths[k]];
     const std::string query = presigner.Query(path);
-    std::string url;
+    std::string& url = urls[k];
+    url.clear();
     url.reserve(origin.size() + path.size() + 1 + query.size());
     url.append(origin).append(path).append("?").append(query);
-    take(i, url);
-    if (remembered->by_path.size() < RememberedUrls::kRememberedUrls) remembered->by_path.emplace(path, std::move(url));
+    take(unsigned_paths[k], url);
+  }
+  std::lock_guard lock(remembered->mutex);
+  for (std::size_t k = 0; k < unsigned_paths.size(); ++k) {
+    if (remembered->by_path.size() >= RememberedUrls::kRememberedUrls) break;
+    // Another thread may have signed the same path meanwhile: same URL.
+    remembered->by_path.try_emplace(std::string(paths[unsigned_paths[k]]), urls[k]);
   }
 }
 

@@ -711,6 +711,40 @@ TEST(AwsPresignTest, APagesPathsEachGetTheirOwnUrl) {
   }
 }
 
+// Threads listing overlapping pages at once: each URL is its own path's,
+// whether remembered, signed by this thread or by another meanwhile.
+TEST(AwsPresignTest, ConcurrentPagesEachGetTheirOwnUrls) {
+  Harness harness;
+  constexpr int kThreads = 4;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 200; ++i) paths.push_back("/images/shared-" + std::to_string(i) + ".png");
+  std::vector<int> wrong(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 30; ++round) {
+        const std::size_t first = static_cast<std::size_t>((t * 17 + round * 11) % 160);
+        const std::span<const std::string> page(paths.data() + first, 40);
+        std::vector<std::string> urls(page.size());
+        const auto expires_at = harness.client_.PresignGets(
+            kS3Target, page, 3600s, [&urls](std::size_t i, std::string_view url) { urls.at(i) = url; });
+        if (!expires_at.ok()) {
+          ++wrong[t];
+          continue;
+        }
+        for (std::size_t i = 0; i < page.size(); ++i) {
+          const bool signed_url = urls[i].find("X-Amz-Date=") != std::string::npos;
+          if (!signed_url || QueryOf(urls[i]) != ExpectedQuery(urls[i], page[i], LongTermCredentials(), kS3Target)) {
+            ++wrong[t];
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(wrong[t], 0) << "thread " << t;
+}
+
 TEST(AwsPresignTest, ExpiredCredentialsPresignNoPage) {
   Credentials expired = LongTermCredentials();
   expired.session_token = "TOKEN";
