@@ -199,10 +199,12 @@ TEST(DynamoDbAnswerTest, TheShapedReaderReadsWhatBoostJsonReads) {
       R"({"Items":[],"Count":0,"Other":[[],{},[{"a":[null,true,false,-0,0,12,"s"]}]]})",
       "{\"Item\":{\"del\":{\"S\":\"\x7f\"},\"x\":{\"B\":\"AAEC\"}}}",
       R"({})",
-      // Left to Boost.JSON: \u escapes, UTF-8, exponents, long numbers, maps,
+      // UTF-8 text, well formed (2, 3 and 4 bytes; the highest code point).
+      "{\"Item\":{\"f\xc3\xa9\":{\"S\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"},"
+      "\"t\":{\"L\":[{\"S\":\"\xe6\x97\xa5\xe6\x9c\xac\"}]}}}",
+      // Left to Boost.JSON: \u escapes, exponents, long numbers, maps,
       // lists of other things, typed values that are not one key, sections twice.
       R"({"Item":{"a":{"S":"caf\u00e9 \ud83d\ude00"}}})",
-      "{\"Item\":{\"a\":{\"S\":\"caf\xc3\xa9\"}}}",
       R"({"Count":1e3,"Items":[{"a":{"S":"b"}}]})",
       R"({"Count":1234567890123456789012,"Items":[]})",
       R"({"Item":{"m":{"M":{"k":{"S":"v"}}},"n":{"N":5}}})",
@@ -215,6 +217,11 @@ TEST(DynamoDbAnswerTest, TheShapedReaderReadsWhatBoostJsonReads) {
       "", "[]", "{", R"({"Items": [})", "{} x", R"({"Count": 01})", R"({"Count": 1.})", R"({"Count": -})",
       R"({"Item":{"a":{"S":"bad \x escape"}}})", "{\"Item\":{\"a\":{\"S\":\"tab\tinside\"}}}",
       "{\"Item\":{\"a\":{\"S\":\"\xff\"}}}", R"({"Item":{"a":{"S":"cut \)", R"({"a":tru})",
+      // Ill-formed UTF-8: overlong, a surrogate, above U+10FFFF, cut short,
+      // a lone continuation byte, a lead byte at the very end.
+      "{\"Item\":{\"a\":{\"S\":\"\xc0\xaf\"}}}", "{\"Item\":{\"a\":{\"S\":\"\xed\xa0\x80\"}}}",
+      "{\"Item\":{\"a\":{\"S\":\"\xf4\x90\x80\x80\"}}}", "{\"Item\":{\"a\":{\"S\":\"\xe2\x82\"}}}",
+      "{\"Item\":{\"a\":{\"S\":\"\x80\"}}}", "{\"Item\":{\"a\":{\"S\":\"\xe0\x80\xaf\"}}}", "{\"a\":\"\xf0",
   };
   const std::string earlier = bodies[0];
   for (const std::string& body : bodies) {

@@ -275,8 +275,8 @@ class Reader {
 // shape straight into the answer, expecting at each step what comes next,
 // where Reader takes the events of a general JSON parser (BM_ReadQueryAnswer:
 // a page of 20 items in 8 µs with Reader). It reads only part of JSON and
-// of DynamoDB's types, and gives up on the rest: a \u escape, a byte of 0x80
-// or above, a number with an exponent or more than 18 digits, a map (M), a
+// of DynamoDB's types, and gives up on the rest: a \u escape, ill-formed
+// UTF-8, a number with an exponent or more than 18 digits, a map (M), a
 // list holding anything but strings (an L: anything but {"S": ...}), a typed
 // value that is not one key, a section twice, nesting deeper than 16, and
 // anything that is not JSON. Reader then reads the body again and has the
@@ -522,8 +522,12 @@ class ShapedReader {
     const std::size_t start = used_;
     for (;;) {
       at = PlainEnd(at);
-      if (at == end_ || static_cast<unsigned char>(*at) >= 0x80 || static_cast<unsigned char>(*at) < 0x20) {
-        return nullptr;
+      if (at == end_ || static_cast<unsigned char>(*at) < 0x20) return nullptr;
+      if (static_cast<unsigned char>(*at) >= 0x80) {  // text in any language: kept as it is, if well formed
+        const std::size_t length = Utf8SequenceAt(at);
+        if (length == 0) return nullptr;
+        at += length;
+        continue;
       }
       if (*at == '"' && used_ == start && !keep) {  // nothing copied: the body's own bytes
         out = std::string_view(run, static_cast<std::size_t>(at - run));
@@ -551,6 +555,29 @@ class ShapedReader {
     out = std::string_view(text_ + start, used_ - start);
     if (!keep) used_ = start;
     return at + 1;
+  }
+
+  // The length of the well-formed UTF-8 sequence at `at` (Unicode's table
+  // 3-7: no overlong forms, no surrogates, nothing above U+10FFFF), or 0.
+  std::size_t Utf8SequenceAt(const char* at) const {
+    const auto left = static_cast<std::size_t>(end_ - at);
+    const auto byte = [at](std::size_t i) { return static_cast<unsigned char>(at[i]); };
+    const auto continues = [&](std::size_t i, unsigned char low = 0x80, unsigned char high = 0xbf) {
+      return i < left && byte(i) >= low && byte(i) <= high;
+    };
+    const unsigned char lead = byte(0);
+    if (lead >= 0xc2 && lead <= 0xdf) return continues(1) ? 2 : 0;
+    if (lead >= 0xe0 && lead <= 0xef) {
+      const unsigned char low = lead == 0xe0 ? 0xa0 : 0x80;
+      const unsigned char high = lead == 0xed ? 0x9f : 0xbf;
+      return continues(1, low, high) && continues(2) ? 3 : 0;
+    }
+    if (lead >= 0xf0 && lead <= 0xf4) {
+      const unsigned char low = lead == 0xf0 ? 0x90 : 0x80;
+      const unsigned char high = lead == 0xf4 ? 0x8f : 0xbf;
+      return continues(1, low, high) && continues(2) && continues(3) ? 4 : 0;
+    }
+    return 0;
   }
 
   bool Append(const char* from, const char* to) {
