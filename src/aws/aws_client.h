@@ -185,17 +185,9 @@ class AwsClient {
   bool TakeRetryQuota(int cost);
   void RefundRetryQuota();
 
+  struct RememberedUrls;
   // The GetPresigner of the latest presign: the URLs of a listed page are
   // signed in the same second with the same credentials, and share it.
-  struct CachedPresigner;
-  struct RememberedUrls;
-  // What presigning now needs: the presigner and the lifetime the
-  // credentials allow.
-  struct Presigning {
-    std::shared_ptr<const CachedPresigner> presigner;
-    std::chrono::system_clock::time_point expires_at;
-  };
-  StatusOr<Presigning> StartPresigning(const ServiceTarget& target, std::chrono::seconds expires);
   struct CachedPresigner {
     ServiceTarget target;
     Credentials credentials;
@@ -211,6 +203,13 @@ class AwsClient {
     template <class Path>
     void UrlsOf(std::span<const Path> paths, const TakeUrl& take) const;
   };
+  // What presigning now needs: the presigner and the lifetime the
+  // credentials allow.
+  struct Presigning {
+    std::shared_ptr<const CachedPresigner> presigner;
+    std::chrono::system_clock::time_point expires_at;
+  };
+  StatusOr<Presigning> StartPresigning(const ServiceTarget& target, std::chrono::seconds expires);
 
   std::shared_ptr<net::HttpClient> http_;
   std::shared_ptr<CredentialsProvider> credentials_;

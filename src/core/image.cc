@@ -439,6 +439,11 @@ std::optional<std::size_t> Utf8Length(std::string_view text) {
   return count;
 }
 
+std::size_t Utf8SequenceLength(std::string_view text) {
+  const Utf8Step step = DecodeUtf8(text);
+  return step.valid ? step.length : 0;
+}
+
 std::string FormatTimestamp(Micros micros) {
   micros = std::clamp(micros, kMinMicros, kMaxMicros);
   std::int64_t days = micros / kMicrosPerDay;

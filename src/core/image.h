@@ -89,6 +89,10 @@ std::string LowerAscii(std::string_view text);
 std::string SanitiseFilename(std::string_view client_name);
 // Number of code points in valid UTF-8, nullopt if invalid.
 std::optional<std::size_t> Utf8Length(std::string_view text);
+// The length of the well-formed UTF-8 sequence `text` starts with (no
+// overlong forms, no surrogates, nothing above U+10FFFF), or 0; `text` must
+// not be empty.
+std::size_t Utf8SequenceLength(std::string_view text);
 
 // Timestamps ---------------------------------------------------------------
 

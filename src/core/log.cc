@@ -196,8 +196,7 @@ void AppendJsonString(std::string& out, std::string_view text) {
     if (u >= 0x80) {
       // JSON must be valid UTF-8 (strict parsers reject the whole line), and
       // client text (headers, paths) may not be: bad bytes become U+FFFD.
-      const std::size_t length = u >= 0xf0 ? 4 : u >= 0xe0 ? 3 : 2;
-      if (i + length <= text.size() && core::Utf8Length(text.substr(i, length)) == 1) {
+      if (const std::size_t length = core::Utf8SequenceLength(text.substr(i)); length != 0) {
         out.append(text.substr(i, length));
         i += length - 1;
       } else {

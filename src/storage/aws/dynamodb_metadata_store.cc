@@ -301,7 +301,6 @@ StatusOr<core::ImageRecord> DecodeReturned(const dynamodb::ItemAnswer& answer) {
 
 // Calls -----------------------------------------------------------------------
 
-// One table's calls through the signed client.
 // The answers of reads, kept for their storage (an answer read into again
 // reuses it, dynamodb_answer.h) and lent most recently returned first: a
 // Query page's answer is some 30 KB that the next listing then finds in cache.
@@ -313,6 +312,7 @@ core::ScratchPool<dynamodb::ItemAnswer>& Answers() {
   return answers;
 }
 
+// One table's calls through the signed client.
 class Table {
  public:
   Table(aws::AwsClient& client, const aws::ServiceTarget& target, const std::string& name)

@@ -62,6 +62,10 @@ std::string ObjectPath(const std::string& path_prefix, std::string_view key) {
   return path;
 }
 
+core::Micros EpochMicros(std::chrono::system_clock::time_point when) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(when.time_since_epoch()).count();
+}
+
 Status CheckKey(std::string_view key) {
   if (key.empty()) return Status(Code::kBadRequest, "S3: empty object key");
   if (key.size() > kMaxKeyBytes) return Status(Code::kBadRequest, "S3: object key longer than 1024 bytes");
@@ -445,8 +449,7 @@ StatusOr<core::PresignedUrl> S3BlobStore::PresignGet(std::string_view key, std::
   if (!presigned.ok()) return presigned.status().WithContext("S3 presign");
   core::PresignedUrl url;
   url.url = std::move(presigned->url);
-  url.expires_at =
-      std::chrono::duration_cast<std::chrono::microseconds>(presigned->expires_at.time_since_epoch()).count();
+  url.expires_at = EpochMicros(presigned->expires_at);
   return url;
 }
 
@@ -463,9 +466,7 @@ Status S3BlobStore::PresignGets(std::span<const std::string> keys, std::chrono::
   const StatusOr<std::chrono::system_clock::time_point> expires_at = client_->PresignGets(
       presign_target_, paths, expires_in, [&urls](std::size_t i, std::string_view url) { urls[i].url.assign(url); });
   if (!expires_at.ok()) return expires_at.status().WithContext("S3 presign");
-  const core::Micros micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(expires_at->time_since_epoch()).count();
-  for (core::PresignedUrl& url : urls) url.expires_at = micros;
+  for (core::PresignedUrl& url : urls) url.expires_at = EpochMicros(*expires_at);
   return Status::Ok();
 }
 
