@@ -63,19 +63,34 @@ Status Status::Invalid(std::vector<FieldError> errors) {
     summary += e.msg;
   }
   Status status(Code::kUnprocessable, std::move(summary));
-  status.field_errors_ = std::move(errors);
+  status.detail_->field_errors = std::move(errors);
   return status;
+}
+
+const std::string& Status::message() const {
+  static const std::string kNone;
+  return detail_ ? detail_->message : kNone;
+}
+
+const std::vector<FieldError>& Status::field_errors() const {
+  static const std::vector<FieldError> kNone;
+  return detail_ ? detail_->field_errors : kNone;
+}
+
+Status::Detail& Status::MutableDetail() {
+  if (!detail_) detail_ = std::make_unique<Detail>(std::string());
+  return *detail_;
 }
 
 Status Status::WithContext(std::string_view context) const {
   Status copy = *this;
-  copy.message_ = std::string(context) + ": " + message_;
+  copy.MutableDetail().message = std::string(context) + ": " + message();
   return copy;
 }
 
 std::string Status::ToString() const {
   if (ok()) return "ok";
-  return std::string(CodeName(code_)) + ": " + message_;
+  return std::string(CodeName(code_)) + ": " + message();
 }
 
 }  // namespace imgsvc

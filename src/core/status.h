@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cassert>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -49,10 +50,24 @@ struct FieldError {
   friend bool operator==(const FieldError&, const FieldError&) = default;
 };
 
+// An OK status is its code and a null pointer: made, moved and destroyed
+// inline without touching memory, because every call returns one. The
+// message and details of an error live behind the pointer.
 class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
-  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  Status(Code code, std::string message) : code_(code), detail_(std::make_unique<Detail>(std::move(message))) {}
+  Status(const Status& other) : code_(other.code_), detail_(CopyOf(other.detail_)) {}
+  Status& operator=(const Status& other) {
+    if (this != &other) {
+      code_ = other.code_;
+      detail_ = CopyOf(other.detail_);
+    }
+    return *this;
+  }
+  Status(Status&&) noexcept = default;
+  Status& operator=(Status&&) noexcept = default;
+  ~Status() = default;
 
   static Status Ok() { return {}; }
   // A 422 carrying one or more field errors; message summarises them.
@@ -61,17 +76,17 @@ class [[nodiscard]] Status {
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
-  const std::string& message() const { return message_; }
-  const std::vector<FieldError>& field_errors() const { return field_errors_; }
+  const std::string& message() const;
+  const std::vector<FieldError>& field_errors() const;
 
   // Seconds a client should wait before retrying (503/429), when known.
-  std::optional<int> retry_after() const { return retry_after_; }
+  std::optional<int> retry_after() const { return detail_ ? detail_->retry_after : std::nullopt; }
   Status& set_retry_after(int seconds) & {
-    retry_after_ = seconds;
+    MutableDetail().retry_after = seconds;
     return *this;
   }
   Status&& set_retry_after(int seconds) && {
-    retry_after_ = seconds;
+    MutableDetail().retry_after = seconds;
     return std::move(*this);
   }
 
@@ -81,10 +96,19 @@ class [[nodiscard]] Status {
   std::string ToString() const;
 
  private:
+  struct Detail {
+    explicit Detail(std::string text) : message(std::move(text)) {}
+    std::string message;
+    std::vector<FieldError> field_errors;
+    std::optional<int> retry_after;
+  };
+  static std::unique_ptr<Detail> CopyOf(const std::unique_ptr<Detail>& detail) {
+    return detail ? std::make_unique<Detail>(*detail) : nullptr;
+  }
+  Detail& MutableDetail();
+
   Code code_ = Code::kOk;
-  std::string message_;
-  std::vector<FieldError> field_errors_;
-  std::optional<int> retry_after_;
+  std::unique_ptr<Detail> detail_;  // null for OK
 };
 
 template <typename T>
