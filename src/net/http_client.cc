@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <exception>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -301,8 +302,10 @@ StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientReques
     }
   }
 
+  std::size_t head_size = request.method.size() + request.target.size() + endpoint.host.size() + 96;
+  for (const Header& header : request.headers) head_size += header.name.size() + header.value.size() + 4;
   std::string head;
-  head.reserve(256);
+  head.reserve(head_size);
   head.append(request.method).append(" ");
   if (forwarding_proxy != nullptr) head.append(endpoint.Origin());
   head.append(request.target).append(" HTTP/1.1\r\n");
@@ -644,6 +647,7 @@ struct Exchange {
 ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
   ClientResponse response;
   response.status = static_cast<int>(message.result_int());
+  response.headers.reserve(static_cast<std::size_t>(std::distance(message.begin(), message.end())));
   for (const auto& field : message)
     response.headers.push_back({std::string(field.name_string()), std::string(field.value())});
   response.body = std::move(message.body());
