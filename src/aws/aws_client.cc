@@ -14,6 +14,7 @@
 #include <boost/json.hpp>
 
 #include "aws/xml.h"
+#include "core/image.h"
 #include "core/log.h"
 #include "core/ports.h"
 #include "crypto/crypto.h"
@@ -48,15 +49,9 @@ bool RetryFitsTheDeadline(milliseconds delay, const ServiceTarget& target, int a
   return false;
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-  });
-}
-
 std::string_view FindHeader(const std::vector<net::Header>& headers, std::string_view name) {
   for (const net::Header& header : headers) {
-    if (EqualsIgnoreCase(header.name, name)) return header.value;
+    if (core::EqualsIgnoreAsciiCase(header.name, name)) return header.value;
   }
   return {};
 }

@@ -13,6 +13,7 @@
 
 #include <boost/json.hpp>
 
+#include "core/image.h"
 #include "core/log.h"
 #include "net/http_client.h"
 
@@ -37,12 +38,6 @@ std::string Trim(std::string_view text) {
   if (first == std::string_view::npos) return {};
   const auto last = text.find_last_not_of(" \t\r\n");
   return std::string(text.substr(first, last - first + 1));
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-  });
 }
 
 std::optional<std::string> NonEmpty(const Environment& env, const std::string& name) {
@@ -448,7 +443,7 @@ std::chrono::milliseconds ImdsTimeout(const Environment& env) {
 StatusOr<net::Endpoint> ImdsEndpoint(const Environment& env) {
   std::optional<std::string> url = NonEmpty(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
   if (!url) {
-    const bool ipv6 = EqualsIgnoreCase(NonEmpty(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE").value_or(""), "IPv6");
+    const bool ipv6 = core::EqualsIgnoreAsciiCase(NonEmpty(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE").value_or(""), "IPv6");
     url = std::string(ipv6 ? kImdsIpv6Endpoint : kImdsDefaultEndpoint);
   }
   return net::Endpoint::Parse(*url);
@@ -500,7 +495,7 @@ StatusOr<std::shared_ptr<CredentialsProvider>> DefaultCredentialsChain(const Env
     return Chosen(std::move(container));
   }
   tried.push_back("container (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI not set)");
-  if (EqualsIgnoreCase(NonEmpty(env, "AWS_EC2_METADATA_DISABLED").value_or(""), "true")) {
+  if (core::EqualsIgnoreAsciiCase(NonEmpty(env, "AWS_EC2_METADATA_DISABLED").value_or(""), "true")) {
     tried.push_back("instance metadata (AWS_EC2_METADATA_DISABLED=true)");
   } else {
     StatusOr<net::Endpoint> endpoint = ImdsEndpoint(env);

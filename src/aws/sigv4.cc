@@ -7,6 +7,7 @@
 #include <iterator>
 #include <span>
 
+#include "core/image.h"
 #include "crypto/crypto.h"
 
 namespace imgsvc::aws {
@@ -30,13 +31,6 @@ constexpr bool IsUnreserved(unsigned char c) {
 }
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
-
-char LowerAscii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](char x, char y) { return LowerAscii(x) == LowerAscii(y); });
-}
 
 // Trimmed, with every run of whitespace inside reduced to one space (an
 // obsolete folded value included), appended to `out`.
@@ -138,9 +132,9 @@ CanonicalHeaders BuildCanonicalHeaders(const std::vector<NameValue>& headers) {
   };
   for (const auto& [name, value] : headers) {
     std::string_view lower = name;
-    if (std::any_of(name.begin(), name.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+    if (std::any_of(name.begin(), name.end(), [](char c) { return core::LowerAsciiChar(c) != c; })) {
       lower = rewrite([&name](std::string& out) {
-        std::transform(name.begin(), name.end(), std::back_inserter(out), LowerAscii);
+        std::transform(name.begin(), name.end(), std::back_inserter(out), core::LowerAsciiChar);
       });
     }
     if (!IsSigned(lower)) continue;
@@ -240,7 +234,7 @@ std::string StringToSignHead(const SigningScope& scope, std::string_view amz_dat
 }
 
 void RemoveHeader(std::vector<NameValue>& headers, std::string_view name) {
-  std::erase_if(headers, [name](const NameValue& header) { return EqualsIgnoreCase(header.first, name); });
+  std::erase_if(headers, [name](const NameValue& header) { return core::EqualsIgnoreAsciiCase(header.first, name); });
 }
 
 }  // namespace

@@ -394,10 +394,13 @@ bool IsUuid(std::string_view text) {
 
 std::string LowerAscii(std::string_view text) {
   std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
+  for (char& c : out) c = LowerAsciiChar(c);
   return out;
+}
+
+bool EqualsIgnoreAsciiCase(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](char x, char y) { return LowerAsciiChar(x) == LowerAsciiChar(y); });
 }
 
 std::string SanitiseFilename(std::string_view client_name) {

@@ -82,7 +82,12 @@ StatusOr<std::vector<std::string>> NormaliseTagList(const std::vector<std::strin
 StatusOr<Visibility> ParseVisibility(std::string_view text, const Loc& loc);
 // True for a canonical UUID (8-4-4-4-12 hex, either case); Normalised form is lower-case.
 bool IsUuid(std::string_view text);
+// 'A'-'Z' as 'a'-'z', every other byte as it is (never the locale's rules):
+// header names, schemes, host names, media types.
+constexpr char LowerAsciiChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 std::string LowerAscii(std::string_view text);
+// Equal but for ASCII letter case.
+bool EqualsIgnoreAsciiCase(std::string_view a, std::string_view b);
 // Last path component after '/' and '\', control characters (C0, DEL, C1)
 // removed, invalid UTF-8 sequences replaced by U+FFFD, cut to at most 255
 // bytes on a character boundary. Empty results become "upload".

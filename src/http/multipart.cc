@@ -5,6 +5,8 @@
 #include <cstring>
 #include <utility>
 
+#include "core/image.h"
+
 namespace imgsvc::http {
 namespace {
 
@@ -19,13 +21,6 @@ bool IsTokenChar(char c) {
 bool IsBoundaryChar(char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   return std::string_view("'()+_,-./:=? ").find(c) != std::string_view::npos;
-}
-
-char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return AsciiLower(x) == AsciiLower(y); });
 }
 
 bool IsSpaceOrTab(char c) { return c == ' ' || c == '\t'; }
@@ -90,7 +85,7 @@ bool ParseParameters(std::string_view s, Unescape unescape, F&& on_param) {
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
-  c = AsciiLower(c);
+  c = core::LowerAsciiChar(c);
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   return -1;
 }
@@ -103,8 +98,8 @@ std::optional<std::string> DecodeExtValue(std::string_view ext) {
   const std::size_t language_end = ext.find('\'', charset_end + 1);
   if (language_end == std::string_view::npos) return std::nullopt;
   const std::string_view charset = ext.substr(0, charset_end);
-  const bool latin1 = EqualsIgnoreCase(charset, "iso-8859-1");
-  if (!latin1 && !EqualsIgnoreCase(charset, "utf-8")) return std::nullopt;
+  const bool latin1 = core::EqualsIgnoreAsciiCase(charset, "iso-8859-1");
+  if (!latin1 && !core::EqualsIgnoreAsciiCase(charset, "utf-8")) return std::nullopt;
   const std::string_view encoded = ext.substr(language_end + 1);
   std::string decoded;
   decoded.reserve(encoded.size());
@@ -160,14 +155,14 @@ char CharAt(std::span<const std::byte> input, std::size_t i) { return static_cas
 StatusOr<std::string> MultipartBoundary(std::string_view content_type) {
   const std::size_t semicolon = content_type.find(';');
   const std::string_view media_type = TrimSpaces(content_type.substr(0, semicolon));
-  if (!EqualsIgnoreCase(media_type, "multipart/form-data")) {
+  if (!core::EqualsIgnoreAsciiCase(media_type, "multipart/form-data")) {
     return Status(Code::kBadRequest, "Expected multipart/form-data");
   }
   if (semicolon == std::string_view::npos) return Status(Code::kBadRequest, "Missing multipart boundary");
   std::optional<std::string> boundary;
   const bool well_formed = ParseParameters(content_type.substr(semicolon), Unescape::kAll,
                                            [&](std::string_view name, std::string value) {
-                                             if (!EqualsIgnoreCase(name, "boundary")) return true;
+                                             if (!core::EqualsIgnoreAsciiCase(name, "boundary")) return true;
                                              if (boundary) return false;  // ambiguous
                                              boundary = std::move(value);
                                              return true;
@@ -313,12 +308,12 @@ Status MultipartParser::ParseHeaderLine(std::string_view line) {
     return Fail("Malformed multipart part header");
   }
   const std::string_view value = TrimSpaces(line.substr(colon + 1));
-  if (EqualsIgnoreCase(name, "content-disposition")) {
+  if (core::EqualsIgnoreAsciiCase(name, "content-disposition")) {
     if (has_disposition_) return Fail("Duplicate Content-Disposition in multipart part");
     has_disposition_ = true;
     return ParseContentDisposition(value);
   }
-  if (EqualsIgnoreCase(name, "content-type")) {
+  if (core::EqualsIgnoreAsciiCase(name, "content-type")) {
     if (has_content_type_) return Fail("Duplicate Content-Type in multipart part");
     has_content_type_ = true;
     part_.content_type.assign(value);
@@ -328,7 +323,7 @@ Status MultipartParser::ParseHeaderLine(std::string_view line) {
 
 Status MultipartParser::ParseContentDisposition(std::string_view value) {
   const std::size_t semicolon = value.find(';');
-  if (!EqualsIgnoreCase(TrimSpaces(value.substr(0, semicolon)), "form-data")) {
+  if (!core::EqualsIgnoreAsciiCase(TrimSpaces(value.substr(0, semicolon)), "form-data")) {
     return Fail("Multipart part is not form-data");
   }
   const std::string_view parameters = semicolon == std::string_view::npos ? "" : value.substr(semicolon);
@@ -338,14 +333,14 @@ Status MultipartParser::ParseContentDisposition(std::string_view value) {
   bool bad_extended_filename = false;
   const bool well_formed = ParseParameters(
       parameters, Unescape::kQuoteAndBackslash, [&](std::string_view name, std::string param) {
-        if (EqualsIgnoreCase(name, "name")) {
+        if (core::EqualsIgnoreAsciiCase(name, "name")) {
           if (has_name) return false;
           has_name = true;
           part_.name = std::move(param);
-        } else if (EqualsIgnoreCase(name, "filename")) {
+        } else if (core::EqualsIgnoreAsciiCase(name, "filename")) {
           if (filename) return false;
           filename = std::move(param);
-        } else if (EqualsIgnoreCase(name, "filename*")) {
+        } else if (core::EqualsIgnoreAsciiCase(name, "filename*")) {
           if (extended_filename) return false;
           extended_filename = DecodeExtValue(param);
           bad_extended_filename = !extended_filename;

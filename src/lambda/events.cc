@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/image.h"
 #include "core/log.h"
 #include "crypto/crypto.h"
 #include "http/router.h"
@@ -57,14 +58,7 @@ StatusOr<bool> BoolField(const json::object& object, std::string_view key, std::
   return value->get_bool();
 }
 
-char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 char AsciiUpper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
-
-std::string Lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = AsciiLower(c);
-  return out;
-}
 
 std::string Upper(std::string_view text) {
   std::string out(text);
@@ -153,7 +147,7 @@ Status DecodeRestApi(const json::object& event, DecodedEvent& out) {
 
   IMGSVC_RETURN_IF_ERROR(ForEachRestValue(
       event, "headers", "multiValueHeaders", [&](std::string_view name, std::string_view value) {
-        request.headers.push_back({Lower(name), std::string(value)});
+        request.headers.push_back({core::LowerAscii(name), std::string(value)});
       }));
   IMGSVC_RETURN_IF_ERROR(ForEachRestValue(
       event, "queryStringParameters", "multiValueQueryStringParameters",
@@ -211,7 +205,7 @@ Status DecodePayload2(const json::object& event, const json::object& context, co
     for (const json::key_value_pair& entry : *headers) {
       if (entry.value().is_null()) continue;
       if (!entry.value().is_string()) return Malformed("headers holds a value that is not a string");
-      request.headers.push_back({Lower(entry.key()), std::string(entry.value().get_string())});
+      request.headers.push_back({core::LowerAscii(entry.key()), std::string(entry.value().get_string())});
     }
   }
 
@@ -244,7 +238,7 @@ Status DecodePayload2(const json::object& event, const json::object& context, co
 // Media types whose bodies API Gateway passes through as text.
 bool IsTextual(std::string_view content_type) {
   const std::size_t end = content_type.find(';');
-  std::string media = Lower(content_type.substr(0, end));
+  std::string media = core::LowerAscii(content_type.substr(0, end));
   while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.pop_back();
   const auto ends_with = [&](std::string_view suffix) {
     return media.size() >= suffix.size() && media.compare(media.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -290,7 +284,7 @@ bool IsValidUtf8(std::string_view text) {
 bool SendsAsText(const http::Response& response, std::string_view body) {
   if (body.empty()) return true;
   const auto encoding = response.header("content-encoding");
-  if (encoding && !encoding->empty() && Lower(*encoding) != "identity") return false;
+  if (encoding && !encoding->empty() && core::LowerAscii(*encoding) != "identity") return false;
   const auto content_type = response.header("content-type");
   return content_type && IsTextual(*content_type) && IsValidUtf8(body);
 }
@@ -298,7 +292,7 @@ bool SendsAsText(const http::Response& response, std::string_view body) {
 // API Gateway frames the response itself; CR, LF or NUL would corrupt a header.
 bool ShouldSendHeader(const http::Header& header) {
   static constexpr std::string_view kForbidden("\r\n\0", 3);
-  const std::string name = Lower(header.name);
+  const std::string name = core::LowerAscii(header.name);
   if (name == "content-length" || name == "connection" || name == "transfer-encoding") return false;
   return header.name.find_first_of(kForbidden) == std::string::npos &&
          header.value.find_first_of(kForbidden) == std::string::npos;

@@ -40,6 +40,7 @@
 #include <utility>
 #include <variant>
 
+#include "core/image.h"
 #include "net/ca_store.h"
 
 namespace imgsvc::net {
@@ -57,20 +58,6 @@ using Deadline = std::optional<Clock::time_point>;
 
 // AWS answers carry a handful of headers; this only stops a runaway peer.
 constexpr std::uint32_t kResponseHeaderLimit = 64 * 1024;
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
-std::string ToLower(std::string_view text) {
-  std::string lower(text);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return lower;
-}
 
 bool IsIpLiteral(const std::string& host) {
   ErrorCode not_an_address;
@@ -149,7 +136,7 @@ StatusOr<std::optional<Proxy>> ParseProxy(std::string_view option, std::string_v
   std::string_view rest = url;
   std::string scheme = "http";  // curl's reading of "host:port"
   if (const std::size_t scheme_end = rest.find("://"); scheme_end != std::string_view::npos) {
-    scheme = ToLower(rest.substr(0, scheme_end));
+    scheme = core::LowerAscii(rest.substr(0, scheme_end));
     rest.remove_prefix(scheme_end + 3);
   }
   if (scheme != "http") return refuse("only http:// proxies are supported, not " + scheme + "://");
@@ -289,11 +276,11 @@ StatusOr<std::string> SerializeHead(const Endpoint& endpoint, const ClientReques
     if (!IsToken(header.name) || HasLineBreakOrNul(header.value)) {
       return Status(Code::kBadRequest, "invalid header \"" + header.name + "\"");
     }
-    if (EqualsIgnoreCase(header.name, "host")) has_host = true;
-    if (EqualsIgnoreCase(header.name, "transfer-encoding")) {
+    if (core::EqualsIgnoreAsciiCase(header.name, "host")) has_host = true;
+    if (core::EqualsIgnoreAsciiCase(header.name, "transfer-encoding")) {
       return Status(Code::kBadRequest, "Transfer-Encoding is not supported for requests");
     }
-    if (EqualsIgnoreCase(header.name, "content-length")) {
+    if (core::EqualsIgnoreAsciiCase(header.name, "content-length")) {
       if (header.value != std::to_string(request.body.size())) {
         return Status(Code::kBadRequest, "Content-Length " + header.value + " does not match the body (" +
                                              std::to_string(request.body.size()) + " bytes)");
@@ -722,7 +709,7 @@ StatusOr<Endpoint> Endpoint::Parse(std::string_view url) {
   const std::size_t scheme_end = url.find("://");
   if (scheme_end == std::string_view::npos) return refuse("no scheme");
   Endpoint endpoint;
-  endpoint.scheme = ToLower(url.substr(0, scheme_end));
+  endpoint.scheme = core::LowerAscii(url.substr(0, scheme_end));
   if (endpoint.scheme != "http" && endpoint.scheme != "https") return refuse("scheme must be http or https");
 
   std::string_view rest = url.substr(scheme_end + 3);
@@ -748,7 +735,7 @@ StatusOr<Endpoint> Endpoint::Parse(std::string_view url) {
     }
   } else {
     const std::size_t colon = authority.find(':');
-    endpoint.host = ToLower(authority.substr(0, colon));
+    endpoint.host = core::LowerAscii(authority.substr(0, colon));
     if (colon != std::string_view::npos) {
       port_text = authority.substr(colon + 1);
       if (port_text.empty()) return refuse("empty port");
@@ -773,12 +760,12 @@ std::string Endpoint::Authority() const {
 
 std::string Endpoint::Origin() const { return scheme + "://" + Authority(); }
 
-bool Endpoint::IsIpLiteralOrLocalhost() const { return IsIpLiteral(host) || EqualsIgnoreCase(host, "localhost"); }
+bool Endpoint::IsIpLiteralOrLocalhost() const { return IsIpLiteral(host) || core::EqualsIgnoreAsciiCase(host, "localhost"); }
 
 HttpClientOptions ProxyOptionsFromEnvironment(
     const std::function<std::optional<std::string>(const std::string&)>& getenv) {
   const auto value_of = [&](const std::string& upper_case_name) {
-    for (const std::string& name : {upper_case_name, ToLower(upper_case_name)}) {
+    for (const std::string& name : {upper_case_name, core::LowerAscii(upper_case_name)}) {
       std::optional<std::string> value = getenv(name);
       if (value && !value->empty()) return std::move(*value);
     }
@@ -792,14 +779,14 @@ HttpClientOptions ProxyOptionsFromEnvironment(
 }
 
 bool NoProxyMatches(std::string_view no_proxy, const Endpoint& endpoint) {
-  const std::string host = ToLower(endpoint.host);
+  const std::string host = core::LowerAscii(endpoint.host);
   ErrorCode not_an_address;
   const asio::ip::address address = asio::ip::make_address(host, not_an_address);
   const std::optional<asio::ip::address> host_address =
       not_an_address ? std::nullopt : std::optional<asio::ip::address>(address);
   while (true) {
     const std::size_t comma = no_proxy.find(',');
-    const std::string entry = ToLower(TrimBlanks(no_proxy.substr(0, comma)));
+    const std::string entry = core::LowerAscii(TrimBlanks(no_proxy.substr(0, comma)));
     if (!entry.empty() && NoProxyEntryMatches(entry, host, host_address, endpoint.port)) return true;
     if (comma == std::string_view::npos) return false;
     no_proxy.remove_prefix(comma + 1);
@@ -808,7 +795,7 @@ bool NoProxyMatches(std::string_view no_proxy, const Endpoint& endpoint) {
 
 std::string_view ClientResponse::HeaderValue(std::string_view name) const {
   for (const Header& header : headers) {
-    if (EqualsIgnoreCase(header.name, name)) return header.value;
+    if (core::EqualsIgnoreAsciiCase(header.name, name)) return header.value;
   }
   return {};
 }

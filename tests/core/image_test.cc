@@ -230,6 +230,15 @@ TEST(LowerAsciiTest, OnlyAsciiLetters) {
   EXPECT_EQ(LowerAscii(""), "");
 }
 
+TEST(LowerAsciiTest, ComparesIgnoringAsciiCaseOnly) {
+  static_assert(LowerAsciiChar('Q') == 'q' && LowerAsciiChar('q') == 'q' && LowerAsciiChar('@') == '@');
+  EXPECT_TRUE(EqualsIgnoreAsciiCase("Content-Type", "content-TYPE"));
+  EXPECT_TRUE(EqualsIgnoreAsciiCase("", ""));
+  EXPECT_FALSE(EqualsIgnoreAsciiCase("Host", "Hosts"));
+  EXPECT_FALSE(EqualsIgnoreAsciiCase("É", "é"));  // UTF-8 letters are not folded
+  EXPECT_FALSE(EqualsIgnoreAsciiCase("a[", "A{"));
+}
+
 TEST(Utf8LengthTest, CountsCodePoints) {
   EXPECT_EQ(Utf8Length(""), 0u);
   EXPECT_EQ(Utf8Length("abc"), 3u);
