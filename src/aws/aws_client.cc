@@ -14,6 +14,7 @@
 #include <boost/json.hpp>
 
 #include "aws/xml.h"
+#include "core/blocking.h"
 #include "core/image.h"
 #include "core/log.h"
 #include "core/ports.h"
@@ -214,7 +215,9 @@ AwsClient::AwsClient(std::shared_ptr<net::HttpClient> http, std::shared_ptr<Cred
     : http_(std::move(http)),
       credentials_(std::move(credentials)),
       retry_(retry),
-      sleep_(sleep ? std::move(sleep) : SleepFunction([](milliseconds delay) { std::this_thread::sleep_for(delay); })),
+      sleep_(sleep ? std::move(sleep) : SleepFunction([](milliseconds delay) {
+               core::RunBlocking([delay] { std::this_thread::sleep_for(delay); });
+             })),
       quota_left_(retry.quota) {}
 
 Signer& AwsClient::SignerFor(const std::string& service) { return service == "s3" ? s3_signer_ : default_signer_; }

@@ -111,8 +111,9 @@ inline constexpr std::chrono::milliseconds kMinimumAttemptTime{100};
 //    attempt is not slept: Send() gives up as when its attempts run out,
 //    with the last answer or transport failure (no retry quota is spent).
 // Scopes nest: the earlier deadline applies inside, and the outer one again
-// when the inner scope ends. Per thread (the standalone server's workers set
-// none and keep the plain retry behaviour). Measured on the steady clock from
+// when the inner scope ends. Per thread, so never set where a fiber may park
+// inside the scope (server/fiber.h): the standalone server sets none and
+// keeps the plain retry behaviour; Lambda has no fibers. Measured on the steady clock from
 // construction, so a wall-clock step does not move it.
 class ScopedDeadline {
  public:

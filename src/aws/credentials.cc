@@ -13,6 +13,7 @@
 
 #include <boost/json.hpp>
 
+#include "core/blocking.h"
 #include "core/image.h"
 #include "core/log.h"
 #include "net/http_client.h"
@@ -265,9 +266,29 @@ class FixedCredentialsProvider final : public CredentialsProvider {
 class RefreshingCredentialsProvider : public CredentialsProvider {
  public:
   StatusOr<Credentials> Get() final {
+    {
+      // Fresh credentials without waiting: a refresh in progress holds the
+      // lock across its network call.
+      std::unique_lock lock(mutex_, std::try_to_lock);
+      if (lock.owns_lock() && cached_ && Fresh(*cached_, system_clock::now())) return *cached_;
+    }
+    StatusOr<Credentials> result = Status(Code::kInternal, "credentials not fetched");
+    core::RunBlocking([&] { result = GetOrFetch(); });
+    return result;
+  }
+
+ protected:
+  virtual StatusOr<Credentials> Fetch() = 0;
+
+ private:
+  static bool Fresh(const Credentials& credentials, system_clock::time_point now) {
+    return !credentials.expiration || now < *credentials.expiration - kRefreshAhead;
+  }
+
+  StatusOr<Credentials> GetOrFetch() {
     std::lock_guard lock(mutex_);
     const auto now = system_clock::now();
-    if (cached_ && (!cached_->expiration || now < *cached_->expiration - kRefreshAhead)) return *cached_;
+    if (cached_ && Fresh(*cached_, now)) return *cached_;
     StatusOr<Credentials> fresh = Fetch();
     if (fresh.ok()) {
       cached_ = *fresh;
@@ -283,10 +304,6 @@ class RefreshingCredentialsProvider : public CredentialsProvider {
     return fresh;
   }
 
- protected:
-  virtual StatusOr<Credentials> Fetch() = 0;
-
- private:
   std::mutex mutex_;
   std::optional<Credentials> cached_;
 };

@@ -40,6 +40,7 @@
 #include <utility>
 #include <variant>
 
+#include "core/blocking.h"
 #include "core/image.h"
 #include "net/ca_store.h"
 
@@ -531,15 +532,18 @@ StatusOr<std::vector<tcp::endpoint>> Resolve(const Endpoint& endpoint, Deadline 
   } catch (const std::system_error& e) {
     return Status(Code::kUnavailable, "cannot resolve " + endpoint.host + ": " + e.what());
   }
-  std::unique_lock lock(lookup->mutex);
-  const auto done = [&] { return lookup->done; };
-  if (deadline) {
-    if (!lookup->finished.wait_until(lock, *deadline, done)) {
-      return Status(Code::kDeadlineExceeded, "resolving " + endpoint.host + " timed out");
+  bool timed_out = false;
+  core::RunBlocking([&] {
+    std::unique_lock lock(lookup->mutex);
+    const auto done = [&] { return lookup->done; };
+    if (deadline) {
+      timed_out = !lookup->finished.wait_until(lock, *deadline, done);
+    } else {
+      lookup->finished.wait(lock, done);
     }
-  } else {
-    lookup->finished.wait(lock, done);
-  }
+  });
+  if (timed_out) return Status(Code::kDeadlineExceeded, "resolving " + endpoint.host + " timed out");
+  std::unique_lock lock(lookup->mutex);
   if (lookup->error) {
     return Status(Code::kUnavailable, "cannot resolve " + endpoint.host + ": " + lookup->error.message());
   }

@@ -6,6 +6,8 @@
 #include <condition_variable>
 #include <thread>
 
+#include "support/parking.h"
+
 namespace imgsvc::core {
 namespace {
 
@@ -102,6 +104,23 @@ void ExpectUnauthenticated(const StatusOr<std::optional<std::string>>& result, s
   EXPECT_EQ(result.status().code(), Code::kUnauthenticated) << key;
   EXPECT_EQ(result.status().message(), "Invalid API key");
 }
+
+// Refreshes park, as the Secrets Manager source's fetch does on a fiber
+// (through RunBlocking).
+class ParkingTokenSource final : public TokenSource {
+ public:
+  explicit ParkingTokenSource(TokenSource& inner) : inner_(inner) {}
+  StatusOr<std::string> Current() override { return inner_.Current(); }
+  StatusOr<std::string> Refresh() override {
+    StatusOr<std::string> refreshed = Status(Code::kInternal, "not refreshed");
+    RunBlocking([&] { refreshed = inner_.Refresh(); });
+    return refreshed;
+  }
+  Status CheckReady() override { return inner_.CheckReady(); }
+
+ private:
+  TokenSource& inner_;
+};
 
 class AuthTest : public ::testing::Test {
  protected:
@@ -245,6 +264,24 @@ TEST_F(AuthTest, FailingRefreshIsUnavailableAndRateLimited) {
   ExpectUnauthenticated(auth.Authenticate("alice:other"), "within the interval");
   EXPECT_EQ(source.refreshes, 1);
   EXPECT_EQ(UserOf(auth.Authenticate("alice:cached")), "alice");
+}
+
+TEST_F(AuthTest, NoLockIsHeldWhileARefreshParks) {
+  ParkingTokenSource parking(tokens_);
+  Authenticator auth(parking, AuthMode::kShared, seconds(60), clock_);
+  StatusOr<std::optional<std::string>> other = Status(Code::kInternal, "not run");
+  {
+    // On a fiber, both requests would run on one io thread: a lock held by
+    // the parked one would block the thread that must resume it.
+    imgsvc::testing::MeanwhileOnAnotherThread hook([&] { other = auth.Authenticate("bob:wrong-token"); });
+    SetThreadBlockingHook(&hook);
+    const auto first = auth.Authenticate("alice:wrong-token");
+    SetThreadBlockingHook(nullptr);
+    EXPECT_TRUE(hook.finished_in_time()) << "the second request waited for the parked one's lock";
+    ExpectUnauthenticated(first, "alice:wrong-token");
+  }
+  ExpectUnauthenticated(other, "bob:wrong-token");
+  EXPECT_EQ(tokens_.refreshes(), 1);  // one refresh per interval, still
 }
 
 }  // namespace

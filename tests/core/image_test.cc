@@ -257,7 +257,7 @@ TEST(Utf8SequenceLengthTest, MeasuresTheFirstSequenceOnlyWhenWellFormed) {
   EXPECT_EQ(Utf8SequenceLength("\xe2\x82\xac"), 3u);   // €
   EXPECT_EQ(Utf8SequenceLength("\xf4\x8f\xbf\xbf"), 4u);  // U+10FFFF
   for (const std::string_view bad : {"\x80", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xff"}) {
-    EXPECT_EQ(Utf8SequenceLength(bad), 0u) << testing::PrintToString(std::string(bad));
+    EXPECT_EQ(Utf8SequenceLength(bad), 0u) << ::testing::PrintToString(std::string(bad));
   }
 }
 

@@ -12,11 +12,14 @@
 #include <chrono>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "aws/credentials.h"
 #include "aws/sigv4.h"
+#include "core/blocking.h"
 #include "crypto/crypto.h"
 #include "storage/aws_peers.h"
+#include "support/parking.h"
 
 namespace imgsvc::storage {
 namespace s3_blob_store_test {
@@ -385,6 +388,42 @@ TEST_F(S3PresignedUrlTest, TheExpiryIsTheOneSigned) {
   // Signing time has whole seconds, hence a second of slack on each side.
   EXPECT_GE(url->expires_at, before + 899'000'000);
   EXPECT_LE(url->expires_at, after + 901'000'000);
+}
+
+// Credentials whose every fetch parks, as a refresh through RunBlocking
+// does on a fiber of the standalone server.
+class ParkingCredentialsProvider final : public aws::CredentialsProvider {
+ public:
+  StatusOr<aws::Credentials> Get() override {
+    core::RunBlocking([] {});
+    return aws::Credentials{"AKIDEXAMPLE", "secret", "", std::nullopt};
+  }
+  std::string Source() const override { return "parking"; }
+};
+
+TEST(S3PresignParkTest, APageSignedWhileAnotherParksKeepsItsOwnKeys) {
+  auto client = std::make_shared<aws::AwsClient>(std::make_shared<net::HttpClient>(),
+                                                 std::make_shared<ParkingCredentialsProvider>());
+  S3Options options;
+  options.bucket = "shots";
+  const auto endpoint = net::Endpoint::Parse("http://s3.example.com");
+  ASSERT_TRUE(endpoint.ok());
+  S3BlobStore store(client, aws::ServiceTarget{*endpoint, "eu-west-1", "s3"}, std::move(options));
+  const std::vector<std::string> alice = {"images/alice/a.png", "images/alice/b.png"};
+  const std::vector<std::string> bob = {"images/bob/x.png", "images/bob/y.png"};
+  std::vector<core::PresignedUrl> alice_urls;
+  std::vector<core::PresignedUrl> bob_urls;
+  imgsvc::testing::MeanwhileOnThisThread hook([&] { ASSERT_TRUE(store.PresignGets(bob, std::chrono::seconds(900), bob_urls).ok()); });
+  core::SetThreadBlockingHook(&hook);
+  const Status signed_alice = store.PresignGets(alice, std::chrono::seconds(900), alice_urls);
+  core::SetThreadBlockingHook(nullptr);
+  ASSERT_TRUE(signed_alice.ok()) << signed_alice.ToString();
+  ASSERT_EQ(alice_urls.size(), 2u);
+  ASSERT_EQ(bob_urls.size(), 2u);
+  EXPECT_THAT(alice_urls[0].url, HasSubstr("/images/alice/a.png?"));
+  EXPECT_THAT(alice_urls[1].url, HasSubstr("/images/alice/b.png?"));
+  EXPECT_THAT(bob_urls[0].url, HasSubstr("/images/bob/x.png?"));
+  EXPECT_THAT(bob_urls[1].url, HasSubstr("/images/bob/y.png?"));
 }
 
 }  // namespace s3_blob_store_test

@@ -11,6 +11,7 @@
 
 #include "aws/sigv4.h"
 #include "aws/xml.h"
+#include "core/scratch_pool.h"
 #include "crypto/crypto.h"
 
 namespace imgsvc::storage {
@@ -455,8 +456,13 @@ StatusOr<core::PresignedUrl> S3BlobStore::PresignGet(std::string_view key, std::
 
 Status S3BlobStore::PresignGets(std::span<const std::string> keys, std::chrono::seconds expires_in,
                                 std::vector<core::PresignedUrl>& urls) {
-  // Kept per thread for their memory, as the listed page is.
-  thread_local std::vector<std::string> paths;
+  // Lent for their memory, not kept per thread: a request on a fiber may
+  // park in the presign, for the credentials, while another request of its
+  // thread presigns. Never destroyed: a thread still ending a request at
+  // exit may give back.
+  static auto& path_lists = *new core::ScratchPool<std::vector<std::string>>();
+  const auto lease = path_lists.Take();
+  std::vector<std::string>& paths = *lease;
   paths.resize(keys.size());
   for (std::size_t i = 0; i < keys.size(); ++i) {
     IMGSVC_RETURN_IF_ERROR(CheckKey(keys[i]));

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include "core/blocking.h"
 #include "core/log.h"
 
 namespace imgsvc::storage {
@@ -71,25 +72,36 @@ StatusOr<std::string> SecretsManagerTokenSource::Current() {
     if (token_ && (now - fetched_at_ < cache_ttl_ || now < outage_until_)) return *token_;
     seen = completed_;
   }
-  std::lock_guard fetching(fetch_mutex_);
-  {
-    std::lock_guard lock(mutex_);
-    // A fetch ended while we waited: it is as fresh as ours would be.
-    if (completed_ != seen) {
-      if (token_) return *token_;
-      return *last_failure_;
+  StatusOr<std::string> result = Status(Code::kInternal, "token not fetched");
+  core::RunBlocking([&] {
+    std::lock_guard fetching(fetch_mutex_);
+    {
+      std::lock_guard lock(mutex_);
+      // A fetch ended while we waited: it is as fresh as ours would be.
+      if (completed_ != seen) {
+        result = token_ ? StatusOr<std::string>(*token_) : StatusOr<std::string>(*last_failure_);
+        return;
+      }
     }
-  }
-  return FetchAndRemember();
+    result = FetchAndRemember();
+  });
+  return result;
 }
 
 StatusOr<std::string> SecretsManagerTokenSource::Refresh() {
-  std::lock_guard fetching(fetch_mutex_);
-  {
-    std::lock_guard lock(mutex_);
-    if (token_ && clock_->Now() < outage_until_) return *token_;
-  }
-  return FetchAndRemember();
+  StatusOr<std::string> result = Status(Code::kInternal, "token not fetched");
+  core::RunBlocking([&] {
+    std::lock_guard fetching(fetch_mutex_);
+    {
+      std::lock_guard lock(mutex_);
+      if (token_ && clock_->Now() < outage_until_) {
+        result = *token_;
+        return;
+      }
+    }
+    result = FetchAndRemember();
+  });
+  return result;
 }
 
 Status SecretsManagerTokenSource::CheckReady() { return Current().status(); }

@@ -1,0 +1,33 @@
+// RunBlocking: work that may hold its thread for long (a network call made
+// under a lock, a wait for another thread, a sleep).
+//
+// The standalone server runs AWS reads on fibers of its io threads
+// (server/fiber.h): a fiber parks where it would wait on a socket, and the
+// io thread runs other fibers meanwhile. Work that blocks in any other way
+// would stall every fiber of that thread, and a lock held across a parked
+// fiber's network call deadlocks the next fiber of the thread that wants
+// it. Such work goes through RunBlocking: on a fiber it runs on another
+// thread while the fiber parks; elsewhere (worker threads, Lambda, tools)
+// it runs at once, on the caller's thread.
+#pragma once
+
+#include <functional>
+
+namespace imgsvc::core {
+
+// What RunBlocking does on a thread that has a hook (see SetThreadBlockingHook).
+class BlockingHook {
+ public:
+  virtual ~BlockingHook() = default;
+  // Runs `work` to completion, then returns.
+  virtual void Run(const std::function<void()>& work) = 0;
+};
+
+// Runs `work` through the thread's hook, or at once without one.
+void RunBlocking(const std::function<void()>& work);
+
+// The calling thread's hook, until replaced; null: none. The server sets it
+// while a fiber runs.
+void SetThreadBlockingHook(BlockingHook* hook);
+
+}  // namespace imgsvc::core

@@ -1,0 +1,50 @@
+#include "core/blocking.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+namespace imgsvc::core {
+namespace {
+
+// Runs the work on a thread of its own, as the server's hook runs it on a
+// worker while the fiber parks.
+class OnAnotherThread final : public BlockingHook {
+ public:
+  void Run(const std::function<void()>& work) override {
+    ++runs;
+    std::thread(work).join();
+  }
+  int runs = 0;
+};
+
+TEST(RunBlockingTest, WithoutAHookTheWorkRunsAtOnceOnTheCallersThread) {
+  std::thread::id ran_on;
+  RunBlocking([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST(RunBlockingTest, WithAHookTheWorkGoesThroughItUntilItIsCleared) {
+  OnAnotherThread hook;
+  std::thread::id ran_on;
+  SetThreadBlockingHook(&hook);
+  RunBlocking([&] { ran_on = std::this_thread::get_id(); });
+  SetThreadBlockingHook(nullptr);
+  EXPECT_EQ(hook.runs, 1);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+
+  RunBlocking([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_EQ(hook.runs, 1);
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST(RunBlockingTest, AHookIsTheSettingThreadsOnly) {
+  OnAnotherThread hook;
+  SetThreadBlockingHook(&hook);
+  std::thread([] { RunBlocking([] {}); }).join();
+  SetThreadBlockingHook(nullptr);
+  EXPECT_EQ(hook.runs, 0);
+}
+
+}  // namespace
+}  // namespace imgsvc::core
