@@ -136,6 +136,9 @@ void VisitSettings(Config& c, SettingVisitor& v) {
   v.Int("--io-threads", "IMGSVC_IO_THREADS", "threads doing network I/O", c.io_threads, 1, 64);
   v.Int("--workers", "IMGSVC_WORKERS", "threads running requests (bounds concurrent store work)", c.workers, 1,
         1024);
+  v.Choice("--aws-reads", "IMGSVC_AWS_READS",
+           "AWS backend: GETs on fibers of the io threads (parked while AWS answers) or on the workers",
+           c.aws_reads, {"fibers", "workers"});
 }
 
 Status ReadSettingsFromEnvironment(Config& config) {

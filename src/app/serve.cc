@@ -49,15 +49,22 @@ int Serve(const Config& config) {
       return (method == "GET" || method == "HEAD") && !target.starts_with("/ready");
     };
   } else {
-    // On AWS every store read is a network call and goes to the workers;
-    // what touches no store (liveness, the API description and its viewer)
-    // is answered on the io thread, so a load balancer's health checks are
-    // answered even while every worker waits on AWS.
+    // On AWS every store read is a network call. What touches no store
+    // (liveness, the API description and its viewer) is answered on the io
+    // thread, so a load balancer's health checks are answered even while
+    // every request in flight waits on AWS. Other reads run on fibers of the
+    // io threads (server/fiber.h), unless --aws-reads=workers; writes, with
+    // their bodies, run on the workers.
     options.answer_inline = [](std::string_view method, std::string_view target) {
       if (method != "GET" && method != "HEAD") return false;
       const std::string_view path = target.substr(0, target.find('?'));
       return path == "/health" || path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
     };
+    if (config.aws_reads == "fibers") {
+      options.answer_on_fiber = [](std::string_view method, std::string_view) {
+        return method == "GET" || method == "HEAD";
+      };
+    }
   }
   server::Server server(
       options, [&router](http::Request& request) { return router->Handle(request); },

@@ -57,6 +57,8 @@ using Clock = std::chrono::steady_clock;
 // No value: no deadline (a zero timeout).
 using Deadline = std::optional<Clock::time_point>;
 
+thread_local WaitHook* t_wait_hook = nullptr;
+
 // AWS answers carry a handful of headers; this only stops a runaway peer.
 constexpr std::uint32_t kResponseHeaderLimit = 64 * 1024;
 
@@ -431,6 +433,12 @@ class DeadlineSocket {
   // Waits until one of poll's `events` or the deadline (beast::error::timeout);
   // the events that came.
   short Wait(short events, ErrorCode& error) {
+    if (t_wait_hook != nullptr) {
+      bool timed_out = false;
+      const short got = t_wait_hook->Wait(socket_.native_handle(), events, deadline_, timed_out);
+      error = timed_out ? ErrorCode(beast::error::timeout) : ErrorCode();
+      return got;
+    }
     pollfd waiter{socket_.native_handle(), events, 0};
     while (true) {
       timespec limit{};
@@ -1012,5 +1020,7 @@ HttpClient::Stats HttpClient::stats() const {
   stats.stale_replays = impl_->stale_replays.load(std::memory_order_relaxed);
   return stats;
 }
+
+void SetThreadWaitHook(WaitHook* hook) { t_wait_hook = hook; }
 
 }  // namespace imgsvc::net

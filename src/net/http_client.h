@@ -13,9 +13,9 @@
 //    have been closed by the peer (idle close, a Lambda freeze): when a reused
 //    connection fails before any byte of the answer, a replayable request is
 //    sent once more on a fresh connection.
-//  - Connect and total timeouts per call; a call blocks its thread. Calls
-//    from many threads at once are safe (each connection is used by one call
-//    at a time).
+//  - Connect and total timeouts per call; a call blocks its thread (or, under
+//    a thread's WaitHook, parks its fiber). Calls from many threads at once
+//    are safe (each connection is used by one call at a time).
 //  - Proxies as curl and the AWS SDKs take them from HTTPS_PROXY, HTTP_PROXY
 //    and NO_PROXY (the client never reads the environment; the app passes
 //    ProxyOptionsFromEnvironment's result). https endpoints go through an
@@ -135,6 +135,23 @@ bool NoProxyMatches(std::string_view no_proxy, const Endpoint& endpoint);
 //    (message names the cause or the proxy's status; never the proxy's
 //    credentials);
 //  - kBadRequest: an endpoint, request or proxy URL the client refuses to use.
+
+// Where a call waits for its socket. Without a hook a call waits in ppoll;
+// while a thread has one (the standalone server's fibers, server/fiber.h),
+// its calls' waits go through it, so that the caller parks instead of
+// holding the thread. (Name resolution, which waits for a resolver thread,
+// goes through core::RunBlocking.)
+class WaitHook {
+ public:
+  virtual ~WaitHook() = default;
+  // The poll events that came on `fd` (one of `events`); 0 with `timed_out`
+  // set when `deadline` (steady clock) passed first.
+  virtual short Wait(int fd, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
+                     bool& timed_out) = 0;
+};
+// The calling thread's hook, until replaced; null: none.
+void SetThreadWaitHook(WaitHook* hook);
+
 class HttpClient {
  public:
   explicit HttpClient(HttpClientOptions options = {});

@@ -44,6 +44,7 @@
 #include <boost/beast/http/status.hpp>
 
 #include "core/log.h"
+#include "server/fiber.h"
 
 namespace imgsvc::server {
 namespace {
@@ -148,6 +149,7 @@ bool IsMalformed(const ErrorCode& ec) {
 
 class Session;
 
+
 // Everything the listener, the sessions and shutdown share.
 class Core {
  public:
@@ -178,6 +180,8 @@ class Core {
   const ServerOptions& options() const { return options_; }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   WorkerPool& workers() { return workers_; }
+  // Fibers in flight per io thread: as many AWS calls at once as the workers make.
+  std::size_t fiber_bound() const { return std::max<std::size_t>(1, options_.worker_threads / options_.io_threads); }
   http::Response Handle(http::Request& request);
   http::Response ErrorResponse(int status, std::string_view detail);
 
@@ -294,7 +298,8 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void ReadHeader();
   void OnHeader(const ErrorCode& ec);
   void SendError(int status, std::string_view detail);
-  void HandleOnWorker();
+  void RunHandler();
+  void HandleOnFiber();
   void BuildRequest();
   void PrepareResponse();
   bool RespondAtOnce();
@@ -429,16 +434,36 @@ void Session::OnHeader(const ErrorCode& ec) {
 
   const auto& answer_inline = core_.options().answer_inline;
   if (parser_->is_done() && answer_inline && answer_inline(message.method_string(), message.target())) {
-    HandleOnWorker();  // on this io thread: the request has no body to wait for
+    RunHandler();  // on this io thread: the request has no body to wait for
     if (RespondAtOnce()) return;
     return WriteResponse();
   }
+  const auto& on_fiber = core_.options().answer_on_fiber;
+  if (parser_->is_done() && on_fiber && on_fiber(message.method_string(), message.target())) {
+    const bool now = TakeFiberSlotOrQueue(core_.fiber_bound(), [self = shared_from_this()] {
+      Session& session = *self;
+      asio::post(session.executor(), [self = std::move(self)] { self->HandleOnFiber(); });
+    });
+    if (now) HandleOnFiber();
+    return;
+  }
   core_.workers().Post([self = shared_from_this()]() mutable {
-    self->HandleOnWorker();
+    self->RunHandler();
     if (self->RespondAtOnce()) return;
     Session& session = *self;
     asio::post(session.executor(), [self = std::move(self)] { self->WriteResponse(); });
   });
+}
+
+// On this io thread, holding a fiber slot: the handler runs on a fiber that
+// parks where it would block.
+void Session::HandleOnFiber() {
+  StartFiber(executor(), core_.workers(), [self = shared_from_this()] { self->RunHandler(); },
+             [self = shared_from_this()] {
+               ReturnFiberSlot();
+               if (self->RespondAtOnce()) return;
+               self->WriteResponse();
+             });
 }
 
 void Session::SendError(int status, std::string_view detail) {
@@ -451,7 +476,7 @@ void Session::SendError(int status, std::string_view detail) {
 
 // --- handler (worker thread) ----------------------------------------------
 
-void Session::HandleOnWorker() {
+void Session::RunHandler() {
   BuildRequest();
   response_ = core_.Handle(request_);
   PrepareResponse();

@@ -2,7 +2,9 @@
 //
 // Network I/O runs on a few io threads; each request's handler runs on a
 // bounded worker pool (worker_pool.h), so blocking store work never stalls
-// the sockets and a burst beyond the bound queues. The handler sees only
+// the sockets and a burst beyond the bound queues. Handlers chosen by the
+// options run on the io thread instead: at once when they never block, or
+// on fibers that park while they wait on AWS (fiber.h). The handler sees only
 // http::Request/Response; its BodySource pulls the body from the socket on
 // demand (sending "100 Continue" at the first read when the client asked for
 // it), so an early answer (401, 413) is sent without reading the body. Beast
@@ -40,9 +42,14 @@ struct ServerOptions {
   // as reads of the embedded store (SQLite in WAL mode does not make readers
   // wait). Unset: every request goes to the workers.
   std::function<bool(std::string_view method, std::string_view target)> answer_inline;
+  // Requests without a body for which this returns true (and answer_inline
+  // false) are handled on fibers of the io thread (fiber.h), at most
+  // worker_threads / io_threads at once per io thread: for handlers whose
+  // waits are net::HttpClient calls, such as reads of the AWS stores.
+  std::function<bool(std::string_view method, std::string_view target)> answer_on_fiber;
 };
 
-// Runs on a worker thread; must not throw.
+// Runs on a worker thread, an io thread or a fiber (see the options); must not throw.
 using Handler = std::function<http::Response(http::Request&)>;
 // Builds a response for errors the server detects itself (400, 408, 431, 503
 // while stopping), so they carry the same JSON shape and request id as the

@@ -900,6 +900,57 @@ TEST(HttpClientTest, TotalTimeoutWhenTheServerNeverAnswers) {
   EXPECT_EQ(defaulted.status().code(), Code::kDeadlineExceeded);
 }
 
+// Waits in poll() itself, counting them, as a fiber scheduler's hook would
+// wait in its reactor; or reports the deadline passed without waiting.
+class CountingWaitHook final : public WaitHook {
+ public:
+  explicit CountingWaitHook(bool time_out = false) : time_out_(time_out) {}
+  short Wait(int fd, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
+             bool& timed_out) override {
+    ++waits;
+    had_deadline = deadline.has_value();
+    timed_out = time_out_;
+    if (time_out_) return 0;
+    pollfd waiter{fd, events, 0};
+    return ::poll(&waiter, 1, -1) == 1 ? waiter.revents : short(POLLERR);
+  }
+  int waits = 0;
+  bool had_deadline = false;
+
+ private:
+  bool time_out_;
+};
+
+TEST(HttpClientWaitHookTest, ACallWaitsThroughTheThreadsHook) {
+  ScriptedServer server([](const Received&) { return Answer("hooked"); });
+  ASSERT_TRUE(server.listening());
+  HttpClient client;
+  CountingWaitHook hook;
+  SetThreadWaitHook(&hook);
+  const StatusOr<ClientResponse> result = client.Send(server.endpoint(), Get("/"));
+  SetThreadWaitHook(nullptr);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->body, "hooked");
+  EXPECT_GE(hook.waits, 1);  // at least for the answer
+  EXPECT_TRUE(hook.had_deadline);  // the client's total timeout
+
+  const int waits_before = hook.waits;
+  ASSERT_TRUE(client.Send(server.endpoint(), Get("/")).ok());  // without the hook: poll
+  EXPECT_EQ(hook.waits, waits_before);
+}
+
+TEST(HttpClientWaitHookTest, ADeadlineTheHookReportsFailsTheCall) {
+  ScriptedServer server([](const Received&) { return Answer("late"); });
+  ASSERT_TRUE(server.listening());
+  HttpClient client;
+  CountingWaitHook hook(/*time_out=*/true);
+  SetThreadWaitHook(&hook);
+  const StatusOr<ClientResponse> result = client.Send(server.endpoint(), Get("/"));
+  SetThreadWaitHook(nullptr);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), Code::kDeadlineExceeded);
+}
+
 TEST(HttpClientTest, ZeroTimeoutWaitsAsLongAsItTakes) {
   ScriptedServer server([](const Received&) {
     Reply reply = Answer("late");

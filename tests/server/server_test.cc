@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -23,11 +24,15 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "core/blocking.h"
+#include "net/http_client.h"
 
 namespace imgsvc::server {
 namespace {
@@ -944,6 +949,210 @@ TEST(ServerTest, ListenFailsWhenThePortIsTaken) {
   Server second(options, EchoPath(), [](int status, std::string_view) { return TextResponse(status, ""); });
   const Status status = second.Listen();
   EXPECT_EQ(status.code(), Code::kUnavailable);
+}
+
+// --- handlers on fibers (answer_on_fiber) --------------------------------
+
+// A peer on loopback that answers each HTTP request once Release() is
+// called (never, unless it is).
+class GatedPeer {
+ public:
+  GatedPeer() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    EXPECT_EQ(::listen(listener_, 16), 0);
+    socklen_t length = sizeof(address);
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~GatedPeer() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    thread_.join();
+    for (std::thread& answer : answers_) answer.join();
+  }
+  std::uint16_t port() const { return port_; }
+  int requests() const { return requests_.load(); }
+  void Release() {
+    {
+      std::lock_guard lock(mutex_);
+      released_ = true;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  void Serve() {
+    while (true) {
+      const int connection = ::accept(listener_, nullptr, nullptr);
+      if (connection < 0) return;
+      answers_.emplace_back([this, connection] {
+        char buffer[4096];
+        while (::read(connection, buffer, sizeof(buffer)) > 0) {  // a request per read, enough here
+          ++requests_;
+          std::unique_lock lock(mutex_);
+          changed_.wait(lock, [this] { return released_ || stopping_; });
+          if (stopping_) break;
+          lock.unlock();
+          const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+          if (::write(connection, answer.data(), answer.size()) < 0) break;
+        }
+        ::close(connection);
+      });
+    }
+  }
+
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool released_ = false;
+  bool stopping_ = false;
+  std::atomic<int> requests_{0};
+  std::thread thread_;
+  std::vector<std::thread> answers_;
+};
+
+// Polls `condition` for up to 10 s.
+bool Eventually(const std::function<bool()>& condition) {
+  for (int i = 0; i < 1000; ++i) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return condition();
+}
+
+ServerOptions FiberOptions() {
+  ServerOptions options = FastOptions();
+  options.io_threads = 1;
+  options.worker_threads = 1;
+  options.answer_on_fiber = [](std::string_view method, std::string_view) { return method == "GET"; };
+  return options;
+}
+
+TEST(ServerFiberTest, RequestsWaitingOnThePeerShareOneIoThread) {
+  GatedPeer peer;
+  net::HttpClient client;
+  const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
+  std::mutex threads_mutex;
+  std::set<std::thread::id> threads;  // that ran the handlers calling the peer
+  ServerOptions options = FiberOptions();
+  options.worker_threads = 8;  // the bound of fibers; on workers, four calls would take four threads
+  TestServer server(options, [&](http::Request& request) {
+    if (request.path == "/fast") return TextResponse(200, "fast");
+    {
+      std::lock_guard lock(threads_mutex);
+      threads.insert(std::this_thread::get_id());
+    }
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    return TextResponse(200, answer.ok() ? answer->body : answer.status().ToString());
+  });
+  std::vector<std::unique_ptr<Client>> waiting;
+  for (int i = 0; i < 4; ++i) {
+    waiting.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(waiting.back()->Send(Get("/call")));
+  }
+  ASSERT_TRUE(Eventually([&] { return peer.requests() == 4; }));
+  // All four wait on the peer, and the one io thread still answers.
+  Client fast(server.port());
+  ASSERT_TRUE(fast.Send(Get("/fast")));
+  const auto fast_answer = fast.ReadResponse();
+  ASSERT_TRUE(fast_answer);
+  EXPECT_EQ(fast_answer->body, "fast");
+  peer.Release();
+  for (auto& one : waiting) {
+    const auto answer = one->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, "ok");
+  }
+  EXPECT_EQ(threads.size(), 1u);
+}
+
+TEST(ServerFiberTest, BlockingWorkRunsOffTheIoThread) {
+  std::mutex held_across_a_call;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  ServerOptions options = FiberOptions();
+  options.worker_threads = 4;  // fibers for the three requests; workers for the blocking work
+  TestServer server(options, [&](http::Request& request) {
+    if (request.path == "/fast") return TextResponse(200, "fast");
+    // As a token's fetch holds its lock across the call: were the work run
+    // on the io thread, it would stop every fiber there, and a second one
+    // wanting the lock would deadlock the thread.
+    core::RunBlocking([&] {
+      std::lock_guard lock(held_across_a_call);
+      released.wait();
+    });
+    return TextResponse(200, "done");
+  });
+  Client first(server.port());
+  Client second(server.port());
+  ASSERT_TRUE(first.Send(Get("/lock")));
+  ASSERT_TRUE(second.Send(Get("/lock")));
+  Client fast(server.port());
+  ASSERT_TRUE(fast.Send(Get("/fast")));
+  const auto fast_answer = fast.ReadResponse();
+  release.set_value();
+  ASSERT_TRUE(fast_answer) << "the io thread was held by blocking work";
+  EXPECT_EQ(fast_answer->body, "fast");
+  for (Client* client : {&first, &second}) {
+    const auto answer = client->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, "done");
+  }
+}
+
+TEST(ServerFiberTest, AWaitOnAFiberKeepsTheCallsDeadline) {
+  GatedPeer silent;  // never released
+  net::HttpClientOptions client_options;
+  client_options.total_timeout = 300ms;
+  net::HttpClient client(client_options);
+  const net::Endpoint endpoint{"http", "127.0.0.1", silent.port()};
+  TestServer server(FiberOptions(), [&](http::Request&) {
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    return TextResponse(200, answer.ok() ? "answered" : CodeName(answer.status().code()));
+  });
+  Client one(server.port());
+  ASSERT_TRUE(one.Send(Get("/silent")));
+  const auto answer = one.ReadResponse();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->body, "deadline_exceeded");
+}
+
+TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
+  GatedPeer peer;
+  net::HttpClient client;
+  const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
+  ServerOptions options = FiberOptions();
+  options.worker_threads = 2;  // the bound: 2 fibers on the one io thread
+  TestServer server(options, [&](http::Request&) {
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    return TextResponse(200, answer.ok() ? answer->body : "failed");
+  });
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(clients.back()->Send(Get("/call")));
+  }
+  ASSERT_TRUE(Eventually([&] { return peer.requests() == 2; }));
+  std::this_thread::sleep_for(200ms);  // time for more to arrive, were the bound not kept
+  EXPECT_EQ(peer.requests(), 2);
+  peer.Release();
+  for (auto& one : clients) {
+    const auto answer = one->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, "ok");
+  }
+  EXPECT_EQ(peer.requests(), 6);
 }
 
 TEST(RaiseOpenFileLimitTest, RaisesTheSoftLimitToTheHardLimit) {

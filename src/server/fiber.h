@@ -1,0 +1,53 @@
+// Fibers: request handlers run on their own stacks on an io thread, and
+// park where they would wait, so that the thread serves other requests
+// meanwhile.
+//
+// Why: a handler on the AWS backend spends most of its time waiting for
+// DynamoDB or S3. On a worker thread every call costs that thread's sleep
+// and wake-up, and the hand-offs between io thread and worker; on a fiber a
+// wait is a stack switch and a registration with the io thread's reactor
+// (docs/benchmarks.md has the figures).
+//
+// While a fiber runs, its thread's hooks are set:
+//  - net::WaitHook: net::HttpClient's socket waits register with the io
+//    thread's reactor (keeping the call's deadline) and switch back to the
+//    io thread until the socket is ready;
+//  - core::BlockingHook: core::RunBlocking's work runs on a worker thread
+//    while the fiber parks.
+// Anything else that blocks stalls every fiber of the thread. Two rules
+// follow for code a fiber may run (the AWS stores, the router, the core):
+//  - a lock is never held across a park point (a network call, RunBlocking):
+//    the next fiber of the thread that wants it would block the thread, and
+//    the holder could never resume. Such a section runs inside RunBlocking;
+//  - state kept per thread (thread_local) is not held across a park point
+//    either: another fiber of the thread would find it in use.
+// Stacks are switched with glibc's ucontext, announced to AddressSanitizer
+// when it is on.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "server/worker_pool.h"
+
+namespace imgsvc::server {
+
+// Runs `body` on a new fiber of the calling thread, which must be the one
+// running `executor`; once `body` returns, runs `then` on the thread's own
+// stack. Returns when the fiber first parks or finishes. `blocking_work`
+// runs the fiber's core::RunBlocking work.
+void StartFiber(const boost::asio::any_io_executor& executor, WorkerPool& blocking_work,
+                std::function<void()> body, std::function<void()> then);
+
+// The fibers in flight on the calling io thread, at most `bound`: each may
+// hold an AWS connection, as a worker does. True if a slot was free (and is
+// now taken); otherwise `start` is queued, to be called, in order, with the
+// slot of a fiber that ends. Kept per io thread, so that a slot passes on
+// without a lock or a wake-up of another thread.
+bool TakeFiberSlotOrQueue(std::size_t bound, std::function<void()> start);
+// Called on the io thread by a fiber's `then`.
+void ReturnFiberSlot();
+
+}  // namespace imgsvc::server
