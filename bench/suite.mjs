@@ -209,12 +209,48 @@ const MULTIPART_TYPE = `multipart/form-data; boundary=${BOUNDARY}`;
 
 // One wrk run; the Lua script replays one request (method, headers, body
 // from a file) and prints its own JSON line at the end.
+// With `freshId` (a UUID in the request's path or body), each request sends
+// a new UUID in its place: a replayed write then writes a new item or
+// object, as imgsvc's own writes do, instead of hitting the one the first
+// replay wrote.
 async function wrk(url, connections,
-                   { method = 'GET', headers = {}, bodyFile, seconds = SECONDS, allowStatusErrors = false } = {}) {
+                   { method = 'GET', headers = {}, bodyFile, seconds = SECONDS, allowStatusErrors = false,
+                     freshId } = {}) {
   const lua = path.join(WORK, `wrk-${nextPort++}.lua`);
   const lines = [`wrk.method = ${JSON.stringify(method)}`];
   for (const [name, value] of Object.entries(headers)) lines.push(`wrk.headers[${JSON.stringify(name)}] = ${JSON.stringify(String(value))}`);
   if (bodyFile) lines.push(`local f = assert(io.open(${JSON.stringify(bodyFile)}, "rb")); wrk.body = f:read("*a"); f:close()`);
+  if (freshId) {
+    // The path and the body split at the UUID; each request joins them
+    // with its own (wrk thread, run and counter in it: unique across the
+    // threads and the rounds).
+    const target = new URL(url);
+    const luaParts = (text) => `{${text.split(freshId).map((part) => JSON.stringify(part)).join(', ')}}`;
+    lines.push(`local path_parts = ${luaParts(target.pathname + target.search)}`);
+    lines.push(`local body_parts = nil
+if wrk.body then
+  local b = wrk.body
+  body_parts = {}
+  local from = 1
+  while true do
+    local i, j = string.find(b, ${JSON.stringify(freshId)}, from, true)
+    if not i then table.insert(body_parts, string.sub(b, from)) break end
+    table.insert(body_parts, string.sub(b, from, i - 1))
+    from = j + 1
+  end
+end
+local threads = 0
+setup = function(thread) threads = threads + 1; thread:set("thread_number", threads) end
+local sent = 0
+local run = nil
+request = function()
+  if not run then math.randomseed(os.time() + thread_number); run = math.random(0, 0x7fffffff) end
+  sent = sent + 1
+  local id = string.format("%08x-%04x-4000-8000-%012x", run, thread_number, sent)
+  local body = body_parts and table.concat(body_parts, id) or nil
+  return wrk.format(nil, table.concat(path_parts, id), nil, body)
+end`);
+  }
   lines.push(`done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%d,"p99_us":%d,"max_us":%d}\\n',
@@ -494,13 +530,17 @@ async function emulatorAlone(recording, base, connections) {
   fs.writeFileSync(bodyFile, recording.body);
   const headers = { ...recording.headers };
   for (const name of ['host', 'content-length', 'connection']) delete headers[name];
-  // A replayed conditional PutItem fails its condition (the item exists after
-  // the first): dynalite still reads the item and evaluates the condition,
-  // but writes nothing, so that ceiling is if anything too high.
+  // Writes (an upload's S3 PUT and conditional PutItem) are replayed with a
+  // new image id each, as imgsvc makes them: replayed as recorded, every
+  // PutItem after the first failed its condition and wrote nothing, and the
+  // ceiling came out too high.
+  const write = recording.method === 'PUT' || recording.headers['x-amz-target']?.endsWith('.PutItem');
+  const freshId = write ? UUID.exec(recording.path)?.[0] ?? UUID.exec(recording.body.toString())?.[0] : undefined;
   return wrk(base + recording.path, connections, { method: recording.method, headers,
                                                    bodyFile: recording.body.length ? bodyFile : undefined,
-                                                   allowStatusErrors: true });
+                                                   allowStatusErrors: true, freshId });
 }
+const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
 
 const AWS_ENV = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1',
                   AWS_EC2_METADATA_DISABLED: 'true' };
