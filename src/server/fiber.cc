@@ -12,7 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -157,9 +159,12 @@ class OnAWorker final : public core::BlockingHook {
  public:
   void Run(const std::function<void()>& work) override {
     Fiber* fiber = t_running;
-    fiber->blocking_work->Post([&work, fiber] {
+    // Counted as the io thread's work meanwhile, so that its run() does not
+    // return with a fiber parked here.
+    auto io_thread = asio::prefer(fiber->executor, asio::execution::outstanding_work.tracked);
+    fiber->blocking_work->Post([&work, fiber, io_thread = std::move(io_thread)] {
       work();
-      asio::post(fiber->executor, [fiber] { Resume(fiber); });
+      asio::post(io_thread, [fiber] { Resume(fiber); });
     });
     SwitchOut(*fiber);
   }
@@ -207,9 +212,10 @@ void StartFiber(const asio::any_io_executor& executor, WorkerPool& blocking_work
   void* stack = t_stacks.Take();
   if (stack == nullptr) {
     // No memory for a stack: the request runs as it would without fibers.
-    blocking_work.Post([executor, body = std::move(body), then = std::move(then)] {
+    auto io_thread = asio::prefer(executor, asio::execution::outstanding_work.tracked);
+    blocking_work.Post([io_thread = std::move(io_thread), body = std::move(body), then = std::move(then)] {
       body();
-      asio::post(executor, then);
+      asio::post(io_thread, then);
     });
     return;
   }
