@@ -92,9 +92,13 @@ CursorCodec::CursorCodec(SecretSource secret) : secret_(std::move(secret)) {}
 
 StatusOr<const CursorCodec::Key*> CursorCodec::GetKey() const {
   if (ready_.load(std::memory_order_acquire)) return &*key_;
+  // Asked for outside the lock: the secret may come over the network (the
+  // API token from Secrets Manager), where a request on a fiber parks, and
+  // no lock is held across a park (server/fiber.h). Callers that meet here
+  // may each ask; the first key made is kept.
+  IMGSVC_ASSIGN_OR_RETURN(const std::string secret, secret_());
   std::lock_guard lock(mutex_);
   if (!key_) {
-    IMGSVC_ASSIGN_OR_RETURN(const std::string secret, secret_());
     key_.emplace(secret);
     ready_.store(true, std::memory_order_release);
   }

@@ -5,7 +5,9 @@
 #include <cctype>
 #include <set>
 
+#include "core/blocking.h"
 #include "crypto/crypto.h"
+#include "support/parking.h"
 
 namespace imgsvc::core {
 namespace {
@@ -222,6 +224,27 @@ TEST(CursorCodecTest, OpeningAsksForTheSecretAndReportsItsError) {
   const StatusOr<Position> opened = unavailable.Open(Sealed(CursorCodec(kSecret), kPosition, "b"), "b");
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), Code::kUnavailable) << "not a 400: the cursor may be fine";
+}
+
+// The secret comes from the token source, which may park the caller (on a
+// fiber: two requests of one io thread).
+TEST(CursorCodecTest, NoLockIsHeldWhileTheSecretIsFetched) {
+  const CursorCodec lazy([]() -> StatusOr<std::string> {
+    RunBlocking([] {});
+    return std::string(kSecret);
+  });
+  StatusOr<std::string> other = Status(Code::kInternal, "not run");
+  {
+    imgsvc::testing::MeanwhileOnAnotherThread hook([&] { other = lazy.Seal(kPosition, "b"); });
+    SetThreadBlockingHook(&hook);
+    const StatusOr<std::string> first = lazy.Seal(kPosition, "b");
+    SetThreadBlockingHook(nullptr);
+    EXPECT_TRUE(hook.finished_in_time()) << "the second caller waited for the parked one's lock";
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    EXPECT_TRUE(CursorCodec(kSecret).Open(*first, "b").ok());
+  }
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_TRUE(lazy.Open(*other, "b").ok());
 }
 
 TEST(CursorBindingTest, ACursorFromOneCallerDoesNotOpenForAnother) {
