@@ -66,6 +66,10 @@ int Serve(const Config& config) {
       };
     }
   }
+  // Declared before the server, so destroyed after it: its workers, joined
+  // as it goes, may still be in a handler (or in blocking work a fiber
+  // handed them) when the grace period ends.
+  std::unique_ptr<ServiceStack> stack;
   server::Server server(
       options, [&router](http::Request& request) { return router->Handle(request); },
       [&router](int status, std::string_view detail) { return router->ErrorResponse(status, detail); });
@@ -73,9 +77,10 @@ int Serve(const Config& config) {
 
   const std::string public_url =
       config.public_url.empty() ? DefaultPublicUrl(config.host, server.port()) : config.public_url;
-  auto stack = OpenServiceStack(config, *plan, public_url);
-  if (!stack.ok()) return Fail("cannot open the storage backend", stack.status());
-  router = (*stack)->router.get();
+  auto opened = OpenServiceStack(config, *plan, public_url);
+  if (!opened.ok()) return Fail("cannot open the storage backend", opened.status());
+  stack = std::move(*opened);
+  router = stack->router.get();
 
   if (embedded) {
     log::Info("listening", {{"host", config.host},
@@ -86,7 +91,7 @@ int Serve(const Config& config) {
                             {"auth_mode", config.auth_mode},
                             {"open_files_limit", open_files}});
   } else {
-    const AwsBackend& aws = *(*stack)->aws;
+    const AwsBackend& aws = *stack->aws;
     log::Info("listening", {{"host", config.host},
                             {"port", static_cast<int>(server.port())},
                             {"url", public_url},

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -215,9 +214,7 @@ AwsClient::AwsClient(std::shared_ptr<net::HttpClient> http, std::shared_ptr<Cred
     : http_(std::move(http)),
       credentials_(std::move(credentials)),
       retry_(retry),
-      sleep_(sleep ? std::move(sleep) : SleepFunction([](milliseconds delay) {
-               core::RunBlocking([delay] { std::this_thread::sleep_for(delay); });
-             })),
+      sleep_(sleep ? std::move(sleep) : SleepFunction([](milliseconds delay) { core::SleepFor(delay); })),
       quota_left_(retry.quota) {}
 
 Signer& AwsClient::SignerFor(const std::string& service) { return service == "s3" ? s3_signer_ : default_signer_; }

@@ -1,5 +1,5 @@
 // RunBlocking: work that may hold its thread for long (a network call made
-// under a lock, a wait for another thread, a sleep).
+// under a lock, a wait for another thread). SleepFor: a pause.
 //
 // The standalone server runs AWS reads on fibers of its io threads
 // (server/fiber.h): a fiber parks where it would wait on a socket, and the
@@ -8,23 +8,32 @@
 // fiber's network call deadlocks the next fiber of the thread that wants
 // it. Such work goes through RunBlocking: on a fiber it runs on another
 // thread while the fiber parks; elsewhere (worker threads, Lambda, tools)
-// it runs at once, on the caller's thread.
+// it runs at once, on the caller's thread. Likewise SleepFor parks a fiber
+// on a timer, and sleeps elsewhere.
 #pragma once
 
+#include <chrono>
 #include <functional>
 
 namespace imgsvc::core {
 
-// What RunBlocking does on a thread that has a hook (see SetThreadBlockingHook).
+// What RunBlocking and SleepFor do on a thread that has a hook (see
+// SetThreadBlockingHook).
 class BlockingHook {
  public:
   virtual ~BlockingHook() = default;
-  // Runs `work` to completion, then returns.
+  // Runs `work` to completion, then returns; what `work` throws is thrown
+  // here.
   virtual void Run(const std::function<void()>& work) = 0;
+  // Returns once `pause` has passed.
+  virtual void Sleep(std::chrono::milliseconds pause) = 0;
 };
 
 // Runs `work` through the thread's hook, or at once without one.
 void RunBlocking(const std::function<void()>& work);
+
+// Pauses through the thread's hook, or sleeps without one.
+void SleepFor(std::chrono::milliseconds pause);
 
 // The calling thread's hook, until replaced; null: none. The server sets it
 // while a fiber runs.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -26,6 +27,7 @@
 extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, std::size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old,
                                                 std::size_t* size_old);
+extern "C" void __asan_unpoison_memory_region(void const volatile* address, std::size_t size);
 #endif
 
 namespace imgsvc::server {
@@ -52,6 +54,11 @@ class StackCache {
     if (!free_.empty()) {
       void* stack = free_.back();
       free_.pop_back();
+#if defined(__SANITIZE_ADDRESS__)
+      // The frames of the fiber that ended here never returned: their
+      // redzones are still marked.
+      __asan_unpoison_memory_region(static_cast<char*>(stack) + kGuardBytes, kStackBytes - kGuardBytes);
+#endif
       return stack;
     }
     void* stack = ::mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -121,40 +128,53 @@ class ReactorWait final : public net::WaitHook {
              bool& timed_out) override {
     Fiber& fiber = *t_running;
     // Shared with the handlers, which may run after this frame is gone (a
-    // timer's cancellation queued behind the socket's readiness).
+    // timer's cancellation queued behind the socket's readiness, or the
+    // second of a read and a write wait).
     struct State {
       State(const asio::any_io_executor& executor, int fd) : descriptor(executor, fd), timer(executor) {}
       asio::posix::stream_descriptor descriptor;
       asio::steady_timer timer;
-      bool ready = false;
+      short got = 0;
+      bool resumed = false;
       bool expired = false;
     };
     auto state = std::make_shared<State>(fiber.executor, fd);
-    const bool write = (events & POLLOUT) != 0;
     if (deadline) {
       state->timer.expires_at(*deadline);
       state->timer.async_wait([state](const ErrorCode& ec) {
-        if (ec || state->ready) return;
+        if (ec || state->resumed) return;
         state->expired = true;
         state->descriptor.cancel();
       });
     }
-    state->descriptor.async_wait(
-        write ? asio::posix::stream_descriptor::wait_write : asio::posix::stream_descriptor::wait_read,
-        [fiber = &fiber, state](const ErrorCode& ec) {
-          state->ready = !ec;
-          Resume(fiber);
-        });
+    // The first of the waits asked for resumes the fiber; the other is
+    // cancelled. (A write waits for an answer too: the peer may answer
+    // before it has read the whole request.)
+    const auto on_ready = [fiber = &fiber, state](short event) {
+      return [fiber, state, event](const ErrorCode& ec) {
+        if (state->resumed) return;
+        state->resumed = true;
+        if (!ec) state->got = event;
+        state->descriptor.cancel();
+        Resume(fiber);
+      };
+    };
+    if ((events & POLLOUT) != 0) {
+      state->descriptor.async_wait(asio::posix::stream_descriptor::wait_write, on_ready(POLLOUT));
+    }
+    if ((events & POLLIN) != 0) {
+      state->descriptor.async_wait(asio::posix::stream_descriptor::wait_read, on_ready(POLLIN));
+    }
     SwitchOut(fiber);
     state->timer.cancel();
     state->descriptor.release();  // the socket stays the client's
-    timed_out = state->expired;
-    if (state->ready) return write ? POLLOUT : POLLIN;
+    timed_out = state->expired && state->got == 0;
+    if (state->got != 0) return state->got;
     return timed_out ? 0 : POLLERR;
   }
 };
 
-// core::RunBlocking's work, while a fiber runs.
+// core::RunBlocking's work and core::SleepFor's pause, while a fiber runs.
 class OnAWorker final : public core::BlockingHook {
  public:
   void Run(const std::function<void()>& work) override {
@@ -162,10 +182,25 @@ class OnAWorker final : public core::BlockingHook {
     // Counted as the io thread's work meanwhile, so that its run() does not
     // return with a fiber parked here.
     auto io_thread = asio::prefer(fiber->executor, asio::execution::outstanding_work.tracked);
-    fiber->blocking_work->Post([&work, fiber, io_thread = std::move(io_thread)] {
-      work();
+    std::exception_ptr failure;
+    fiber->blocking_work->Post([&work, &failure, fiber, io_thread = std::move(io_thread)] {
+      try {
+        work();
+      } catch (...) {  // thrown on the fiber, as it would be without one
+        failure = std::current_exception();
+      }
       asio::post(io_thread, [fiber] { Resume(fiber); });
     });
+    SwitchOut(*fiber);
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // A timer of the io thread: no thread is held for the pause (a retry's
+  // backoff can last seconds).
+  void Sleep(std::chrono::milliseconds pause) override {
+    Fiber* fiber = t_running;
+    auto timer = std::make_shared<asio::steady_timer>(fiber->executor, pause);
+    timer->async_wait([fiber, timer](const ErrorCode&) { Resume(fiber); });
     SwitchOut(*fiber);
   }
 };
@@ -243,6 +278,11 @@ bool TakeFiberSlotOrQueue(std::size_t bound, std::function<void()> start) {
   }
   t_slots.waiting.push_back(std::move(start));
   return false;
+}
+
+void DropWaitingFibers() {
+  t_slots.waiting.clear();
+  t_slots.running = 0;
 }
 
 void ReturnFiberSlot() {

@@ -13,7 +13,8 @@
 //    thread's reactor (keeping the call's deadline) and switch back to the
 //    io thread until the socket is ready;
 //  - core::BlockingHook: core::RunBlocking's work runs on a worker thread
-//    while the fiber parks.
+//    while the fiber parks (what it throws is thrown on the fiber), and
+//    core::SleepFor parks the fiber on a timer.
 // Anything else that blocks stalls every fiber of the thread. Two rules
 // follow for code a fiber may run (the AWS stores, the router, the core):
 //  - a lock is never held across a park point (a network call, RunBlocking):
@@ -49,5 +50,10 @@ void StartFiber(const boost::asio::any_io_executor& executor, WorkerPool& blocki
 bool TakeFiberSlotOrQueue(std::size_t bound, std::function<void()> start);
 // Called on the io thread by a fiber's `then`.
 void ReturnFiberSlot();
+// Called on an io thread whose loop has ended for good (the server stopped,
+// its grace period over): the starts still waiting are dropped, releasing
+// what they hold while the server is still there, and the count starts
+// again from zero.
+void DropWaitingFibers();
 
 }  // namespace imgsvc::server

@@ -943,11 +943,17 @@ void Core::Run(std::function<void()> on_stopping) {
   });
   asio::post(server_strand_, [this] { Accept(); });
 
+  // Requests still waiting for a fiber when the loop ends are dropped there,
+  // on their own thread, while this Core is still alive.
+  const auto run_io = [](asio::io_context& context) {
+    context.run();
+    DropWaitingFibers();
+  };
   std::vector<std::thread> extra_io_threads;
   for (const auto& context : more_iocs_) {
-    extra_io_threads.emplace_back([&context = *context] { context.run(); });
+    extra_io_threads.emplace_back([&run_io, &context = *context] { run_io(context); });
   }
-  ioc_.run();
+  run_io(ioc_);
   for (auto& thread : extra_io_threads) thread.join();
 
   // Whatever is left outlived the grace period.

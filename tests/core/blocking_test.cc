@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
+#include <vector>
 
 namespace imgsvc::core {
 namespace {
@@ -15,7 +17,9 @@ class OnAnotherThread final : public BlockingHook {
     ++runs;
     std::thread(work).join();
   }
+  void Sleep(std::chrono::milliseconds pause) override { pauses.push_back(pause); }
   int runs = 0;
+  std::vector<std::chrono::milliseconds> pauses;
 };
 
 TEST(RunBlockingTest, WithoutAHookTheWorkRunsAtOnceOnTheCallersThread) {
@@ -44,6 +48,20 @@ TEST(RunBlockingTest, AHookIsTheSettingThreadsOnly) {
   std::thread([] { RunBlocking([] {}); }).join();
   SetThreadBlockingHook(nullptr);
   EXPECT_EQ(hook.runs, 0);
+}
+
+TEST(SleepForTest, WithAHookThePauseGoesThroughIt) {
+  OnAnotherThread hook;
+  SetThreadBlockingHook(&hook);
+  SleepFor(std::chrono::milliseconds(250));
+  SetThreadBlockingHook(nullptr);
+  EXPECT_EQ(hook.pauses, std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(250)});
+}
+
+TEST(SleepForTest, WithoutAHookTheThreadSleeps) {
+  const auto before = std::chrono::steady_clock::now();
+  SleepFor(std::chrono::milliseconds(20));
+  EXPECT_GE(std::chrono::steady_clock::now() - before, std::chrono::milliseconds(20));
 }
 
 }  // namespace

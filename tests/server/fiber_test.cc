@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <future>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -73,6 +75,47 @@ TEST(FiberTest, TwoFibersParkAtOnceOnOneThread) {
   EXPECT_TRUE(each_saw_the_other);
 }
 
+TEST(FiberTest, WhatBlockingWorkThrowsIsThrownOnTheFiber) {
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  std::string caught;
+  boost::asio::post(io, [&] {
+    StartFiber(
+        io.get_executor(), workers,
+        [&] {
+          try {
+            core::RunBlocking([] { throw std::runtime_error("from the worker"); });
+          } catch (const std::runtime_error& e) {
+            caught = e.what();
+          }
+        },
+        [] {});
+  });
+  io.run();
+  EXPECT_EQ(caught, "from the worker");
+}
+
+// The only worker is busy throughout: a sleep on a fiber needs none.
+TEST(FiberTest, ASleepParksOnATimerWithoutAWorker) {
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> busy;
+  workers.Post([&] {
+    busy.set_value();
+    released.wait();
+  });
+  busy.get_future().wait();
+  bool slept = false;
+  boost::asio::post(io, [&] {
+    StartFiber(io.get_executor(), workers, [] { core::SleepFor(std::chrono::milliseconds(5)); }, [&] { slept = true; });
+  });
+  io.run();
+  release.set_value();
+  EXPECT_TRUE(slept);
+}
+
 TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
   std::thread([] {  // the slots are the thread's own
     std::vector<int> started;
@@ -90,6 +133,19 @@ TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
     EXPECT_TRUE(TakeFiberSlotOrQueue(2, [] {}));  // all four ended: two free
     EXPECT_TRUE(TakeFiberSlotOrQueue(2, [] {}));
     EXPECT_FALSE(TakeFiberSlotOrQueue(2, [] {}));
+  }).join();
+}
+
+TEST(FiberSlotsTest, DroppingTheWaitingStartsReleasesThemAndTheSlots) {
+  std::thread([] {
+    auto held = std::make_shared<int>(0);
+    EXPECT_TRUE(TakeFiberSlotOrQueue(1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(1, [held] {}));
+    EXPECT_EQ(held.use_count(), 2);
+    DropWaitingFibers();
+    EXPECT_EQ(held.use_count(), 1);
+    EXPECT_TRUE(TakeFiberSlotOrQueue(1, [] {}));
+    DropWaitingFibers();
   }).join();
 }
 

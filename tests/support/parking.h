@@ -23,6 +23,7 @@ class MeanwhileOnThisThread final : public core::BlockingHook {
     if (std::exchange(first_, false)) meanwhile_();
     work();
   }
+  void Sleep(std::chrono::milliseconds pause) override { std::this_thread::sleep_for(pause); }
 
  private:
   std::function<void()> meanwhile_;
@@ -51,6 +52,7 @@ class MeanwhileOnAnotherThread final : public core::BlockingHook {
     }
     work();
   }
+  void Sleep(std::chrono::milliseconds pause) override { std::this_thread::sleep_for(pause); }
   bool finished_in_time() const { return finished_in_time_; }
 
  private:
