@@ -104,12 +104,12 @@ TEST(FiberTest, WhatBlockingWorkThrowsIsThrownOnTheFiber) {
 
 // The only worker is busy throughout: a sleep on a fiber needs none.
 TEST(FiberTest, ASleepParksOnATimerWithoutAWorker) {
-  boost::asio::io_context io;
-  WorkerPool workers(1);
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::promise<void> busy;
-  workers.Post([&] {
+  boost::asio::io_context io;
+  WorkerPool workers(1);  // joined first, before what its task uses goes
+  workers.Post([&busy, released] {
     busy.set_value();
     released.wait();
   });
