@@ -272,9 +272,7 @@ class RefreshingCredentialsProvider : public CredentialsProvider {
       std::unique_lock lock(mutex_, std::try_to_lock);
       if (lock.owns_lock() && cached_ && Fresh(*cached_, system_clock::now())) return *cached_;
     }
-    StatusOr<Credentials> result = Status(Code::kInternal, "credentials not fetched");
-    core::RunBlocking([&] { result = GetOrFetch(); });
-    return result;
+    return core::RunBlocking([this] { return GetOrFetch(); });
   }
 
  protected:

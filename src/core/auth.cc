@@ -50,14 +50,13 @@ StatusOr<std::optional<std::string>> Authenticator::Authenticate(std::optional<s
   // A mismatch may mean the secret rotated. Refetch at most once per interval;
   // requests that queued behind a refetch compare against its result. The
   // lock is held across the fetch, hence RunBlocking (never on a fiber).
-  StatusOr<std::string> secret = Status(Code::kInternal, "secret not read");
-  RunBlocking([&] {
+  const StatusOr<std::string> secret = RunBlocking([&] {
     std::lock_guard lock(mutex_);
     const Micros now = clock_.Now();
     const Micros interval = std::chrono::duration_cast<std::chrono::microseconds>(refresh_interval_).count();
     const bool refresh_due = !last_refresh_ || now - *last_refresh_ >= interval;
     if (refresh_due) last_refresh_ = now;
-    secret = refresh_due ? tokens_.Refresh() : tokens_.Current();
+    return refresh_due ? tokens_.Refresh() : tokens_.Current();
   });
   if (!secret.ok()) return Unavailable(secret.status());
   if (Matches(*secret, user_id, token)) return std::optional<std::string>(user_id);

@@ -14,6 +14,9 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
+#include <type_traits>
+#include <utility>
 
 namespace imgsvc::core {
 
@@ -31,6 +34,15 @@ class BlockingHook {
 
 // Runs `work` through the thread's hook, or at once without one.
 void RunBlocking(const std::function<void()>& work);
+
+// The same for work that returns a value: returns it.
+template <class Work>
+  requires(!std::is_void_v<std::invoke_result_t<Work&>>)
+std::invoke_result_t<Work&> RunBlocking(Work&& work) {
+  std::optional<std::invoke_result_t<Work&>> result;
+  RunBlocking(std::function<void()>([&] { result.emplace(work()); }));
+  return std::move(*result);
+}
 
 // Pauses through the thread's hook, or sleeps without one.
 void SleepFor(std::chrono::milliseconds pause);

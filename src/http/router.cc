@@ -528,22 +528,17 @@ Response Router::BulkDelete(Context& ctx) {
 
 Response Router::Ready() {
   if (stopping_.load()) return JsonResponse(503, DetailJson("Not ready: shutting down"));
-  Status status;
-  bool known = false;
   const auto fresh = [this](std::chrono::steady_clock::time_point now) {
     return ready_known_ && now - ready_checked_at_ < options_.ready_cache;
   };
-  {
-    // A check in progress holds the lock across its network calls: only a
-    // fresh result is read here without waiting (RunBlocking below).
-    std::unique_lock lock(ready_mutex_, std::try_to_lock);
-    if (lock.owns_lock() && fresh(std::chrono::steady_clock::now())) {
-      status = ready_status_;
-      known = true;
+  const Status status = [&] {
+    {
+      // A check in progress holds the lock across its network calls: only
+      // a fresh result is read here without waiting.
+      std::unique_lock lock(ready_mutex_, std::try_to_lock);
+      if (lock.owns_lock() && fresh(std::chrono::steady_clock::now())) return ready_status_;
     }
-  }
-  if (!known) {
-    core::RunBlocking([&] {
+    return core::RunBlocking([&] {
       std::lock_guard lock(ready_mutex_);
       const auto now = std::chrono::steady_clock::now();
       if (!fresh(now)) {
@@ -554,9 +549,9 @@ Response Router::Ready() {
         ready_checked_at_ = now;
         ready_known_ = true;
       }
-      status = ready_status_;
+      return ready_status_;
     });
-  }
+  }();
   if (status.ok()) return JsonResponse(200, R"({"status":"ready"})");
   log::Warn("not ready", {{"cause", status.ToString()}});
   // Name the component, not its address or the underlying error.

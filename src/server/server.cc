@@ -149,7 +149,6 @@ bool IsMalformed(const ErrorCode& ec) {
 
 class Session;
 
-
 // Everything the listener, the sessions and shutdown share.
 class Core {
  public:
@@ -474,7 +473,7 @@ void Session::SendError(int status, std::string_view detail) {
   WriteResponse();
 }
 
-// --- handler (worker thread) ----------------------------------------------
+// --- handler (worker, io thread or fiber) ---------------------------------
 
 void Session::RunHandler() {
   BuildRequest();

@@ -112,9 +112,7 @@ class ParkingTokenSource final : public TokenSource {
   explicit ParkingTokenSource(TokenSource& inner) : inner_(inner) {}
   StatusOr<std::string> Current() override { return inner_.Current(); }
   StatusOr<std::string> Refresh() override {
-    StatusOr<std::string> refreshed = Status(Code::kInternal, "not refreshed");
-    RunBlocking([&] { refreshed = inner_.Refresh(); });
-    return refreshed;
+    return RunBlocking([this] { return inner_.Refresh(); });
   }
   Status CheckReady() override { return inner_.CheckReady(); }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -48,6 +49,16 @@ TEST(RunBlockingTest, AHookIsTheSettingThreadsOnly) {
   std::thread([] { RunBlocking([] {}); }).join();
   SetThreadBlockingHook(nullptr);
   EXPECT_EQ(hook.runs, 0);
+}
+
+TEST(RunBlockingTest, WorkThatReturnsAValueGivesItBackThroughTheHook) {
+  EXPECT_EQ(RunBlocking([] { return std::string("at once"); }), "at once");
+  OnAnotherThread hook;
+  SetThreadBlockingHook(&hook);
+  const std::thread::id ran_on = RunBlocking([] { return std::this_thread::get_id(); });
+  SetThreadBlockingHook(nullptr);
+  EXPECT_EQ(hook.runs, 1);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
 }
 
 TEST(SleepForTest, WithAHookThePauseGoesThroughIt) {

@@ -72,36 +72,29 @@ StatusOr<std::string> SecretsManagerTokenSource::Current() {
     if (token_ && (now - fetched_at_ < cache_ttl_ || now < outage_until_)) return *token_;
     seen = completed_;
   }
-  StatusOr<std::string> result = Status(Code::kInternal, "token not fetched");
-  core::RunBlocking([&] {
+  return core::RunBlocking([&]() -> StatusOr<std::string> {
     std::lock_guard fetching(fetch_mutex_);
     {
       std::lock_guard lock(mutex_);
       // A fetch ended while we waited: it is as fresh as ours would be.
       if (completed_ != seen) {
-        result = token_ ? StatusOr<std::string>(*token_) : StatusOr<std::string>(*last_failure_);
-        return;
+        if (token_) return *token_;
+        return *last_failure_;
       }
     }
-    result = FetchAndRemember();
+    return FetchAndRemember();
   });
-  return result;
 }
 
 StatusOr<std::string> SecretsManagerTokenSource::Refresh() {
-  StatusOr<std::string> result = Status(Code::kInternal, "token not fetched");
-  core::RunBlocking([&] {
+  return core::RunBlocking([&]() -> StatusOr<std::string> {
     std::lock_guard fetching(fetch_mutex_);
     {
       std::lock_guard lock(mutex_);
-      if (token_ && clock_->Now() < outage_until_) {
-        result = *token_;
-        return;
-      }
+      if (token_ && clock_->Now() < outage_until_) return *token_;
     }
-    result = FetchAndRemember();
+    return FetchAndRemember();
   });
-  return result;
 }
 
 Status SecretsManagerTokenSource::CheckReady() { return Current().status(); }
