@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/early_answer_peer.h"
 #include "support/loopback_socket.h"
 
 namespace imgsvc::net {
@@ -1034,34 +1035,12 @@ ClientRequest LargePut() {
 }
 
 TEST(HttpClientTest, AnswerBeforeTheBodyWasReadIsTaken) {
-  // A peer refusing a request (S3 with a bad signature, say) may answer once
-  // it has the head and read no more of the body.
-  std::uint16_t port = 0;
-  const int listener = ListenOnLoopback(AF_INET, port);
-  ASSERT_GE(listener, 0);
-  std::atomic<bool> stopping{false};
-  std::thread peer([&] {
-    if (!WaitReadable(listener, stopping)) return;
-    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    std::string head;
-    char chunk[4096];
-    while (head.find("\r\n\r\n") == std::string::npos && WaitReadable(fd, stopping)) {
-      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
-      if (n <= 0) break;
-      head.append(chunk, static_cast<std::size_t>(n));
-    }
-    SendAll(fd, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
-    while (!stopping) std::this_thread::sleep_for(10ms);  // reads nothing more
-    ::close(fd);
-  });
-
+  imgsvc::testing::EarlyAnswerPeer peer("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
+  ASSERT_TRUE(peer.ok());
   HttpClientOptions options;
   options.total_timeout = 10s;
   HttpClient client(options);
-  const StatusOr<ClientResponse> result = client.Send(Endpoint{"http", "127.0.0.1", port}, LargePut());
-  stopping = true;
-  peer.join();
-  ::close(listener);
+  const StatusOr<ClientResponse> result = client.Send(Endpoint{"http", "127.0.0.1", peer.port()}, LargePut());
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->status, 413);
   EXPECT_EQ(result->body, "too big!");

@@ -1,12 +1,6 @@
 #include "server/fiber.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <atomic>
 
 #include <chrono>
 #include <future>
@@ -21,6 +15,7 @@
 
 #include "core/blocking.h"
 #include "net/http_client.h"
+#include "support/early_answer_peer.h"
 
 namespace imgsvc::server {
 namespace {
@@ -123,35 +118,11 @@ TEST(FiberTest, ASleepParksOnATimerWithoutAWorker) {
   EXPECT_TRUE(slept);
 }
 
-// A peer refusing a request (S3 with a bad signature, say) may answer once
-// it has the head and read no more of the body: a fiber whose write waits
-// must see the answer, not wait for the deadline.
+// A write wait on a fiber must see an answer that came before the peer
+// read the whole request, not wait for the deadline.
 TEST(FiberTest, AWriteWaitSeesAnAnswerThatCameFirst) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(::listen(listener, 1), 0);
-  socklen_t length = sizeof(address);
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  std::atomic<bool> stopping{false};
-  std::thread peer([&] {
-    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) return;
-    std::string head;
-    char chunk[4096];
-    while (head.find("\r\n\r\n") == std::string::npos) {
-      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
-      if (n <= 0) break;
-      head.append(chunk, static_cast<std::size_t>(n));
-    }
-    const std::string answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!";
-    if (::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL) < 0) ADD_FAILURE() << "send";
-    while (!stopping) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // reads nothing more
-    ::close(fd);
-  });
-
+  imgsvc::testing::EarlyAnswerPeer peer("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!");
+  ASSERT_TRUE(peer.ok());
   boost::asio::io_context io;
   WorkerPool workers(1);
   net::HttpClientOptions options;
@@ -165,12 +136,9 @@ TEST(FiberTest, AWriteWaitSeesAnAnswerThatCameFirst) {
   boost::asio::post(io, [&] {
     StartFiber(
         io.get_executor(), workers,
-        [&] { result = client.Send(net::Endpoint{"http", "127.0.0.1", ntohs(address.sin_port)}, put); }, [] {});
+        [&] { result = client.Send(net::Endpoint{"http", "127.0.0.1", peer.port()}, put); }, [] {});
   });
   io.run();
-  stopping = true;
-  peer.join();
-  ::close(listener);
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->status, 413);
   EXPECT_EQ(result->body, "too big!");

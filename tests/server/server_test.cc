@@ -33,6 +33,7 @@
 
 #include "core/blocking.h"
 #include "net/http_client.h"
+#include "support/loopback_socket.h"
 
 namespace imgsvc::server {
 namespace {
@@ -958,15 +959,7 @@ TEST(ServerTest, ListenFailsWhenThePortIsTaken) {
 class GatedPeer {
  public:
   GatedPeer() {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-    EXPECT_EQ(::listen(listener_, 16), 0);
-    socklen_t length = sizeof(address);
-    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
-    port_ = ntohs(address.sin_port);
+    EXPECT_TRUE(listener_.ok());
     thread_ = std::thread([this] { Serve(); });
   }
   ~GatedPeer() {
@@ -975,12 +968,11 @@ class GatedPeer {
       stopping_ = true;
     }
     changed_.notify_all();
-    ::shutdown(listener_, SHUT_RDWR);
-    ::close(listener_);
+    ::shutdown(listener_.fd(), SHUT_RDWR);  // ends the accept
     thread_.join();
     for (std::thread& answer : answers_) answer.join();
   }
-  std::uint16_t port() const { return port_; }
+  std::uint16_t port() const { return listener_.port(); }
   int requests() const { return requests_.load(); }
   void Release() {
     {
@@ -993,7 +985,7 @@ class GatedPeer {
  private:
   void Serve() {
     while (true) {
-      const int connection = ::accept(listener_, nullptr, nullptr);
+      const int connection = ::accept(listener_.fd(), nullptr, nullptr);
       if (connection < 0) return;
       answers_.emplace_back([this, connection] {
         char buffer[4096];
@@ -1011,8 +1003,7 @@ class GatedPeer {
     }
   }
 
-  int listener_ = -1;
-  std::uint16_t port_ = 0;
+  imgsvc::testing::LoopbackSocket listener_{/*listening=*/true};
   std::mutex mutex_;
   std::condition_variable changed_;
   bool released_ = false;

@@ -34,6 +34,7 @@ class LoopbackSocket {
   }
 
   bool ok() const { return ok_; }
+  int fd() const { return fd_; }
   std::uint16_t port() const { return port_; }
   std::string url(std::string_view scheme = "http") const {
     return std::string(scheme) + "://127.0.0.1:" + std::to_string(port_);
