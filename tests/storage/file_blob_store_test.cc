@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 #include <vector>
 
 #include "crypto/crypto.h"
@@ -212,6 +213,25 @@ TEST_P(FileBlobStoreTest, CommittingToAnExistingKeyIsConflictAndKeepsTheOriginal
 TEST_P(FileBlobStoreTest, CommitCreatesMissingParentDirectories) {
   ASSERT_TRUE(Put("renditions/abc/deep/er/thumb.webp", "t").ok());
   EXPECT_EQ(ReadFile(Blobs() / "renditions/abc/deep/er/thumb.webp"), "t");
+}
+
+// They share the directory's syncs (DirectorySync); each still lands whole.
+TEST_P(FileBlobStoreTest, ConcurrentCommitsIntoOneDirectoryAllLand) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 20;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([this, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string name = std::to_string(t) + "-" + std::to_string(i);
+        const Status put = Put("images/alice/" + name + ".png", "bytes of " + name);
+        EXPECT_TRUE(put.ok()) << put.ToString();
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(Entries(Blobs() / "images/alice").size(), std::size_t{kThreads * kPerThread});
+  EXPECT_EQ(ReadFile(Blobs() / "images/alice/7-19.png"), "bytes of 7-19");
 }
 
 TEST_P(FileBlobStoreTest, OpenRemovesUploadsLeftByACrash) {

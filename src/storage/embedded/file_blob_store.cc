@@ -19,6 +19,7 @@
 
 #include "core/log.h"
 #include "crypto/crypto.h"
+#include "storage/embedded/directory_sync.h"
 
 namespace imgsvc::storage {
 namespace {
@@ -273,6 +274,8 @@ struct Dirs {
   Fd blobs;
   Fd tmp;
   std::string blobs_path;
+  // Shared by the uploads that commit at once into a directory of blobs/.
+  mutable DirectorySync blob_dirs{[this](const std::string& dir) { return FsyncDirAt(blobs.get(), dir); }};
 };
 
 constexpr std::uint64_t kWriteBehindBytes = 8u << 20;
@@ -351,7 +354,7 @@ class FileUpload final : public core::BlobUpload {
     if (fd_.Close() != 0) return WriteErrorStatus("close failed", errno);
     if (!unnamed) IMGSVC_RETURN_IF_ERROR(PlaceUnderKey());
     committed_ = true;
-    return FsyncDirAt(dirs_->blobs.get(), ParentOf(key_));
+    return dirs_->blob_dirs.SyncAfterLink(ParentOf(key_));
   }
 
  private:

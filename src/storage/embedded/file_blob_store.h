@@ -4,7 +4,8 @@
 // progress (same filesystem, so an upload moves under its key without a
 // copy). An upload is an unnamed file (O_TMPFILE) where the filesystem and
 // /proc allow it, else tmp/{random}.part. Commit is durable: the file and
-// its directory entry under the key are synced before it returns. A refused
+// its directory entry under the key are synced before it returns (uploads
+// committing at once into one directory share its sync). A refused
 // upload never leaves a file under its key, and a crash never leaves a half
 // file that metadata refers to (the upload's Commit says how). Download URLs
 // are served by imgsvc itself under /files/{key}, signed like S3 presigned
