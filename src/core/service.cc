@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "core/log.h"
+#include "core/stream_hasher.h"
 #include "crypto/crypto.h"
 #include "imaging/probe.h"
 
@@ -60,7 +61,7 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
   const std::string shown_name = Quoted(record.filename);
 
   imaging::ImageProbe probe;
-  crypto::Sha256 hash;
+  StreamHasher hash;
   std::vector<std::byte> sniffed;  // bytes seen before the format (and key) is known
   std::uint64_t total = 0;
 
@@ -119,7 +120,7 @@ StatusOr<ImageService::StoredFile> ImageService::StoreFile(const std::string& us
   record.size_bytes = total;
   record.sha256 = crypto::HexEncode(hash.Finish());
   log::Debug("file stored", {{"image_id", record.image_id}, {"part", static_cast<std::uint64_t>(index)},
-                             {"bytes", total}});
+                             {"bytes", total}, {"hashed_beside", hash.offloaded()}});
   return file;
 }
 
