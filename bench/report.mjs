@@ -19,6 +19,17 @@ if (machine) {
   print();
 }
 
+const settled = lines.filter((l) => l.settle);
+if (settled.length > 0) {
+  const waits = settled.map((l) => l.seconds);
+  const busy = settled.filter((l) => !l.quiet);
+  print(`Before each stage and each upload round (${settled.length}) the suite waited for an idle machine: ` +
+        `${fixed(Math.min(...waits), 1)}–${fixed(Math.max(...waits), 1)} s` +
+        (busy.length === 0 ? ', idle each time.'
+          : `; still busy after 30 s before ${busy.map((l) => `${l.stage} (${l.idle_percent} % idle, ` +
+                                                              `${l.disk_writes_last_second} disk requests/s)`).join(', ')}.`));
+  print();
+}
 const http = lines.filter((l) => l.backend && l.connections && !l.ab);
 if (http.length) {
   print('| backend | scenario | conns | imgsvc req/s | p50 / p99 ms | errors | reference req/s | ratio | imgsvc CPU µs/req | imgsvc context switches/req | emulator CPU µs/req | peak RSS MiB |');

@@ -21,6 +21,8 @@
 //  - The Google Benchmark micro-benchmarks.
 // The service runs as deployed: log level info to a file, SQLite with the
 // durability it always has (recorded from its log), on this filesystem.
+// Each stage, each embedded upload round and each large upload starts once
+// the machine is idle (settle(), at most 30 s; the waits are reported).
 // Output: JSON lines on stdout (and --out FILE), then a summary table.
 //
 // Usage: node bench/suite.mjs --build-dir=DIR [--seconds=5] [--connections=16,64,256]
@@ -438,6 +440,7 @@ async function embeddedScenarios(nginx) {
   let uploadRun = 0;
   for (const connections of CONNECTIONS) {
     await emitMedianRound(connections, async () => {
+      await settle('embedded upload round');
       const ceiling = fdatasyncCeiling(WORK);
       const dir = path.join(SPREAD, `upload-data-${++uploadRun}`);
       const uploader = await startImgsvc(`embedded-upload-${uploadRun}`, ['--data-dir', dir]);
@@ -687,8 +690,10 @@ async function largeUpload(nginx, peers) {
   const put = [], viaEmbedded = [];
   let embeddedPeak = 0;
   for (let round = 0; round < LARGE_ROUNDS; ++round) {
+    await settle('large round, nginx');
     put.push(curlUpload(`http://127.0.0.1:${nginx.port}/put/large.png`, ['-T', file]));
     fs.rmSync(path.join(nginx.www, 'put/large.png'), { force: true });
+    await settle('large round, embedded');
     resetPeak(embedded.pid);
     viaEmbedded.push(curlUpload(`${embedded.url}/api/v1/images`, form));
     embeddedPeak = Math.max(embeddedPeak, memoryKib(embedded.pid).hwm);
@@ -887,6 +892,42 @@ async function abComparison(backend, peers) {
   }
 }
 
+// Each stage starts on an idle machine, so that what ran before it (the
+// build, or the previous stage's cleanup: ext4 frees, discards and writes
+// back what a stage deleted) is not measured as the stage's own. Waits for
+// a second in which the vCPUs were at least 90 % idle and the disks wrote
+// at most a few requests (logs), for 30 s at most, and records the wait.
+const SETTLE_LIMIT_MS = 30000;
+function cpuIdleAndTotal() {
+  const ticks = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: ticks[3] + ticks[4], total: ticks.reduce((a, b) => a + b, 0) };
+}
+// Writes, discards and flushes completed by the disks, partitions aside.
+function diskWrites() {
+  const disks = new Set(fs.readdirSync('/sys/block').filter((name) => !/^(loop|ram|zram)/.test(name)));
+  let writes = 0;
+  for (const row of fs.readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+    const fields = row.trim().split(/\s+/);
+    if (disks.has(fields[2])) writes += [7, 14, 18].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0);
+  }
+  return writes;
+}
+async function settle(stage) {
+  const begun = Date.now();
+  for (;;) {
+    const cpu0 = cpuIdleAndTotal(), writes0 = diskWrites();
+    await sleep(1000);
+    const cpu1 = cpuIdleAndTotal(), writes1 = diskWrites();
+    const idle = (cpu1.idle - cpu0.idle) / Math.max(1, cpu1.total - cpu0.total);
+    const quiet = idle >= 0.9 && writes1 - writes0 <= 5;
+    if (quiet || Date.now() - begun >= SETTLE_LIMIT_MS) {
+      emit({ settle: true, stage, seconds: round3((Date.now() - begun) / 1000), quiet, idle_percent: round3(idle * 100),
+             disk_writes_last_second: writes1 - writes0 });
+      return;
+    }
+  }
+}
+
 // Main ----------------------------------------------------------------------------------
 
 const started = Date.now();
@@ -907,13 +948,13 @@ if (AB_OTHER) {
 }
 const nginx = await startNginx();
 let peers = null;
-if (ONLY.has('embedded')) await embeddedScenarios(nginx);
+if (ONLY.has('embedded')) await settle('embedded').then(() => embeddedScenarios(nginx));
 if (ONLY.has('aws') || ONLY.has('large')) peers = await startPeers();
-if (ONLY.has('aws')) await awsScenarios(nginx, peers);
-if (ONLY.has('large')) await largeUpload(nginx, peers);
-if (ONLY.has('idle')) await idleConnections();
+if (ONLY.has('aws')) await settle('aws').then(() => awsScenarios(nginx, peers));
+if (ONLY.has('large')) await settle('large').then(() => largeUpload(nginx, peers));
+if (ONLY.has('idle')) await settle('idle').then(() => idleConnections());
 if (peers) await stop(peers.child);
-if (ONLY.has('cold')) coldStarts();
+if (ONLY.has('cold')) await settle('cold').then(() => coldStarts());
 if (ONLY.has('callgrind')) await callgrind();
 if (ONLY.has('micro')) microBenchmarks();
 emit({ summary: true, minutes: round3((Date.now() - started) / 60000) });
