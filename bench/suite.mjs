@@ -21,8 +21,9 @@
 //  - The Google Benchmark micro-benchmarks.
 // The service runs as deployed: log level info to a file, SQLite with the
 // durability it always has (recorded from its log), on this filesystem.
-// Each stage, each embedded upload round and each large upload starts once
-// the machine is idle (settle(), at most 30 s; the waits are reported).
+// Each stage, each embedded upload round and each large upload (imgsvc's and
+// its reference's) starts once the machine is idle (settle(), at most 30 s;
+// the waits are reported).
 // Output: JSON lines on stdout (and --out FILE), then a summary table.
 //
 // Usage: node bench/suite.mjs --build-dir=DIR [--seconds=5] [--connections=16,64,256]
@@ -715,7 +716,9 @@ async function largeUpload(nginx, peers) {
     const alone = [], viaAws = [];
     let awsPeak = 0;
     for (let round = 0; round < LARGE_ROUNDS; ++round) {
+      await settle('large round, s3rver alone');
       alone.push(await s3rverMultipartAlone(peers.s3_direct, `large-alone-${round}.png`, file));
+      await settle('large round, AWS');
       resetPeak(aws.pid);
       viaAws.push(curlUpload(`${aws.url}/api/v1/images`, form));
       awsPeak = Math.max(awsPeak, memoryKib(aws.pid).hwm);
