@@ -27,25 +27,23 @@ StreamHasher::StreamHasher(HashingSlots& slots) : slots_(slots) {}
 StreamHasher::~StreamHasher() { StopHelper(); }
 
 void StreamHasher::Update(std::span<const std::byte> data) {
-  if (seen_ < kInlineBytes || inline_only_) {
-    const std::size_t now = inline_only_ ? data.size() : std::min(data.size(), kInlineBytes - seen_);
+  if (!took_slot_) {
+    const std::size_t now = inline_only_ ? data.size() : std::min(data.size(), kInlineBytes - inlined_);
     hash_.Update(data.first(now));
-    seen_ += now;
+    inlined_ += now;
     data = data.subspan(now);
+    if (data.empty()) return;
+    if (!StartHelper()) {  // no helper: inline throughout
+      inline_only_ = true;
+      hash_.Update(data);
+      return;
+    }
   }
-  if (!data.empty()) Buffer(data);
+  Buffer(data);
 }
 
-// Past the inline bytes: fills blocks and hands each full one to the helper,
-// which starts with the first.
+// Fills blocks and hands each full one to the helper.
 void StreamHasher::Buffer(std::span<const std::byte> data) {
-  if (!took_slot_ && !StartHelper()) {
-    inline_only_ = true;
-    hash_.Update(data);
-    seen_ += data.size();
-    return;
-  }
-  seen_ += data.size();
   while (!data.empty()) {
     const std::size_t n = std::min(data.size(), kBlockBytes - filling_.size());
     filling_.insert(filling_.end(), data.begin(), data.begin() + static_cast<std::ptrdiff_t>(n));

@@ -65,7 +65,7 @@ class StreamHasher {
 
   HashingSlots& slots_;
   crypto::Sha256 hash_;  // the caller's until the helper starts, then the helper's
-  std::size_t seen_ = 0;
+  std::size_t inlined_ = 0;         // of the first kInlineBytes
   bool took_slot_ = false;
   bool inline_only_ = false;       // no slot was free
   std::vector<std::byte> filling_;  // the caller's block
