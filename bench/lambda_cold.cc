@@ -19,7 +19,9 @@
 // where a cold start is split into init (exec to the first /next: process
 // start, configuration, the service stack with its AWS clients) and the
 // first invocation (the request is handled; the GET first fetches the API
-// token from Secrets Manager, which /health never needs). VmRSS/VmHWM are read right after the
+// token from Secrets Manager, which /health never needs). The fake stamps
+// each /next as it arrives, so no thread of this driver wakes to watch for
+// it while the function runs. VmRSS/VmHWM are read right after the
 // first response; then `warm` more invocations of the same event run one at
 // a time (enqueue to response), and the instance is killed as Lambda does.
 //
@@ -47,7 +49,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -198,31 +199,22 @@ StatusOr<Run> RunFunction(const Options& options, const std::string& event, int 
   first.event = event;
   const std::string first_id = fake->Enqueue(std::move(first));
 
-  Clock::time_point first_next{};
-  std::thread next_watcher([&] {
-    if (fake->WaitForNextCalls(1, kWait)) first_next = Clock::now();
-  });
   const Clock::time_point start = Clock::now();
-  StatusOr<pid_t> pid = Spawn(options.bootstrap, {}, envp.data(), log_fd);
-  if (!pid.ok()) {
-    fake->Shutdown();
-    next_watcher.join();
-    return pid.status();
-  }
-  const Instance instance(*pid);
+  IMGSVC_ASSIGN_OR_RETURN(const pid_t pid, Spawn(options.bootstrap, {}, envp.data(), log_fd));
+  const Instance instance(pid);
   const std::optional<testing::InvocationOutcome> outcome = fake->WaitForOutcome(first_id, kWait);
   const Clock::time_point end = Clock::now();
   Run run;
-  run.memory = ReadMemory(*pid);
-  next_watcher.join();
+  run.memory = ReadMemory(pid);
   if (!outcome) return Status(Code::kInternal, "no response to the first invocation (see --log)");
+  const std::vector<Clock::time_point> next_calls = fake->NextCallTimes();
   IMGSVC_ASSIGN_OR_RETURN(auto response, ReadResponse(*outcome));
   if (response.first != expected_status) {
     return Status(Code::kInternal, "first invocation answered " + std::to_string(response.first) + ": " +
                                        response.second);
   }
   run.cold_ms = Ms(end - start);
-  run.init_ms = Ms(first_next - start);
+  run.init_ms = Ms(next_calls.front() - start);
   run.first_body = std::move(response.second);
 
   for (int i = 0; i < warm; ++i) {

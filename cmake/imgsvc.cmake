@@ -3,7 +3,7 @@
 #                                               SOURCES, every .cc/.S of the calling folder
 #   imgsvc_test(NAME SOURCES ... DEPS ... [ARGS ...] [LABELS ...] [PROPERTIES ...])
 #                                               -> gtest executable, registered with CTest
-#   imgsvc_test_code(TARGET)                    -> compile TARGET as test code (below)
+#   imgsvc_test_code(TARGET [OPTIMISED_IN_RELEASE]) -> compile TARGET as test code (below)
 set(IMGSVC_WARNINGS -Wall -Wextra -Werror -Wpedantic -Wshadow -Wnon-virtual-dtor
     -Wold-style-cast -Wcast-align -Wunused -Woverloaded-virtual -Wimplicit-fallthrough)
 # g++ 12 at -O3 warns falsely about std::string inside libstdc++ (GCC bug 105651).
@@ -50,8 +50,14 @@ endfunction()
 # unity build): on two slow cores GoogleTest's headers and templates, parsed
 # and instantiated once per file, dominate the build, and optimising test code
 # buys nothing. The code under test keeps the build type's optimisation.
+# OPTIMISED_IN_RELEASE: code that benchmarks run inside what they time (the
+# fake Lambda Runtime API answers the function a cold start measures) keeps
+# the optimisation of a Release build, the benchmarks' build.
 function(imgsvc_test_code target)
-  target_compile_options(${target} PRIVATE -O0)
+  cmake_parse_arguments(ARG "OPTIMISED_IN_RELEASE" "" "" ${ARGN})
+  if(NOT (ARG_OPTIMISED_IN_RELEASE AND CMAKE_BUILD_TYPE STREQUAL "Release"))
+    target_compile_options(${target} PRIVATE -O0)
+  endif()
   set_target_properties(${target} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0)
 endfunction()
 

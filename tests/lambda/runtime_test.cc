@@ -317,6 +317,39 @@ TEST_F(RuntimeLoopTest, NextWithoutRequestIdEndsTheLoopWithoutCallingTheHandler)
   EXPECT_FALSE(called);
 }
 
+// The fake itself: each connection has a thread ready for it, however many
+// are open at once, and it stamps each /next when it arrives.
+TEST_F(RuntimeLoopTest, FakeAnswersOtherConnectionsWhileOnesNextWaits) {
+  std::thread waiting([&] { EXPECT_TRUE(client_->Next().ok()); });
+  ASSERT_TRUE(fake_->WaitForNextCalls(1, kWait));
+
+  net::HttpClientOptions options;
+  options.total_timeout = milliseconds(5000);  // a connection nobody accepts fails the test, not hangs it
+  for (int connection = 0; connection < 3; ++connection) {
+    RuntimeClient other(fake_->address(), std::make_shared<net::HttpClient>(options));
+    EXPECT_EQ(other.PostResponse("no-such-id", "{}").code(), Code::kBadRequest) << "connection " << connection;
+  }
+  fake_->Enqueue(Event("{}"));
+  waiting.join();
+}
+
+TEST_F(RuntimeLoopTest, FakeStampsEachNextOnArrival) {
+  fake_->Enqueue(Event("{}"));
+  fake_->Enqueue(Event("{}"));
+  const auto before = std::chrono::steady_clock::now();
+  ASSERT_TRUE(client_->Next().ok());
+  const auto between = std::chrono::steady_clock::now();
+  ASSERT_TRUE(client_->Next().ok());
+  const auto after = std::chrono::steady_clock::now();
+
+  const std::vector<std::chrono::steady_clock::time_point> times = fake_->NextCallTimes();
+  ASSERT_EQ(times.size(), 2u);
+  EXPECT_GE(times[0], before);
+  EXPECT_LE(times[0], between);
+  EXPECT_GE(times[1], between);
+  EXPECT_LE(times[1], after);
+}
+
 TEST_F(RuntimeLoopTest, UnusableRuntimeApiAddressFailsEveryCall) {
   RuntimeClient client("", std::make_shared<net::HttpClient>());
   EXPECT_EQ(client.Next().status().code(), Code::kBadRequest);

@@ -98,6 +98,9 @@ class FakeRuntimeApi {
   // True once `count` calls to /next have arrived (answered or still waiting):
   // count 1 means the runtime finished its init.
   bool WaitForNextCalls(std::size_t count, std::chrono::milliseconds timeout) const;
+  // When each /next arrived, in order: a benchmark reads them afterwards
+  // instead of keeping a thread awake to watch.
+  std::vector<std::chrono::steady_clock::time_point> NextCallTimes() const;
 
   std::vector<RuntimePost> Posts() const;  // every POST, in arrival order
 
