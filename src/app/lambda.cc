@@ -6,13 +6,15 @@
 // checked, the AWS clients built with the environment credentials Lambda
 // sets), so an unusable configuration is an init error, and it is kept for
 // every warm invocation with its HTTP connections, cached token and signing
-// keys. The API token is fetched from Secrets Manager on a thread of its own
-// while the loop asks for the first event, as AWS advises for secrets: the
-// first request that needs it finds it, or waits for that one fetch, rather
-// than making the call itself (a cold GET of an image saves a round trip),
-// and a cold /health never waits for it. A failed fetch is only logged: a
-// Secrets Manager outage then answers 503 and the next request tries again,
-// without a cold start.
+// keys. The request for the API token goes to Secrets Manager at init,
+// before the loop asks for the first event, as AWS advises for secrets, and
+// its answer is read by the first request that needs the token
+// (core::TokenSource::Prefetch): the call's round trip overlaps the wait for
+// the event without a thread, which a function's fraction of a vCPU would
+// not run meanwhile anyway, and a cold /health never waits for it. A request
+// that could not be sent is made again by that first request: a Secrets
+// Manager outage then answers 503 and the next request tries again, without
+// a cold start.
 //
 // Each invocation's AWS calls stop short of its deadline (aws::ScopedDeadline),
 // so a slow AWS answers 504 in the event's shape instead of Lambda killing the
@@ -45,10 +47,9 @@ namespace {
 // of deploy/template.yaml.
 constexpr std::chrono::milliseconds kAnswerMargin{500};
 
-// The longest the init-time token fetch may take: a request that needs the
-// token meanwhile waits for it (one fetch at a time), so it must not outlast
-// a short function timeout. A cold TLS connection and the call take tens of
-// milliseconds.
+// The longest sending the token's request at init may take (connect, TLS
+// and the write; a cold TLS connection takes tens of milliseconds): init
+// must not hang on an unreachable Secrets Manager.
 constexpr std::chrono::seconds kTokenPrefetchTime{2};
 
 // The x-request-id the router adopts: the caller's when sane, else the
@@ -61,19 +62,15 @@ void AdoptRequestId(http::Request& request, const std::string& invocation_id) {
   request.headers.push_back({"x-request-id", invocation_id});
 }
 
-// Fetches the token into the token source's cache, bounded by
-// kTokenPrefetchTime; joined when the runtime ends, before the stack goes.
-std::jthread PrefetchToken(core::TokenSource& tokens) {
-  return std::jthread([&tokens] {
-    const aws::ScopedDeadline deadline(std::chrono::system_clock::now() + kTokenPrefetchTime);
-    const StatusOr<std::string> token = tokens.Current();
-    if (!token.ok()) log::Warn("API token not fetched at init", {{"cause", token.status().ToString()}});
-  });
+// Sends the token's request, bounded by kTokenPrefetchTime.
+void PrefetchToken(core::TokenSource& tokens) {
+  const aws::ScopedDeadline deadline(std::chrono::system_clock::now() + kTokenPrefetchTime);
+  tokens.Prefetch();
 }
 
 // Makes the TLS handshake the first invocation's DynamoDB call would make
-// (every API request but /health reads DynamoDB) while the function waits
-// for its first event, beside the token's fetch. Not over plain http (a
+// (every API request but /health reads DynamoDB) while the function sends
+// the token's request and waits for its first event. Not over plain http (a
 // local emulator): there a connect costs less than the thread that would
 // make it early, which made cold starts on loopback 0.3 ms slower. Joined
 // when the runtime ends.
@@ -122,8 +119,9 @@ int RunLambdaRuntime(const Config& config, const std::string& runtime_api, const
     log::Error("cannot open the service", {{"cause", stack.status().ToString()}, {"init_error_reported", reported.ok()}});
     return 1;
   }
-  const std::jthread prefetch = PrefetchToken(*(*stack)->tokens);
+  // The DynamoDB handshake first, so that it overlaps the token's.
   const std::jthread preconnect = PreconnectDynamoDb(*(*stack)->aws);
+  PrefetchToken(*(*stack)->tokens);
   const Status ended = lambda::RunLoop(runtime, [&](const lambda::Invocation& invocation) {
     const aws::ScopedDeadline aws_deadline(invocation.deadline - kAnswerMargin);
     return Handle(**stack, invocation.event, invocation.request_id);

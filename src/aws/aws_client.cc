@@ -121,6 +121,16 @@ std::uint64_t RandomBelow(std::uint64_t bound) {
   return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(engine);
 }
 
+AwsRequest JsonRequest(std::string_view amz_target, std::string_view json_version, std::string body) {
+  AwsRequest request;
+  request.method = "POST";
+  request.path = "/";
+  request.headers = {{"content-type", "application/x-amz-json-" + std::string(json_version)},
+                     {"x-amz-target", std::string(amz_target)}};
+  request.body = std::move(body);
+  return request;
+}
+
 std::string WireTarget(const AwsRequest& request) {
   std::string target = request.path;
   char separator = '?';
@@ -239,100 +249,160 @@ void AwsClient::RefundRetryQuota() {
   quota_left_ = std::min(retry_.quota, quota_left_ + retry_.success_refund);
 }
 
-StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest request) {
+AwsClient::Call AwsClient::Prepare(const ServiceTarget& target, AwsRequest request) {
   ++calls_;
+  Call call;
+  call.target = target;
   // The SDKs' amz-sdk-invocation-id (a random UUID): it ties the attempts of
   // one call together in AWS's logs.
-  const std::string invocation_id = core::RandomIdGenerator().NewId();
-  const std::string wire_target = WireTarget(request);
-  const std::string payload_hash =
+  call.invocation_id = core::RandomIdGenerator().NewId();
+  call.wire_target = WireTarget(request);
+  call.payload_hash =
       request.payload_sha256.empty() ? crypto::HexEncode(crypto::Sha256Of(request.body)) : request.payload_sha256;
-  const SigningScope scope{target.region, target.service};
-  Signer& signer = SignerFor(target.service);
+  call.request = std::move(request);
+  return call;
+}
 
-  for (int attempt = 1;; ++attempt) {
-    const std::optional<milliseconds> time_left = TimeLeftBeforeDeadline();
-    if (time_left && *time_left < kMinimumAttemptTime) {
-      return Status(Code::kDeadlineExceeded,
-                    target.service + " " + request.method + ": out of time for the invocation's deadline");
+StatusOr<net::ClientRequest> AwsClient::SignAttempt(Call& call, int attempt) {
+  const ServiceTarget& target = call.target;
+  AwsRequest& request = call.request;
+  const std::optional<milliseconds> time_left = TimeLeftBeforeDeadline();
+  if (time_left && *time_left < kMinimumAttemptTime) {
+    return Status(Code::kDeadlineExceeded,
+                  target.service + " " + request.method + ": out of time for the invocation's deadline");
+  }
+  // Asked per attempt: temporary credentials may be refreshed in between.
+  IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
+
+  SignableRequest signable{request.method, request.path, request.query, {}, call.payload_hash};
+  signable.headers.reserve(request.headers.size() + 3);
+  for (const net::Header& header : request.headers) signable.headers.emplace_back(header.name, header.value);
+  signable.headers.emplace_back("host", target.endpoint.Authority());
+  signable.headers.emplace_back("amz-sdk-invocation-id", call.invocation_id);
+  signable.headers.emplace_back("amz-sdk-request", "attempt=" + std::to_string(attempt) +
+                                                       "; max=" + std::to_string(retry_.max_attempts));
+  SignerFor(target.service)
+      .Sign(signable, credentials, SigningScope{target.region, target.service}, std::chrono::system_clock::now());
+
+  net::ClientRequest wire;
+  wire.method = request.method;
+  wire.target = call.wire_target;
+  // Lent to the wire request and taken back after the attempt: an 8 MiB
+  // part is never copied, however many attempts it takes.
+  wire.body = std::move(request.body);
+  wire.replayable = request.replayable;
+  // A request's timeout replaces the client's: under a deadline, the shorter.
+  if (time_left && *time_left < http_->total_timeout()) wire.timeout = *time_left;
+  wire.headers.reserve(signable.headers.size() + 1);
+  for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
+  // Not signed, as in the SDKs: proxies may rewrite it.
+  wire.headers.push_back({"user-agent", std::string(kUserAgent)});
+  // On Lambda the runtime loop sets the invocation's X-Ray trace; it
+  // follows the call to AWS (unsigned, as the SDKs send it).
+  if (const char* trace = std::getenv("_X_AMZN_TRACE_ID"); trace != nullptr && *trace != '\0') {
+    wire.headers.push_back({"x-amzn-trace-id", trace});
+  }
+  ++attempts_;
+  return wire;
+}
+
+AwsClient::Verdict AwsClient::Judge(const Call& call, int attempt, StatusOr<net::ClientResponse> answer) {
+  const ServiceTarget& target = call.target;
+  const AwsRequest& request = call.request;
+  const bool last_attempt = attempt >= retry_.max_attempts;
+  if (!answer.ok()) {
+    const Status& failure = answer.status();
+    const int cost = failure.code() == Code::kDeadlineExceeded ? retry_.timeout_retry_cost : retry_.retry_cost;
+    const milliseconds delay = Backoff(attempt, false);
+    if (!request.replayable || last_attempt || !RetryFitsTheDeadline(delay, target, attempt) ||
+        !TakeRetryQuota(cost)) {
+      return {failure.WithContext(target.service + " " + request.method + " after " + std::to_string(attempt) +
+                                  (attempt == 1 ? " attempt" : " attempts")),
+              {}};
     }
-    // Asked per attempt: temporary credentials may be refreshed in between.
-    IMGSVC_ASSIGN_OR_RETURN(const Credentials credentials, credentials_->Get());
+    log::Debug("AWS call retried", {{"service", target.service}, {"attempt", attempt}, {"error", failure.message()}});
+    return {std::nullopt, delay};
+  }
 
-    SignableRequest signable{request.method, request.path, request.query, {}, payload_hash};
-    signable.headers.reserve(request.headers.size() + 3);
-    for (const net::Header& header : request.headers) signable.headers.emplace_back(header.name, header.value);
-    signable.headers.emplace_back("host", target.endpoint.Authority());
-    signable.headers.emplace_back("amz-sdk-invocation-id", invocation_id);
-    signable.headers.emplace_back("amz-sdk-request", "attempt=" + std::to_string(attempt) +
-                                                         "; max=" + std::to_string(retry_.max_attempts));
-    signer.Sign(signable, credentials, scope, std::chrono::system_clock::now());
+  AwsResponse response{answer->status, std::move(answer->headers), std::move(answer->body), {}, attempt};
+  if (response.ok()) {
+    RefundRetryQuota();
+    return {std::move(response), {}};
+  }
+  response.error = ParseAwsError(response.status, response.headers, response.body);
+  if (!IsRetryable(response.status, response.error) || last_attempt) return {std::move(response), {}};
+  const milliseconds delay = Backoff(attempt, IsThrottling(response.error));
+  if (!RetryFitsTheDeadline(delay, target, attempt) || !TakeRetryQuota(retry_.retry_cost)) {
+    return {std::move(response), {}};
+  }
+  log::Debug("AWS call retried", {{"service", target.service},
+                                  {"attempt", attempt},
+                                  {"http_status", response.status},
+                                  {"aws_code", response.error.code}});
+  return {std::nullopt, delay};
+}
 
-    net::ClientRequest wire;
-    wire.method = request.method;
-    wire.target = wire_target;
-    // Lent to the wire request and taken back after the call: an 8 MiB part
-    // is never copied, however many attempts it takes.
-    wire.body = std::move(request.body);
-    wire.replayable = request.replayable;
-    // A request's timeout replaces the client's: under a deadline, the shorter.
-    if (time_left && *time_left < http_->total_timeout()) wire.timeout = *time_left;
-    wire.headers.reserve(signable.headers.size() + 1);
-    for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
-    // Not signed, as in the SDKs: proxies may rewrite it.
-    wire.headers.push_back({"user-agent", std::string(kUserAgent)});
-    // On Lambda the runtime loop sets the invocation's X-Ray trace; it
-    // follows the call to AWS (unsigned, as the SDKs send it).
-    if (const char* trace = std::getenv("_X_AMZN_TRACE_ID"); trace != nullptr && *trace != '\0') {
-      wire.headers.push_back({"x-amzn-trace-id", trace});
-    }
-
-    ++attempts_;
-    StatusOr<net::ClientResponse> answer = http_->Send(target.endpoint, wire);
-    request.body = std::move(wire.body);
-    const bool last_attempt = attempt >= retry_.max_attempts;
-
-    if (!answer.ok()) {
-      const Status& failure = answer.status();
-      const int cost =
-          failure.code() == Code::kDeadlineExceeded ? retry_.timeout_retry_cost : retry_.retry_cost;
-      const milliseconds delay = Backoff(attempt, false);
-      if (!request.replayable || last_attempt || !RetryFitsTheDeadline(delay, target, attempt) ||
-          !TakeRetryQuota(cost)) {
-        return failure.WithContext(target.service + " " + request.method + " after " + std::to_string(attempt) +
-                                   (attempt == 1 ? " attempt" : " attempts"));
-      }
-      log::Debug("AWS call retried", {{"service", target.service}, {"attempt", attempt}, {"error", failure.message()}});
-      sleep_(delay);
-      continue;
-    }
-
-    AwsResponse response{answer->status, std::move(answer->headers), std::move(answer->body), {}, attempt};
-    if (response.ok()) {
-      RefundRetryQuota();
-      return response;
-    }
-    response.error = ParseAwsError(response.status, response.headers, response.body);
-    if (!IsRetryable(response.status, response.error) || last_attempt) return response;
-    const milliseconds delay = Backoff(attempt, IsThrottling(response.error));
-    if (!RetryFitsTheDeadline(delay, target, attempt) || !TakeRetryQuota(retry_.retry_cost)) return response;
-    log::Debug("AWS call retried", {{"service", target.service},
-                                    {"attempt", attempt},
-                                    {"http_status", response.status},
-                                    {"aws_code", response.error.code}});
-    sleep_(delay);
+StatusOr<AwsResponse> AwsClient::Attempts(Call& call, int first_attempt) {
+  for (int attempt = first_attempt;; ++attempt) {
+    IMGSVC_ASSIGN_OR_RETURN(net::ClientRequest wire, SignAttempt(call, attempt));
+    StatusOr<net::ClientResponse> answer = http_->Send(call.target.endpoint, wire);
+    call.request.body = std::move(wire.body);
+    Verdict verdict = Judge(call, attempt, std::move(answer));
+    if (verdict.result) return std::move(*verdict.result);
+    sleep_(verdict.delay);
   }
 }
 
+StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest request) {
+  Call call = Prepare(target, std::move(request));
+  return Attempts(call, 1);
+}
+
+AwsClient::PendingCall AwsClient::BeginJson(const ServiceTarget& target, std::string_view amz_target,
+                                            std::string_view json_version, std::string body) {
+  PendingCall pending;
+  pending.call_ = std::make_unique<Call>(Prepare(target, JsonRequest(amz_target, json_version, std::move(body))));
+  StatusOr<net::ClientRequest> wire = SignAttempt(*pending.call_, 1);
+  if (!wire.ok()) {
+    log::Warn("AWS call not sent ahead; made when its answer is needed",
+              {{"service", target.service}, {"error", wire.status().message()}});
+    return pending;
+  }
+  StatusOr<net::PendingExchange> exchange = http_->Begin(target.endpoint, *wire);
+  pending.call_->request.body = std::move(wire->body);
+  if (exchange.ok()) {
+    pending.exchange_ = std::make_unique<net::PendingExchange>(std::move(*exchange));
+  } else {
+    // Finish makes the call afresh, with all its attempts.
+    log::Warn("AWS call not sent ahead; made when its answer is needed",
+              {{"service", target.service}, {"error", exchange.status().message()}});
+  }
+  return pending;
+}
+
+StatusOr<AwsResponse> AwsClient::Finish(PendingCall pending) {
+  if (!pending.call_) return Status(Code::kInternal, "no AWS call pending");
+  Call& call = *pending.call_;
+  if (!pending.exchange_) return Attempts(call, 1);
+  // The answer may have come long ago: it is read however little time the
+  // deadline leaves (a zero timeout would mean none).
+  std::optional<milliseconds> timeout = TimeLeftBeforeDeadline();
+  if (timeout && *timeout >= http_->total_timeout()) timeout.reset();
+  if (timeout) timeout = std::max(*timeout, milliseconds(1));
+  Verdict verdict = Judge(call, 1, std::move(*pending.exchange_).Finish(timeout));
+  if (verdict.result) return std::move(*verdict.result);
+  sleep_(verdict.delay);
+  return Attempts(call, 2);
+}
+
+AwsClient::PendingCall::PendingCall() = default;
+AwsClient::PendingCall::PendingCall(PendingCall&&) noexcept = default;
+AwsClient::PendingCall& AwsClient::PendingCall::operator=(PendingCall&&) noexcept = default;
+AwsClient::PendingCall::~PendingCall() = default;
+
 StatusOr<AwsResponse> AwsClient::CallJson(const ServiceTarget& target, std::string_view amz_target,
                                           std::string_view json_version, std::string body) {
-  AwsRequest request;
-  request.method = "POST";
-  request.path = "/";
-  request.headers = {{"content-type", "application/x-amz-json-" + std::string(json_version)},
-                     {"x-amz-target", std::string(amz_target)}};
-  request.body = std::move(body);
-  return Send(target, std::move(request));
+  return Send(target, JsonRequest(amz_target, json_version, std::move(body)));
 }
 
 namespace {

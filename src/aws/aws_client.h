@@ -152,6 +152,33 @@ class AwsClient {
   StatusOr<AwsResponse> CallJson(const ServiceTarget& target, std::string_view amz_target,
                                  std::string_view json_version, std::string body);
 
+ private:
+  struct Call;  // below; named here for PendingCall
+
+ public:
+  // A JSON call whose first attempt is sent by BeginJson and whose answer
+  // is taken by Finish, on the same thread or another, one at a time: a
+  // Lambda function's init sends its first call before it waits for its
+  // first event (net::PendingExchange). Finish gives what CallJson would:
+  // a retryable answer or failure of the first attempt is retried as Send
+  // does from the second attempt on; if nothing could be sent, Finish makes
+  // the call with all its attempts. The client must outlive it.
+  class PendingCall {
+   public:
+    PendingCall(PendingCall&&) noexcept;
+    PendingCall& operator=(PendingCall&&) noexcept;
+    ~PendingCall();
+
+   private:
+    friend class AwsClient;
+    PendingCall();
+    std::unique_ptr<Call> call_;
+    std::unique_ptr<net::PendingExchange> exchange_;  // null: nothing sent
+  };
+  PendingCall BeginJson(const ServiceTarget& target, std::string_view amz_target, std::string_view json_version,
+                        std::string body);
+  StatusOr<AwsResponse> Finish(PendingCall pending);
+
   // A presigned GET URL for `path` on `target` (S3), valid for `expires`,
   // never beyond the signing credentials' expiration (it is shortened to
   // fit). Returns the URL and when it really expires.
@@ -173,13 +200,35 @@ class AwsClient {
   CredentialsProvider& credentials() { return *credentials_; }
 
   struct Stats {
-    std::uint64_t calls = 0;     // Send()
+    std::uint64_t calls = 0;     // Send() and BeginJson()
     std::uint64_t attempts = 0;  // requests put on the wire
     int quota_left = 0;
   };
   Stats stats() const;
 
  private:
+  // One call, across its attempts.
+  struct Call {
+    ServiceTarget target;
+    AwsRequest request;
+    std::string invocation_id;
+    std::string wire_target;
+    std::string payload_hash;
+  };
+  // What an attempt's outcome leads to: the call's result, or another
+  // attempt after `delay`.
+  struct Verdict {
+    std::optional<StatusOr<AwsResponse>> result;
+    std::chrono::milliseconds delay{0};
+  };
+  Call Prepare(const ServiceTarget& target, AwsRequest request);
+  // The signed wire request of `attempt`, its body lent from call.request
+  // (given back by the caller); kDeadlineExceeded when the invocation's
+  // deadline leaves no time for it.
+  StatusOr<net::ClientRequest> SignAttempt(Call& call, int attempt);
+  Verdict Judge(const Call& call, int attempt, StatusOr<net::ClientResponse> answer);
+  StatusOr<AwsResponse> Attempts(Call& call, int first_attempt);
+
   Signer& SignerFor(const std::string& service);
   std::chrono::milliseconds Backoff(int attempt, bool throttled);
   // Takes `cost` tokens from the shared retry quota; false when too few are left.

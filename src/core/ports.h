@@ -164,6 +164,10 @@ class TokenSource {
   // rate-limited by the caller). Sources that cannot change return Current().
   virtual StatusOr<std::string> Refresh() = 0;
   virtual Status CheckReady() = 0;
+  // Starts fetching the secret without waiting for it, where fetching is a
+  // call to another service: the next Current() or Refresh() that fetches
+  // takes its answer. For a Lambda function's init. No-op by default.
+  virtual void Prefetch() {}
 };
 
 // Time and ids -------------------------------------------------------------

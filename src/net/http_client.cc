@@ -653,13 +653,24 @@ ClientResponse ToClientResponse(bhttp::response<bhttp::string_body>&& message) {
   return response;
 }
 
-// Sends the request, then reads the answer. A peer may answer before it has
-// read the whole request (an early error) and stop reading; the answer is
-// then read all the same, and the connection, its request half sent, is not
-// reused. `peer` names the other end in messages.
+// The request's bytes, sent before `deadline`; the write's error.
 template <class Stream>
-Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
-                     const ClientRequest& request, std::size_t max_body, Deadline deadline) {
+ErrorCode WriteRequest(Connection& connection, Stream& stream, const std::string& head, const ClientRequest& request,
+                       Deadline deadline) {
+  connection.socket().set_deadline(deadline);
+  const std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(request.body)};
+  ErrorCode write_error;
+  asio::write(stream, wire, write_error);
+  return write_error;
+}
+
+// Reads the answer to a request written with `write_error`. A peer may
+// answer before it has read the whole request (an early error) and stop
+// reading; the answer is then read all the same, and the connection, its
+// request half sent, is not reused. `peer` names the other end in messages.
+template <class Stream>
+Exchange ReadAnswer(Connection& connection, Stream& stream, const std::string& peer, bool head_request,
+                    const ErrorCode& write_error, std::size_t max_body, Deadline deadline) {
   DeadlineSocket& socket = connection.socket();
   socket.set_deadline(deadline);
   beast::flat_buffer& buffer = connection.read_buffer();
@@ -667,11 +678,8 @@ Exchange RunExchange(Connection& connection, Stream& stream, const std::string& 
   parser.header_limit(kResponseHeaderLimit);
   parser.body_limit(max_body);
   // A HEAD answer's Content-Length describes the GET body, which never comes.
-  parser.skip(request.method == "HEAD");
+  parser.skip(head_request);
 
-  const std::array<asio::const_buffer, 2> wire = {asio::buffer(head), asio::buffer(request.body)};
-  ErrorCode write_error;
-  asio::write(stream, wire, write_error);
   // After a failed write an answer may still have come (the peer answered
   // and closed): it is read unless the deadline has passed.
   ErrorCode read_error = write_error;
@@ -696,6 +704,13 @@ Exchange RunExchange(Connection& connection, Stream& stream, const std::string& 
     exchange.response = ToClientResponse(parser.release());
   }
   return exchange;
+}
+
+template <class Stream>
+Exchange RunExchange(Connection& connection, Stream& stream, const std::string& peer, const std::string& head,
+                     const ClientRequest& request, std::size_t max_body, Deadline deadline) {
+  const ErrorCode write_error = WriteRequest(connection, stream, head, request, deadline);
+  return ReadAnswer(connection, stream, peer, request.method == "HEAD", write_error, max_body, deadline);
 }
 
 // Pooled connections are found by where they lead and how: a tunnel or a
@@ -825,6 +840,16 @@ struct HttpClient::Impl {
   void ReturnIdle(const std::string& key, std::unique_ptr<Connection> connection);
   Exchange Run(Connection& connection, const std::string& peer, const std::string& head, const ClientRequest& request,
                Deadline deadline);
+
+  // What a call settles before it touches a connection.
+  struct CallPlan {
+    const Proxy* proxy = nullptr;
+    std::string head;
+    Deadline deadline;
+    std::string pool_key;
+    std::string peer;
+  };
+  StatusOr<CallPlan> Plan(const Endpoint& endpoint, const ClientRequest& request);
 
   const HttpClientOptions options;
   const StatusOr<std::optional<Proxy>> http_proxy;
@@ -962,23 +987,28 @@ HttpClient::HttpClient(HttpClientOptions options) : impl_(std::make_unique<Impl>
 
 HttpClient::~HttpClient() = default;
 
-StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const ClientRequest& request) {
-  impl_->requests.fetch_add(1, std::memory_order_relaxed);
+StatusOr<HttpClient::Impl::CallPlan> HttpClient::Impl::Plan(const Endpoint& endpoint, const ClientRequest& request) {
+  requests.fetch_add(1, std::memory_order_relaxed);
   IMGSVC_RETURN_IF_ERROR(CheckEndpoint(endpoint));
-  IMGSVC_ASSIGN_OR_RETURN(const Proxy* const proxy, impl_->ProxyFor(endpoint));
+  CallPlan plan;
+  IMGSVC_ASSIGN_OR_RETURN(plan.proxy, ProxyFor(endpoint));
   // An http request is the proxy's to forward; an https one crosses its tunnel unchanged.
-  const Proxy* const forwarding_proxy = endpoint.scheme == "http" ? proxy : nullptr;
-  IMGSVC_ASSIGN_OR_RETURN(const std::string head, SerializeHead(endpoint, request, forwarding_proxy));
-  const Deadline deadline = DeadlineAfter(request.timeout.value_or(impl_->options.total_timeout));
-  const std::string pool_key = PoolKey(endpoint, proxy);
-  const std::string peer = PeerName(endpoint, proxy);
+  const Proxy* const forwarding_proxy = endpoint.scheme == "http" ? plan.proxy : nullptr;
+  IMGSVC_ASSIGN_OR_RETURN(plan.head, SerializeHead(endpoint, request, forwarding_proxy));
+  plan.deadline = DeadlineAfter(request.timeout.value_or(options.total_timeout));
+  plan.pool_key = PoolKey(endpoint, plan.proxy);
+  plan.peer = PeerName(endpoint, plan.proxy);
+  return plan;
+}
 
-  std::unique_ptr<Connection> connection = impl_->TakeIdle(pool_key);
+StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const ClientRequest& request) {
+  IMGSVC_ASSIGN_OR_RETURN(const Impl::CallPlan plan, impl_->Plan(endpoint, request));
+  std::unique_ptr<Connection> connection = impl_->TakeIdle(plan.pool_key);
   const bool reused = connection != nullptr;
   if (!reused) {
-    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, proxy, deadline));
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, plan.proxy, plan.deadline));
   }
-  Exchange exchange = impl_->Run(*connection, peer, head, request, deadline);
+  Exchange exchange = impl_->Run(*connection, plan.peer, plan.head, request, plan.deadline);
 
   // A pooled connection the peer closed while it sat idle (its idle timer, a
   // Lambda freeze) fails before any byte of the answer; the request may or
@@ -987,18 +1017,66 @@ StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const Client
       reused && !exchange.status.ok() && !exchange.answer_started && exchange.status.code() != Code::kDeadlineExceeded;
   if (stale) {
     if (!request.replayable) {
-      return Status(Code::kUnavailable, "pooled connection to " + peer +
+      return Status(Code::kUnavailable, "pooled connection to " + plan.peer +
                                             " failed before an answer; request not replayable, not resent (" +
                                             exchange.status.message() + ")");
     }
     impl_->stale_replays.fetch_add(1, std::memory_order_relaxed);
     connection.reset();
-    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, proxy, deadline));
-    exchange = impl_->Run(*connection, peer, head, request, deadline);
+    IMGSVC_ASSIGN_OR_RETURN(connection, impl_->Open(endpoint, plan.proxy, plan.deadline));
+    exchange = impl_->Run(*connection, plan.peer, plan.head, request, plan.deadline);
   }
 
   if (!exchange.status.ok()) return exchange.status;
-  if (exchange.reusable) impl_->ReturnIdle(pool_key, std::move(connection));
+  if (exchange.reusable) impl_->ReturnIdle(plan.pool_key, std::move(connection));
+  return std::move(exchange.response);
+}
+
+struct PendingExchange::State {
+  HttpClient::Impl* client = nullptr;
+  std::unique_ptr<Connection> connection;
+  std::string pool_key;
+  std::string peer;
+  bool head_request = false;
+  ErrorCode write_error;
+};
+
+StatusOr<PendingExchange> HttpClient::Begin(const Endpoint& endpoint, const ClientRequest& request) {
+  IMGSVC_ASSIGN_OR_RETURN(Impl::CallPlan plan, impl_->Plan(endpoint, request));
+  auto state = std::make_unique<PendingExchange::State>();
+  state->client = impl_.get();
+  state->pool_key = std::move(plan.pool_key);
+  state->peer = std::move(plan.peer);
+  state->head_request = request.method == "HEAD";
+  // A new connection: a pooled one that died while idle would need the
+  // request sent again, which Finish could not do.
+  IMGSVC_ASSIGN_OR_RETURN(state->connection, impl_->Open(endpoint, plan.proxy, plan.deadline));
+  Connection& connection = *state->connection;
+  state->write_error = std::visit(
+      [&](auto& stream) { return WriteRequest(connection, stream, plan.head, request, plan.deadline); },
+      connection.stream());
+  return PendingExchange(std::move(state));
+}
+
+PendingExchange::PendingExchange(std::unique_ptr<State> state) : state_(std::move(state)) {}
+PendingExchange::PendingExchange(PendingExchange&&) noexcept = default;
+PendingExchange& PendingExchange::operator=(PendingExchange&&) noexcept = default;
+PendingExchange::~PendingExchange() = default;
+
+StatusOr<ClientResponse> PendingExchange::Finish(std::optional<std::chrono::milliseconds> timeout) && {
+  if (state_ == nullptr) return Status(Code::kInternal, "no exchange pending");
+  const std::unique_ptr<State> state = std::move(state_);
+  const HttpClientOptions& options = state->client->options;
+  const Deadline deadline = DeadlineAfter(timeout.value_or(options.total_timeout));
+  Connection& connection = *state->connection;
+  Exchange exchange = std::visit(
+      [&](auto& stream) {
+        return ReadAnswer(connection, stream, state->peer, state->head_request, state->write_error,
+                          options.max_response_body, deadline);
+      },
+      connection.stream());
+  if (!exchange.status.ok()) return exchange.status;
+  if (exchange.reusable) state->client->ReturnIdle(state->pool_key, std::move(state->connection));
   return std::move(exchange.response);
 }
 

@@ -152,6 +152,8 @@ class WaitHook {
 // The calling thread's hook, until replaced; null: none.
 void SetThreadWaitHook(WaitHook* hook);
 
+class PendingExchange;
+
 class HttpClient {
  public:
   explicit HttpClient(HttpClientOptions options = {});
@@ -161,6 +163,10 @@ class HttpClient {
 
   StatusOr<ClientResponse> Send(const Endpoint& endpoint, const ClientRequest& request);
 
+  // Sends `request` on a new connection and returns without its answer (see
+  // PendingExchange). The connect and the write are bounded as in Send.
+  StatusOr<PendingExchange> Begin(const Endpoint& endpoint, const ClientRequest& request);
+
   // Opens a connection to `endpoint` (TCP, and TLS for https) and leaves it
   // in the pool for the next call there: a Lambda function's init makes the
   // first invocation's handshakes ahead of time. Bounded by the connect
@@ -168,7 +174,7 @@ class HttpClient {
   Status Preconnect(const Endpoint& endpoint);
 
   struct Stats {
-    std::uint64_t requests = 0;             // calls to Send
+    std::uint64_t requests = 0;             // calls to Send and Begin
     std::uint64_t connections_opened = 0;   // new TCP (and TLS) connections
     std::uint64_t stale_replays = 0;        // replays after a dead pooled connection
   };
@@ -177,8 +183,36 @@ class HttpClient {
   std::chrono::milliseconds total_timeout() const;
 
  private:
+  friend class PendingExchange;
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// A request already sent whose answer is read later, by Finish(): a Lambda
+// function's init sends its first AWS call before it asks for its first
+// event, and reads the answer when the invocation needs it, so the call's
+// round trip overlaps the wait without a second thread (which a fraction of
+// a vCPU would not run meanwhile anyway). Made by HttpClient::Begin, which
+// it must not outlive; moved, not copied; one thread at a time.
+class PendingExchange {
+ public:
+  PendingExchange(PendingExchange&&) noexcept;
+  PendingExchange& operator=(PendingExchange&&) noexcept;
+  ~PendingExchange();  // an answer never read closes its connection
+
+  // Reads the answer, waiting at most `timeout` (the client's total timeout
+  // when none) from now: an answer that came meanwhile is read at once,
+  // however long ago the request was sent. The connection then goes to the
+  // pool when it can carry another request. Failures as for Send (no
+  // replay: the request was sent once). Only once.
+  StatusOr<ClientResponse> Finish(std::optional<std::chrono::milliseconds> timeout = std::nullopt) &&;
+
+ private:
+  friend class HttpClient;
+  struct State;
+  explicit PendingExchange(std::unique_ptr<State> state);
+
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace imgsvc::net

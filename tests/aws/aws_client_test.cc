@@ -382,6 +382,67 @@ TEST(AwsClientTest, TimeoutCostsMoreRetryQuota) {
 // --- the invocation's deadline ------------------------------------------------------
 
 // Only the deadline can end these calls early: the HTTP total timeout is long.
+// BeginJson puts the first attempt on the wire at once; Finish takes its
+// answer as CallJson would have.
+TEST(AwsClientTest, BeginJsonSendsAtOnceAndFinishTakesTheAnswer) {
+  Harness harness;
+  harness.server_.Push(Response(200, R"({"SecretString":"s"})"));
+  AwsClient::PendingCall pending = harness.client_.BeginJson(harness.Target("secretsmanager"),
+                                                             "secretsmanager.GetSecretValue", "1.1", "{}");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (harness.server_.requests().empty() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  ASSERT_EQ(harness.server_.requests().size(), 1u) << "nothing sent before Finish";
+  const auto request = harness.server_.requests()[0];
+  EXPECT_EQ(request.Header("x-amz-target"), "secretsmanager.GetSecretValue");
+  EXPECT_EQ(request.Header("content-type"), "application/x-amz-json-1.1");
+  EXPECT_EQ(request.Header("amz-sdk-request"), "attempt=1; max=3");
+  EXPECT_NE(request.Header("authorization").find("/secretsmanager/aws4_request"), std::string_view::npos);
+
+  auto response = harness.client_.Finish(std::move(pending));
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->ok());
+  EXPECT_EQ(response->body, R"({"SecretString":"s"})");
+  EXPECT_EQ(response->attempts, 1);
+  EXPECT_EQ(harness.client_.stats().calls, 1u);
+  EXPECT_EQ(harness.client_.stats().attempts, 1u);
+}
+
+TEST(AwsClientTest, FinishRetriesARetryableFirstAnswerFromTheSecondAttempt) {
+  Harness harness;
+  harness.server_.Push(Response(400, JsonError("ThrottlingException")));
+  harness.server_.Push(Response(200, "{}"));
+  AwsClient::PendingCall pending =
+      harness.client_.BeginJson(harness.Target("dynamodb"), "DynamoDB_20120810.GetItem", "1.0", "{}");
+  auto response = harness.client_.Finish(std::move(pending));
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  EXPECT_TRUE(response->ok());
+  EXPECT_EQ(response->attempts, 2);
+  ASSERT_EQ(harness.delays_.size(), 1u);
+  EXPECT_LT(harness.delays_[0], 500ms);
+  const auto requests = harness.server_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[1].Header("amz-sdk-request"), "attempt=2; max=3");
+  EXPECT_EQ(requests[0].Header("amz-sdk-invocation-id"), requests[1].Header("amz-sdk-invocation-id"));
+  EXPECT_EQ(harness.client_.stats().attempts, 2u);
+}
+
+// Nothing could be sent ahead (the service was unreachable then): Finish
+// makes the call afresh, with all its attempts, when its answer is needed.
+TEST(AwsClientTest, CallNotSentAheadIsMadeAfreshByFinish) {
+  Harness harness;
+  const ServiceTarget closed{{"http", "127.0.0.1", scripted_server::ClosedPort()}, "us-east-1", "dynamodb"};
+  AwsClient::PendingCall pending = harness.client_.BeginJson(closed, "DynamoDB_20120810.GetItem", "1.0", "{}");
+  EXPECT_EQ(harness.client_.stats().attempts, 1u);
+  EXPECT_TRUE(harness.delays_.empty());
+  auto response = harness.client_.Finish(std::move(pending));
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), Code::kUnavailable);
+  EXPECT_EQ(harness.client_.stats().attempts, 4u);
+  EXPECT_EQ(harness.delays_.size(), 2u);
+}
+
 net::HttpClientOptions LongHttpTimeout() {
   net::HttpClientOptions options;
   options.total_timeout = 30s;

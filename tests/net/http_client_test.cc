@@ -764,6 +764,77 @@ TEST(HttpClientTest, PreconnectToNothingIsUnavailable) {
   EXPECT_EQ(client.stats().connections_opened, 0u);
 }
 
+// Begin puts the request on the wire before it returns; Finish reads the
+// answer, and the connection then serves the next call.
+TEST(HttpClientTest, BeginSendsNowAndFinishReadsTheAnswerLater) {
+  ScriptedServer server([](const Received& request) {
+    return Answer(request.raw.starts_with("GET /early") ? "early answer" : "next answer");
+  });
+  ASSERT_TRUE(server.listening());
+  HttpClient client;
+  StatusOr<PendingExchange> pending = client.Begin(server.endpoint(), Get("/early"));
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (server.received().empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(server.received().size(), 1u) << "the request waited for Finish";
+  EXPECT_TRUE(server.received()[0].raw.starts_with("GET /early HTTP/1.1\r\n"));
+
+  const StatusOr<ClientResponse> answer = std::move(*pending).Finish();
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(answer->body, "early answer");
+  const StatusOr<ClientResponse> next = client.Send(server.endpoint(), Get("/next"));
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->body, "next answer");
+  EXPECT_EQ(client.stats().requests, 2u);
+  EXPECT_EQ(client.stats().connections_opened, 1u);
+}
+
+// An answer that came, connection closed behind it, long before Finish is
+// still read; the closed connection is not pooled.
+TEST(HttpClientTest, FinishReadsAnAnswerThatCameLongBefore) {
+  ScriptedServer server([](const Received&) {
+    Reply reply = Answer("kept", "Connection: close\r\n");
+    reply.close_after = true;
+    return reply;
+  });
+  ASSERT_TRUE(server.listening());
+  HttpClientOptions options;
+  options.total_timeout = 200ms;  // shorter than the wait before Finish
+  HttpClient client(options);
+  StatusOr<PendingExchange> pending = client.Begin(server.endpoint(), Get("/"));
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  ASSERT_TRUE(server.WaitForClosed(1));
+  std::this_thread::sleep_for(300ms);
+
+  const StatusOr<ClientResponse> answer = std::move(*pending).Finish();
+  ASSERT_TRUE(answer.ok()) << answer.status().ToString();
+  EXPECT_EQ(answer->body, "kept");
+  ASSERT_TRUE(client.Send(server.endpoint(), Get("/again")).ok());
+  EXPECT_EQ(client.stats().connections_opened, 2u);
+}
+
+TEST(HttpClientTest, FinishWaitsAtMostItsTimeout) {
+  ScriptedServer server([](const Received&) {
+    Reply reply;
+    reply.never = true;
+    return reply;
+  });
+  ASSERT_TRUE(server.listening());
+  HttpClient client;
+  StatusOr<PendingExchange> pending = client.Begin(server.endpoint(), Get("/slow"));
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  const StatusOr<ClientResponse> answer = std::move(*pending).Finish(300ms);
+  EXPECT_EQ(answer.status().code(), Code::kDeadlineExceeded);
+}
+
+TEST(HttpClientTest, BeginToNothingIsUnavailable) {
+  const testing::LoopbackSocket refusing(/*listening=*/false);
+  ASSERT_TRUE(refusing.ok());
+  HttpClient client;
+  EXPECT_EQ(client.Begin(Endpoint{"http", "127.0.0.1", refusing.port()}, Get("/")).status().code(),
+            Code::kUnavailable);
+}
+
 TEST(HttpClientTest, ConnectionCloseAnswerIsNotReused) {
   ScriptedServer server([](const Received&) {
     Reply reply = Answer("bye", "Connection: close\r\n");

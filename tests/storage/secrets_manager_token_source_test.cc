@@ -99,6 +99,8 @@ class ScriptedSecretsManager {
   ScriptedSecretsManager& operator=(const ScriptedSecretsManager&) = delete;
 
   std::uint16_t port() const { return port_; }
+  // Requests answered so far.
+  std::size_t answered() const { return answered_.load(); }
 
  private:
   void Serve() {
@@ -111,6 +113,7 @@ class ScriptedSecretsManager {
       if (ReadRequest(fd)) {
         Reply(fd, script_[std::min(answered, script_.size() - 1)]);
         ++answered;
+        answered_ = answered;
       }
       ::close(fd);
     }
@@ -158,6 +161,7 @@ class ScriptedSecretsManager {
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> answered_{0};
   std::thread thread_;
 };
 
@@ -194,6 +198,27 @@ SecretsManagerTokenSource OnLoopbackPort(std::uint16_t port, std::shared_ptr<cor
   target.region = "us-east-1";
   target.service = "secretsmanager";
   return SecretsManagerTokenSource(std::move(client), std::move(target), kScriptedSecret, kTtl, std::move(clock));
+}
+
+// Prefetch's request is answered before anyone asks for the token; the
+// first Current() reads that answer instead of calling, and the token's age
+// counts from the Prefetch.
+TEST(SecretsManagerTokenSource, PrefetchedAnswerIsTheNextFetchAndAgesFromThePrefetch) {
+  ScriptedSecretsManager service({SecretStringAnswer("prefetched"), SecretStringAnswer("fetched later")});
+  const auto clock = NewClock();
+  SecretsManagerTokenSource source = OnLoopbackPort(service.port(), clock);
+  source.Prefetch();
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (service.answered() == 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(service.answered(), 1u) << "nothing sent before the token was asked for";
+
+  clock->Advance(kTtl - 1s);
+  EXPECT_EQ(source.Current().value(), "prefetched");
+  EXPECT_EQ(source.fetches(), 1u);
+  EXPECT_EQ(service.answered(), 1u);
+  clock->Advance(2s);  // the TTL counted from the Prefetch is over
+  EXPECT_EQ(source.Current().value(), "fetched later");
+  EXPECT_EQ(source.fetches(), 2u);
 }
 
 TEST(SecretsManagerTokenFromSecretString, ReadsTheBareTokenAndTheJsonForms) {

@@ -99,6 +99,17 @@ StatusOr<std::string> SecretsManagerTokenSource::Refresh() {
 
 Status SecretsManagerTokenSource::CheckReady() { return Current().status(); }
 
+void SecretsManagerTokenSource::Prefetch() {
+  std::lock_guard fetching(fetch_mutex_);
+  if (prefetched_) return;
+  prefetched_at_ = clock_->Now();
+  prefetched_ = client_->BeginJson(target_, "secretsmanager.GetSecretValue", kJsonVersion, GetSecretValueRequest());
+}
+
+std::string SecretsManagerTokenSource::GetSecretValueRequest() const {
+  return boost::json::serialize(boost::json::object{{"SecretId", secret_id_}});
+}
+
 StatusOr<std::string> SecretsManagerTokenSource::FetchAndRemember() {
   Fetched fetched = Fetch();
   std::lock_guard lock(mutex_);
@@ -106,7 +117,7 @@ StatusOr<std::string> SecretsManagerTokenSource::FetchAndRemember() {
   ++completed_;
   if (fetched.token.ok()) {
     token_ = *fetched.token;
-    fetched_at_ = now;
+    fetched_at_ = fetched.asked_at;
     outage_until_ = 0;
     last_failure_.reset();
     return fetched.token;
@@ -133,19 +144,25 @@ SecretsManagerTokenSource::Fetched SecretsManagerTokenSource::Fetch() {
   // The dependency and operation lead, before the first ':', as in every
   // store's errors: a 503's detail names them and not the secret.
   const std::string operation = "Secrets Manager GetSecretValue: secret " + secret_id_;
-  const boost::json::object request{{"SecretId", secret_id_}};
-  StatusOr<aws::AwsResponse> answer = client_->CallJson(target_, "secretsmanager.GetSecretValue", kJsonVersion,
-                                                        boost::json::serialize(request));
+  const core::Micros asked_at = prefetched_ ? prefetched_at_ : clock_->Now();
+  StatusOr<aws::AwsResponse> answer = [&] {
+    if (!prefetched_) {
+      return client_->CallJson(target_, "secretsmanager.GetSecretValue", kJsonVersion, GetSecretValueRequest());
+    }
+    aws::AwsClient::PendingCall pending = std::move(*prefetched_);
+    prefetched_.reset();
+    return client_->Finish(std::move(pending));
+  }();
   if (!answer.ok()) {
     const Status failure = answer.status().WithContext(operation);
-    return {failure, IsOutage(failure)};
+    return {failure, IsOutage(failure), asked_at};
   }
-  if (answer->ok()) return {TokenFromAnswer(answer->body), false};
+  if (answer->ok()) return {TokenFromAnswer(answer->body), false, asked_at};
   if (answer->error.code == "ResourceNotFoundException") {
-    return {Status(Code::kUnavailable, operation + " not found"), false};
+    return {Status(Code::kUnavailable, operation + " not found"), false, asked_at};
   }
   const Status failure = aws::ToStatus(operation, *answer);
-  return {failure, IsOutage(failure)};
+  return {failure, IsOutage(failure), asked_at};
 }
 
 StatusOr<std::string> SecretsManagerTokenSource::TokenFromAnswer(std::string_view body) const {

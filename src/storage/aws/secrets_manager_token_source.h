@@ -61,6 +61,9 @@ class SecretsManagerTokenSource final : public core::TokenSource {
   StatusOr<std::string> Refresh() override;
   // Whether Current() has a token (fetching it when none is cached).
   Status CheckReady() override;
+  // Sends GetSecretValue now; the next fetch reads its answer instead of
+  // calling (aws::AwsClient::PendingCall). The token's age counts from now.
+  void Prefetch() override;
 
   // Creates the secret with `value` as its SecretString when it does not
   // exist: true when created, false when it existed (its value untouched).
@@ -73,10 +76,13 @@ class SecretsManagerTokenSource final : public core::TokenSource {
   struct Fetched {
     StatusOr<std::string> token;
     bool outage = false;  // no usable answer came: what we hold stays valid
+    core::Micros asked_at = 0;  // when the request was sent
   };
 
+  // Reads the prefetched answer when there is one, else calls.
   Fetched Fetch();
   StatusOr<std::string> TokenFromAnswer(std::string_view body) const;
+  std::string GetSecretValueRequest() const;
   // Fetches and records the outcome; the caller holds fetch_mutex_.
   StatusOr<std::string> FetchAndRemember();
 
@@ -90,6 +96,9 @@ class SecretsManagerTokenSource final : public core::TokenSource {
   // mutex_ guards the state below and is never held across a call.
   std::mutex fetch_mutex_;
   std::mutex mutex_;
+  // Guarded by fetch_mutex_.
+  std::optional<aws::AwsClient::PendingCall> prefetched_;
+  core::Micros prefetched_at_ = 0;
   std::optional<std::string> token_;
   core::Micros fetched_at_ = 0;
   core::Micros outage_until_ = 0;  // serve token_ without fetching until then
