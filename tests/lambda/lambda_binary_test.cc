@@ -1132,10 +1132,12 @@ TEST(LambdaInitTest, AMalformedSettingIsAnInitErrorAndTheProcessExits) {
   ExpectInitError({"IMGSVC_STORAGE=aws", "IMGSVC_MAX_FILES=1e3"}, "IMGSVC_MAX_FILES");
 }
 
-// Every API request but /health reads DynamoDB, so the connection to an
-// https endpoint (AWS's) is opened at init: here no event ever comes, and
-// DynamoDB still gets one (the handshake then fails; only its start counts).
-TEST(LambdaInitTest, TheDynamoDbConnectionIsOpenedBeforeAnyEvent) {
+// Every API request but /health reads DynamoDB, so the connection to it is
+// opened at init, on a thread for an https endpoint (AWS's), at once for a
+// plain http one (an emulator): here no event ever comes, and DynamoDB still
+// gets one (an https handshake then fails; only its start counts).
+void ExpectDynamoDbConnectionBeforeAnyEvent(const std::string& scheme) {
+  SCOPED_TRACE(scheme);
   const testing::LoopbackSocket dynamodb(/*listening=*/true);
   const testing::LoopbackSocket nothing(/*listening=*/false);
   ASSERT_TRUE(dynamodb.ok() && nothing.ok());
@@ -1147,7 +1149,7 @@ TEST(LambdaInitTest, TheDynamoDbConnectionIsOpenedBeforeAnyEvent) {
       IMGSVC_BINARY, {},
       {"AWS_LAMBDA_RUNTIME_API=" + (*fake)->address(), "IMGSVC_DATA_DIR=" + data_dir, "IMGSVC_STORAGE=aws",
        "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test-secret", "AWS_REGION=us-east-1",
-       "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_DYNAMODB=" + dynamodb.url("https"),
+       "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_DYNAMODB=" + dynamodb.url(scheme),
        "AWS_ENDPOINT_URL_S3=" + nothing.url(), "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + nothing.url()});
   ASSERT_TRUE(process.ok()) << process.status().ToString();
   EXPECT_TRUE(dynamodb.Accepts(harness::kStartWait)) << "no connection; log:\n" << Tail(**process, 20);
@@ -1155,6 +1157,11 @@ TEST(LambdaInitTest, TheDynamoDbConnectionIsOpenedBeforeAnyEvent) {
   EXPECT_TRUE((*process)->Signal(SIGKILL).ok());
   std::error_code ignored;
   std::filesystem::remove_all(data_dir, ignored);
+}
+
+TEST(LambdaInitTest, TheDynamoDbConnectionIsOpenedBeforeAnyEvent) {
+  ExpectDynamoDbConnectionBeforeAnyEvent("https");
+  ExpectDynamoDbConnectionBeforeAnyEvent("http");
 }
 
 // The service is opened before the first /next, so an unusable setting is
