@@ -13,9 +13,7 @@
 // fiber of an io thread.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
-#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -23,6 +21,7 @@
 #include <unordered_map>
 
 #include "core/status.h"
+#include "storage/embedded/wake_once.h"
 
 namespace imgsvc::storage {
 
@@ -42,7 +41,7 @@ class DirectorySync {
   // The callers one sync serves.
   struct Round {
     Status status;  // written before `ended` is set
-    std::atomic<std::uint32_t> ended{0};  // a futex word
+    WakeOnce ended;
   };
   struct Dir {
     // Only the leader of the gathering round waits here, for the running sync.

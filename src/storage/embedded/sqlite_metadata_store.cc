@@ -21,6 +21,7 @@
 #include <boost/json/value.hpp>
 
 #include "core/log.h"
+#include "storage/embedded/wake_once.h"
 
 namespace imgsvc::storage {
 namespace {
@@ -446,7 +447,9 @@ class WriteJob {
   // The batch's transaction failed: nothing of the job was written.
   virtual void Fail(const Status& status) = 0;
 
-  bool done = false;  // guarded by the queue mutex
+  // Set by the writer once the job's batch has committed or failed: the
+  // job's own caller alone is woken, not those queued for the next batch.
+  WakeOnce done;
 };
 
 Status Insert(WriterConn& conn, const core::ImageRecord& record) {
@@ -668,7 +671,6 @@ struct SqliteMetadataStore::Impl {
 
   std::mutex queue_mu;
   std::condition_variable queue_cv;  // the writer waits for jobs
-  std::condition_variable done_cv;   // callers wait for their job
   std::vector<WriteJob*> queue;
   bool stopping = false;
   std::thread writer_thread;
@@ -691,10 +693,12 @@ struct SqliteMetadataStore::Impl {
   }
 
   void Submit(WriteJob& job) {
-    std::unique_lock lock(queue_mu);
-    queue.push_back(&job);
+    {
+      std::lock_guard lock(queue_mu);
+      queue.push_back(&job);
+    }
     queue_cv.notify_one();
-    done_cv.wait(lock, [&job] { return job.done; });
+    job.done.Wait();
   }
 
   // Takes every job waiting at that moment into one transaction: while one
@@ -709,11 +713,8 @@ struct SqliteMetadataStore::Impl {
         batch.swap(queue);
       }
       RunBatch(batch);
-      {
-        std::lock_guard lock(queue_mu);
-        for (WriteJob* job : batch) job->done = true;
-      }
-      done_cv.notify_all();
+      // A job's caller may return, and the job go, as soon as it is set.
+      for (WriteJob* job : batch) job->done.Set();
       batch.clear();
     }
   }
