@@ -249,23 +249,23 @@ void AwsClient::RefundRetryQuota() {
   quota_left_ = std::min(retry_.quota, quota_left_ + retry_.success_refund);
 }
 
-AwsClient::Call AwsClient::Prepare(const ServiceTarget& target, AwsRequest request) {
+AwsClient::Call AwsClient::Prepare(const ServiceTarget& target, AwsRequest& request) {
   ++calls_;
   Call call;
-  call.target = target;
+  call.target = &target;
+  call.request = &request;
   // The SDKs' amz-sdk-invocation-id (a random UUID): it ties the attempts of
   // one call together in AWS's logs.
   call.invocation_id = core::RandomIdGenerator().NewId();
   call.wire_target = WireTarget(request);
   call.payload_hash =
       request.payload_sha256.empty() ? crypto::HexEncode(crypto::Sha256Of(request.body)) : request.payload_sha256;
-  call.request = std::move(request);
   return call;
 }
 
-StatusOr<net::ClientRequest> AwsClient::SignAttempt(Call& call, int attempt) {
-  const ServiceTarget& target = call.target;
-  AwsRequest& request = call.request;
+Status AwsClient::SignAttempt(Call& call, int attempt, net::ClientRequest& wire) {
+  const ServiceTarget& target = *call.target;
+  AwsRequest& request = *call.request;
   const std::optional<milliseconds> time_left = TimeLeftBeforeDeadline();
   if (time_left && *time_left < kMinimumAttemptTime) {
     return Status(Code::kDeadlineExceeded,
@@ -284,7 +284,6 @@ StatusOr<net::ClientRequest> AwsClient::SignAttempt(Call& call, int attempt) {
   SignerFor(target.service)
       .Sign(signable, credentials, SigningScope{target.region, target.service}, std::chrono::system_clock::now());
 
-  net::ClientRequest wire;
   wire.method = request.method;
   wire.target = call.wire_target;
   // Lent to the wire request and taken back after the attempt: an 8 MiB
@@ -292,7 +291,9 @@ StatusOr<net::ClientRequest> AwsClient::SignAttempt(Call& call, int attempt) {
   wire.body = std::move(request.body);
   wire.replayable = request.replayable;
   // A request's timeout replaces the client's: under a deadline, the shorter.
+  wire.timeout.reset();
   if (time_left && *time_left < http_->total_timeout()) wire.timeout = *time_left;
+  wire.headers.clear();
   wire.headers.reserve(signable.headers.size() + 1);
   for (auto& [name, value] : signable.headers) wire.headers.push_back({std::move(name), std::move(value)});
   // Not signed, as in the SDKs: proxies may rewrite it.
@@ -303,12 +304,12 @@ StatusOr<net::ClientRequest> AwsClient::SignAttempt(Call& call, int attempt) {
     wire.headers.push_back({"x-amzn-trace-id", trace});
   }
   ++attempts_;
-  return wire;
+  return Status::Ok();
 }
 
-AwsClient::Verdict AwsClient::Judge(const Call& call, int attempt, StatusOr<net::ClientResponse> answer) {
-  const ServiceTarget& target = call.target;
-  const AwsRequest& request = call.request;
+AwsClient::Verdict AwsClient::Judge(const Call& call, int attempt, StatusOr<net::ClientResponse>& answer) {
+  const ServiceTarget& target = *call.target;
+  const AwsRequest& request = *call.request;
   const bool last_attempt = attempt >= retry_.max_attempts;
   if (!answer.ok()) {
     const Status& failure = answer.status();
@@ -324,17 +325,16 @@ AwsClient::Verdict AwsClient::Judge(const Call& call, int attempt, StatusOr<net:
     return {std::nullopt, delay};
   }
 
-  AwsResponse response{answer->status, std::move(answer->headers), std::move(answer->body), {}, attempt};
+  Verdict verdict{AwsResponse{answer->status, std::move(answer->headers), std::move(answer->body), {}, attempt}, {}};
+  AwsResponse& response = verdict.result->value();
   if (response.ok()) {
     RefundRetryQuota();
-    return {std::move(response), {}};
+    return verdict;
   }
   response.error = ParseAwsError(response.status, response.headers, response.body);
-  if (!IsRetryable(response.status, response.error) || last_attempt) return {std::move(response), {}};
+  if (!IsRetryable(response.status, response.error) || last_attempt) return verdict;
   const milliseconds delay = Backoff(attempt, IsThrottling(response.error));
-  if (!RetryFitsTheDeadline(delay, target, attempt) || !TakeRetryQuota(retry_.retry_cost)) {
-    return {std::move(response), {}};
-  }
+  if (!RetryFitsTheDeadline(delay, target, attempt) || !TakeRetryQuota(retry_.retry_cost)) return verdict;
   log::Debug("AWS call retried", {{"service", target.service},
                                   {"attempt", attempt},
                                   {"http_status", response.status},
@@ -343,56 +343,70 @@ AwsClient::Verdict AwsClient::Judge(const Call& call, int attempt, StatusOr<net:
 }
 
 StatusOr<AwsResponse> AwsClient::Attempts(Call& call, int first_attempt) {
+  net::ClientRequest wire;
   for (int attempt = first_attempt;; ++attempt) {
-    IMGSVC_ASSIGN_OR_RETURN(net::ClientRequest wire, SignAttempt(call, attempt));
-    StatusOr<net::ClientResponse> answer = http_->Send(call.target.endpoint, wire);
-    call.request.body = std::move(wire.body);
-    Verdict verdict = Judge(call, attempt, std::move(answer));
+    IMGSVC_RETURN_IF_ERROR(SignAttempt(call, attempt, wire));
+    StatusOr<net::ClientResponse> answer = http_->Send(call.target->endpoint, wire);
+    call.request->body = std::move(wire.body);
+    Verdict verdict = Judge(call, attempt, answer);
     if (verdict.result) return std::move(*verdict.result);
     sleep_(verdict.delay);
   }
 }
 
 StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest request) {
-  Call call = Prepare(target, std::move(request));
+  Call call = Prepare(target, request);
   return Attempts(call, 1);
 }
 
+// A PendingCall's own target and request, which its Call points into.
+struct AwsClient::Pending {
+  ServiceTarget target;
+  AwsRequest request;
+  Call call;
+  std::unique_ptr<net::PendingExchange> exchange;  // null: nothing sent
+};
+
 AwsClient::PendingCall AwsClient::BeginJson(const ServiceTarget& target, std::string_view amz_target,
                                             std::string_view json_version, std::string body) {
-  PendingCall pending;
-  pending.call_ = std::make_unique<Call>(Prepare(target, JsonRequest(amz_target, json_version, std::move(body))));
-  StatusOr<net::ClientRequest> wire = SignAttempt(*pending.call_, 1);
-  if (!wire.ok()) {
+  PendingCall handle;
+  handle.pending_ = std::make_unique<Pending>();
+  Pending& pending = *handle.pending_;
+  pending.target = target;
+  pending.request = JsonRequest(amz_target, json_version, std::move(body));
+  pending.call = Prepare(pending.target, pending.request);
+  net::ClientRequest wire;
+  if (const Status signed_now = SignAttempt(pending.call, 1, wire); !signed_now.ok()) {
     log::Warn("AWS call not sent ahead; made when its answer is needed",
-              {{"service", target.service}, {"error", wire.status().message()}});
-    return pending;
+              {{"service", target.service}, {"error", signed_now.message()}});
+    return handle;
   }
-  StatusOr<net::PendingExchange> exchange = http_->Begin(target.endpoint, *wire);
-  pending.call_->request.body = std::move(wire->body);
+  StatusOr<net::PendingExchange> exchange = http_->Begin(target.endpoint, wire);
+  pending.request.body = std::move(wire.body);
   if (exchange.ok()) {
-    pending.exchange_ = std::make_unique<net::PendingExchange>(std::move(*exchange));
+    pending.exchange = std::make_unique<net::PendingExchange>(std::move(*exchange));
   } else {
     // Finish makes the call afresh, with all its attempts.
     log::Warn("AWS call not sent ahead; made when its answer is needed",
               {{"service", target.service}, {"error", exchange.status().message()}});
   }
-  return pending;
+  return handle;
 }
 
-StatusOr<AwsResponse> AwsClient::Finish(PendingCall pending) {
-  if (!pending.call_) return Status(Code::kInternal, "no AWS call pending");
-  Call& call = *pending.call_;
-  if (!pending.exchange_) return Attempts(call, 1);
+StatusOr<AwsResponse> AwsClient::Finish(PendingCall handle) {
+  if (!handle.pending_) return Status(Code::kInternal, "no AWS call pending");
+  Pending& pending = *handle.pending_;
+  if (!pending.exchange) return Attempts(pending.call, 1);
   // The answer may have come long ago: it is read however little time the
   // deadline leaves (a zero timeout would mean none).
   std::optional<milliseconds> timeout = TimeLeftBeforeDeadline();
   if (timeout && *timeout >= http_->total_timeout()) timeout.reset();
   if (timeout) timeout = std::max(*timeout, milliseconds(1));
-  Verdict verdict = Judge(call, 1, std::move(*pending.exchange_).Finish(timeout));
+  StatusOr<net::ClientResponse> answer = std::move(*pending.exchange).Finish(timeout);
+  Verdict verdict = Judge(pending.call, 1, answer);
   if (verdict.result) return std::move(*verdict.result);
   sleep_(verdict.delay);
-  return Attempts(call, 2);
+  return Attempts(pending.call, 2);
 }
 
 AwsClient::PendingCall::PendingCall() = default;

@@ -153,7 +153,7 @@ class AwsClient {
                                  std::string_view json_version, std::string body);
 
  private:
-  struct Call;  // below; named here for PendingCall
+  struct Pending;  // in the .cc; named here for PendingCall
 
  public:
   // A JSON call whose first attempt is sent by BeginJson and whose answer
@@ -172,8 +172,7 @@ class AwsClient {
    private:
     friend class AwsClient;
     PendingCall();
-    std::unique_ptr<Call> call_;
-    std::unique_ptr<net::PendingExchange> exchange_;  // null: nothing sent
+    std::unique_ptr<Pending> pending_;
   };
   PendingCall BeginJson(const ServiceTarget& target, std::string_view amz_target, std::string_view json_version,
                         std::string body);
@@ -207,10 +206,11 @@ class AwsClient {
   Stats stats() const;
 
  private:
-  // One call, across its attempts.
+  // One call, across its attempts; the target and the request are the
+  // caller's (Send's arguments, or a PendingCall's own copies).
   struct Call {
-    ServiceTarget target;
-    AwsRequest request;
+    const ServiceTarget* target = nullptr;
+    AwsRequest* request = nullptr;
     std::string invocation_id;
     std::string wire_target;
     std::string payload_hash;
@@ -221,12 +221,12 @@ class AwsClient {
     std::optional<StatusOr<AwsResponse>> result;
     std::chrono::milliseconds delay{0};
   };
-  Call Prepare(const ServiceTarget& target, AwsRequest request);
-  // The signed wire request of `attempt`, its body lent from call.request
-  // (given back by the caller); kDeadlineExceeded when the invocation's
-  // deadline leaves no time for it.
-  StatusOr<net::ClientRequest> SignAttempt(Call& call, int attempt);
-  Verdict Judge(const Call& call, int attempt, StatusOr<net::ClientResponse> answer);
+  Call Prepare(const ServiceTarget& target, AwsRequest& request);
+  // Fills `wire` with the signed request of `attempt`, its body lent from
+  // the call's request (given back by the caller); kDeadlineExceeded when
+  // the invocation's deadline leaves no time for it.
+  Status SignAttempt(Call& call, int attempt, net::ClientRequest& wire);
+  Verdict Judge(const Call& call, int attempt, StatusOr<net::ClientResponse>& answer);
   StatusOr<AwsResponse> Attempts(Call& call, int first_attempt);
 
   Signer& SignerFor(const std::string& service);

@@ -849,7 +849,7 @@ struct HttpClient::Impl {
     std::string pool_key;
     std::string peer;
   };
-  StatusOr<CallPlan> Plan(const Endpoint& endpoint, const ClientRequest& request);
+  Status Plan(const Endpoint& endpoint, const ClientRequest& request, CallPlan& plan);
 
   const HttpClientOptions options;
   const StatusOr<std::optional<Proxy>> http_proxy;
@@ -987,10 +987,9 @@ HttpClient::HttpClient(HttpClientOptions options) : impl_(std::make_unique<Impl>
 
 HttpClient::~HttpClient() = default;
 
-StatusOr<HttpClient::Impl::CallPlan> HttpClient::Impl::Plan(const Endpoint& endpoint, const ClientRequest& request) {
+Status HttpClient::Impl::Plan(const Endpoint& endpoint, const ClientRequest& request, CallPlan& plan) {
   requests.fetch_add(1, std::memory_order_relaxed);
   IMGSVC_RETURN_IF_ERROR(CheckEndpoint(endpoint));
-  CallPlan plan;
   IMGSVC_ASSIGN_OR_RETURN(plan.proxy, ProxyFor(endpoint));
   // An http request is the proxy's to forward; an https one crosses its tunnel unchanged.
   const Proxy* const forwarding_proxy = endpoint.scheme == "http" ? plan.proxy : nullptr;
@@ -998,11 +997,12 @@ StatusOr<HttpClient::Impl::CallPlan> HttpClient::Impl::Plan(const Endpoint& endp
   plan.deadline = DeadlineAfter(request.timeout.value_or(options.total_timeout));
   plan.pool_key = PoolKey(endpoint, plan.proxy);
   plan.peer = PeerName(endpoint, plan.proxy);
-  return plan;
+  return Status::Ok();
 }
 
 StatusOr<ClientResponse> HttpClient::Send(const Endpoint& endpoint, const ClientRequest& request) {
-  IMGSVC_ASSIGN_OR_RETURN(const Impl::CallPlan plan, impl_->Plan(endpoint, request));
+  Impl::CallPlan plan;
+  IMGSVC_RETURN_IF_ERROR(impl_->Plan(endpoint, request, plan));
   std::unique_ptr<Connection> connection = impl_->TakeIdle(plan.pool_key);
   const bool reused = connection != nullptr;
   if (!reused) {
@@ -1042,7 +1042,8 @@ struct PendingExchange::State {
 };
 
 StatusOr<PendingExchange> HttpClient::Begin(const Endpoint& endpoint, const ClientRequest& request) {
-  IMGSVC_ASSIGN_OR_RETURN(Impl::CallPlan plan, impl_->Plan(endpoint, request));
+  Impl::CallPlan plan;
+  IMGSVC_RETURN_IF_ERROR(impl_->Plan(endpoint, request, plan));
   auto state = std::make_unique<PendingExchange::State>();
   state->client = impl_.get();
   state->pool_key = std::move(plan.pool_key);
