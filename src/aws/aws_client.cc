@@ -359,8 +359,7 @@ StatusOr<AwsResponse> AwsClient::Send(const ServiceTarget& target, AwsRequest re
   return Attempts(call, 1);
 }
 
-// A PendingCall's own target and request, which its Call points into.
-struct AwsClient::Pending {
+struct AwsClient::PendingCall::State {
   ServiceTarget target;
   AwsRequest request;
   Call call;
@@ -370,8 +369,8 @@ struct AwsClient::Pending {
 AwsClient::PendingCall AwsClient::BeginJson(const ServiceTarget& target, std::string_view amz_target,
                                             std::string_view json_version, std::string body) {
   PendingCall handle;
-  handle.pending_ = std::make_unique<Pending>();
-  Pending& pending = *handle.pending_;
+  handle.state_ = std::make_unique<PendingCall::State>();
+  PendingCall::State& pending = *handle.state_;
   pending.target = target;
   pending.request = JsonRequest(amz_target, json_version, std::move(body));
   pending.call = Prepare(pending.target, pending.request);
@@ -394,8 +393,8 @@ AwsClient::PendingCall AwsClient::BeginJson(const ServiceTarget& target, std::st
 }
 
 StatusOr<AwsResponse> AwsClient::Finish(PendingCall handle) {
-  if (!handle.pending_) return Status(Code::kInternal, "no AWS call pending");
-  Pending& pending = *handle.pending_;
+  if (!handle.state_) return Status(Code::kInternal, "no AWS call pending");
+  PendingCall::State& pending = *handle.state_;
   if (!pending.exchange) return Attempts(pending.call, 1);
   // The answer may have come long ago: it is read however little time the
   // deadline leaves (a zero timeout would mean none).

@@ -152,10 +152,6 @@ class AwsClient {
   StatusOr<AwsResponse> CallJson(const ServiceTarget& target, std::string_view amz_target,
                                  std::string_view json_version, std::string body);
 
- private:
-  struct Pending;  // in the .cc; named here for PendingCall
-
- public:
   // A JSON call whose first attempt is sent by BeginJson and whose answer
   // is taken by Finish, on the same thread or another, one at a time: a
   // Lambda function's init sends its first call before it waits for its
@@ -171,8 +167,9 @@ class AwsClient {
 
    private:
     friend class AwsClient;
+    struct State;  // its own target and request, and the call on them
     PendingCall();
-    std::unique_ptr<Pending> pending_;
+    std::unique_ptr<State> state_;
   };
   PendingCall BeginJson(const ServiceTarget& target, std::string_view amz_target, std::string_view json_version,
                         std::string body);
