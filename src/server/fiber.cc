@@ -1,3 +1,9 @@
+// Fibers switch with _setjmp/_longjmp, which jump between stacks. With
+// _FORTIFY_SOURCE, glibc turns _longjmp into __longjmp_chk, which aborts on
+// a jump to a frame below the current one on another stack: this file is
+// built without it, whatever a packager's flags ask for.
+#undef _FORTIFY_SOURCE
+
 #include "server/fiber.h"
 
 #include <poll.h>
@@ -5,7 +11,9 @@
 #include <ucontext.h>
 
 #include <chrono>
+#include <csetjmp>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -27,7 +35,6 @@
 extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, std::size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old,
                                                 std::size_t* size_old);
-extern "C" void __asan_unpoison_memory_region(void const volatile* address, std::size_t size);
 #endif
 
 namespace imgsvc::server {
@@ -43,54 +50,61 @@ constexpr std::size_t kStackBytes = 256 * 1024;
 // instead of overwriting another fiber's memory.
 constexpr std::size_t kGuardBytes = 4096;
 
-// Stacks of ended fibers, kept for the next ones of their thread.
-class StackCache {
- public:
-  ~StackCache() {
-    for (void* stack : free_) ::munmap(stack, kStackBytes);
-  }
-  // Null when no memory could be mapped.
-  void* Take() {
-    if (!free_.empty()) {
-      void* stack = free_.back();
-      free_.pop_back();
-#if defined(__SANITIZE_ADDRESS__)
-      // The frames of the fiber that ended here never returned: their
-      // redzones are still marked.
-      __asan_unpoison_memory_region(static_cast<char*>(stack) + kGuardBytes, kStackBytes - kGuardBytes);
-#endif
-      return stack;
-    }
-    void* stack = ::mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) return nullptr;
-    if (::mprotect(stack, kGuardBytes, PROT_NONE) != 0) {
-      ::munmap(stack, kStackBytes);
-      return nullptr;
-    }
-    return stack;
-  }
-  void Give(void* stack) { free_.push_back(stack); }
-
- private:
-  std::vector<void*> free_;
-};
-
+// A fiber runs one body after another on its stack. ucontext's switches
+// each make a system call (they save and restore the signal mask, which
+// fibers never change), so ucontext only enters a new fiber's stack, once;
+// every later switch is a _setjmp/_longjmp pair, which makes none.
 struct Fiber {
-  ucontext_t self{};
-  ucontext_t io_thread{};
+  std::jmp_buf self;       // where the fiber goes on when switched in
+  std::jmp_buf io_thread;  // where the io thread goes on when the fiber parks
+  ucontext_t entry{};      // FiberMain on the fiber's stack, before the first switch in
+  bool entered = false;
   void* stack = nullptr;
   asio::any_io_executor executor;
   WorkerPool* blocking_work = nullptr;
   std::function<void()> body;
   std::function<void()> then;
-  bool finished = false;
+  bool finished = false;  // the body has returned; the fiber waits for the next
   // The io thread's stack, for AddressSanitizer.
   const void* io_stack_bottom = nullptr;
   std::size_t io_stack_size = 0;
 };
 
+// Null when no memory could be mapped.
+void* MapStack() {
+  void* stack = ::mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return nullptr;
+  if (::mprotect(stack, kGuardBytes, PROT_NONE) != 0) {
+    ::munmap(stack, kStackBytes);
+    return nullptr;
+  }
+  return stack;
+}
+
+// The fibers of a thread whose bodies have returned, kept for the next ones.
+// They go with the thread: parked between bodies, none holds anything else.
+class IdleFibers {
+ public:
+  ~IdleFibers() {
+    for (Fiber* fiber : idle_) {
+      ::munmap(fiber->stack, kStackBytes);
+      delete fiber;
+    }
+  }
+  Fiber* Take() {
+    if (idle_.empty()) return nullptr;
+    Fiber* fiber = idle_.back();
+    idle_.pop_back();
+    return fiber;
+  }
+  void Give(Fiber* fiber) { idle_.push_back(fiber); }
+
+ private:
+  std::vector<Fiber*> idle_;
+};
+
 thread_local Fiber* t_running = nullptr;
-thread_local StackCache t_stacks;
+thread_local IdleFibers t_idle;
 
 void* StackBottom(const Fiber& fiber) { return static_cast<char*>(fiber.stack) + kGuardBytes; }
 
@@ -99,23 +113,27 @@ void SwitchIn(Fiber& fiber) {
 #if defined(__SANITIZE_ADDRESS__)
   void* fake_stack = nullptr;
   __sanitizer_start_switch_fiber(&fake_stack, StackBottom(fiber), kStackBytes - kGuardBytes);
-  ::swapcontext(&fiber.io_thread, &fiber.self);
+#endif
+  if (_setjmp(fiber.io_thread) == 0) {
+    if (fiber.entered) _longjmp(fiber.self, 1);
+    fiber.entered = true;
+    ::setcontext(&fiber.entry);  // returns only on failure, which a made context does not have
+    std::abort();
+  }
+#if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
-#else
-  ::swapcontext(&fiber.io_thread, &fiber.self);
 #endif
 }
 
-// From the fiber back to the io thread's stack, for good once `finished`.
+// From the fiber back to the io thread's stack.
 void SwitchOut(Fiber& fiber) {
 #if defined(__SANITIZE_ADDRESS__)
   void* fake_stack = nullptr;
-  __sanitizer_start_switch_fiber(fiber.finished ? nullptr : &fake_stack, fiber.io_stack_bottom,
-                                 fiber.io_stack_size);
-  ::swapcontext(&fiber.self, &fiber.io_thread);
+  __sanitizer_start_switch_fiber(&fake_stack, fiber.io_stack_bottom, fiber.io_stack_size);
+#endif
+  if (_setjmp(fiber.self) == 0) _longjmp(fiber.io_thread, 1);
+#if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(fake_stack, &fiber.io_stack_bottom, &fiber.io_stack_size);
-#else
-  ::swapcontext(&fiber.self, &fiber.io_thread);
 #endif
 }
 
@@ -213,12 +231,17 @@ void FiberMain(unsigned int high, unsigned int low) {
 #if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(nullptr, &fiber.io_stack_bottom, &fiber.io_stack_size);
 #endif
-  fiber.body();
-  fiber.finished = true;
-  SwitchOut(fiber);
+  for (;;) {
+    {
+      const std::function<void()> body = std::move(fiber.body);
+      body();
+    }
+    fiber.finished = true;
+    SwitchOut(fiber);
+  }
 }
 
-// On the io thread: runs the fiber until it parks or finishes.
+// On the io thread: runs the fiber until it parks or its body returns.
 void Resume(Fiber* fiber) {
   t_running = fiber;
   net::SetThreadWaitHook(&t_reactor_wait);
@@ -229,9 +252,28 @@ void Resume(Fiber* fiber) {
   t_running = nullptr;
   if (!fiber->finished) return;
   const std::function<void()> then = std::move(fiber->then);
-  t_stacks.Give(fiber->stack);
-  delete fiber;
+  fiber->finished = false;
+  fiber->executor = {};
+  t_idle.Give(fiber);
   then();
+}
+
+// A fiber whose stack enters FiberMain at its first switch in; null when no
+// memory could be mapped.
+Fiber* NewFiber() {
+  void* stack = MapStack();
+  if (stack == nullptr) return nullptr;
+  auto* fiber = new Fiber;
+  fiber->stack = stack;
+  ::getcontext(&fiber->entry);
+  fiber->entry.uc_stack.ss_sp = StackBottom(*fiber);
+  fiber->entry.uc_stack.ss_size = kStackBytes - kGuardBytes;
+  fiber->entry.uc_link = nullptr;
+  // makecontext passes int arguments only: the pointer goes in two halves.
+  const auto address = reinterpret_cast<std::uintptr_t>(fiber);
+  ::makecontext(&fiber->entry, reinterpret_cast<void (*)()>(FiberMain), 2, static_cast<unsigned int>(address >> 32),
+                static_cast<unsigned int>(address & 0xffffffffu));
+  return fiber;
 }
 
 struct FiberSlots {
@@ -244,8 +286,9 @@ thread_local FiberSlots t_slots;
 
 void StartFiber(const asio::any_io_executor& executor, WorkerPool& blocking_work, std::function<void()> body,
                 std::function<void()> then) {
-  void* stack = t_stacks.Take();
-  if (stack == nullptr) {
+  Fiber* fiber = t_idle.Take();
+  if (fiber == nullptr) fiber = NewFiber();
+  if (fiber == nullptr) {
     // No memory for a stack: the request runs as it would without fibers.
     auto io_thread = asio::prefer(executor, asio::execution::outstanding_work.tracked);
     blocking_work.Post([io_thread = std::move(io_thread), body = std::move(body), then = std::move(then)] {
@@ -254,20 +297,10 @@ void StartFiber(const asio::any_io_executor& executor, WorkerPool& blocking_work
     });
     return;
   }
-  auto* fiber = new Fiber;
-  fiber->stack = stack;
   fiber->executor = executor;
   fiber->blocking_work = &blocking_work;
   fiber->body = std::move(body);
   fiber->then = std::move(then);
-  ::getcontext(&fiber->self);
-  fiber->self.uc_stack.ss_sp = StackBottom(*fiber);
-  fiber->self.uc_stack.ss_size = kStackBytes - kGuardBytes;
-  fiber->self.uc_link = nullptr;
-  // makecontext passes int arguments only: the pointer goes in two halves.
-  const auto address = reinterpret_cast<std::uintptr_t>(fiber);
-  ::makecontext(&fiber->self, reinterpret_cast<void (*)()>(FiberMain), 2, static_cast<unsigned int>(address >> 32),
-                static_cast<unsigned int>(address & 0xffffffffu));
   Resume(fiber);
 }
 

@@ -22,8 +22,10 @@
 //    the holder could never resume. Such a section runs inside RunBlocking;
 //  - state kept per thread (thread_local) is not held across a park point
 //    either: another fiber of the thread would find it in use.
-// Stacks are switched with glibc's ucontext, announced to AddressSanitizer
-// when it is on.
+// A fiber's stack is entered with glibc's ucontext once, and switched with
+// _setjmp/_longjmp from then on (no system call); a fiber whose body has
+// returned waits on its thread for the next. Switches are announced to
+// AddressSanitizer when it is on.
 #pragma once
 
 #include <cstddef>
