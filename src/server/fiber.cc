@@ -7,9 +7,12 @@
 #include "server/fiber.h"
 
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <array>
+#include <cerrno>
 #include <chrono>
 #include <csetjmp>
 #include <cstdint>
@@ -18,13 +21,18 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution/context.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "core/blocking.h"
@@ -139,56 +147,152 @@ void SwitchOut(Fiber& fiber) {
 
 void Resume(Fiber* fiber);
 
+// The socket waits of one io_context's fibers (an io_context run by one
+// thread, as each of the server's is). They go through an epoll instance of
+// their own, which the io_context's reactor watches as one descriptor: a
+// socket is added to it once, then re-armed at each wait, one epoll_ctl a
+// wait, where a descriptor of the reactor's own cost three and an ioctl
+// (add, change, remove, and the non-blocking flag). Arming is one-shot and
+// level-triggered, so a wait sees what came while nobody watched (an answer
+// before the request was written, a peer's close while the connection was
+// pooled). A closed socket leaves the instance by itself, so a number the
+// kernel reuses is added anew. A socket stays armed in the instance of
+// another io thread that waited on it before, harmlessly: nobody waits there.
+class FiberPoller final : public asio::execution_context::service {
+ public:
+  // One fiber's wait; lives in its frame until the fiber is resumed.
+  struct Waiter {
+    Fiber* fiber = nullptr;
+    short got = 0;
+  };
+
+  using key_type = FiberPoller;
+  static asio::execution_context::id id;
+
+  explicit FiberPoller(asio::execution_context& context) : asio::execution_context::service(context) {}
+
+  // Registers `waiter` for `events` (poll's) on `fd`; false (errno set) when
+  // the socket cannot be watched.
+  bool Arm(const asio::any_io_executor& executor, int fd, short events, Waiter& waiter) {
+    if (!instance_) {
+      const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+      if (epoll_fd < 0) return false;
+      instance_.emplace(executor, epoll_fd);
+    }
+    epoll_event armed{};
+    armed.events = EPOLLONESHOT | ((events & POLLIN) != 0 ? EPOLLIN : 0u) | ((events & POLLOUT) != 0 ? EPOLLOUT : 0u);
+    armed.data.fd = fd;
+    const int epoll_fd = instance_->native_handle();
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &armed) != 0 &&
+        (errno != ENOENT || ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &armed) != 0)) {
+      return false;
+    }
+    waiters_[fd] = &waiter;
+    Watch();
+    return true;
+  }
+
+  // The wait on `fd` ended otherwise (its deadline): a readiness that comes
+  // later finds nobody and is dropped. When nobody else waits, the watch
+  // ends, so that it does not keep the io_context's run() from returning.
+  void Forget(int fd) {
+    waiters_.erase(fd);
+    if (waiters_.empty() && watching_) instance_->cancel();
+  }
+
+ private:
+  void shutdown() override {
+    waiters_.clear();
+    instance_.reset();
+  }
+
+  void Watch() {
+    if (watching_ || waiters_.empty()) return;
+    watching_ = true;
+    instance_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const ErrorCode& error) {
+      watching_ = false;
+      if (!error) {
+        ResumeReady();
+      } else if (error == asio::error::operation_aborted) {
+        Watch();  // for whoever armed between the cancel and now
+      } else {
+        FailAll();
+      }
+    });
+  }
+
+  // The instance cannot be watched: the waits end as failed calls, not hangs.
+  void FailAll() {
+    std::vector<Waiter*> failed;
+    for (const auto& [fd, waiter] : waiters_) failed.push_back(waiter);
+    waiters_.clear();
+    for (Waiter* waiter : failed) {
+      waiter->got = POLLERR;
+      Resume(waiter->fiber);
+    }
+  }
+
+  void ResumeReady() {
+    std::array<epoll_event, 64> ready{};
+    const int count = ::epoll_wait(instance_->native_handle(), ready.data(), static_cast<int>(ready.size()), 0);
+    // The waiters are taken first: a resumed fiber may arm again.
+    std::array<Waiter*, ready.size()> resumed{};
+    std::size_t resuming = 0;
+    for (int i = 0; i < count; ++i) {
+      const auto found = waiters_.find(ready[i].data.fd);
+      if (found == waiters_.end()) continue;
+      Waiter* waiter = found->second;
+      waiters_.erase(found);
+      const std::uint32_t came = ready[i].events;
+      waiter->got = static_cast<short>(((came & EPOLLIN) != 0 ? POLLIN : 0) | ((came & EPOLLOUT) != 0 ? POLLOUT : 0) |
+                                       ((came & EPOLLERR) != 0 ? POLLERR : 0) | ((came & EPOLLHUP) != 0 ? POLLHUP : 0));
+      resumed[resuming++] = waiter;
+    }
+    Watch();
+    for (std::size_t i = 0; i < resuming; ++i) Resume(resumed[i]->fiber);
+  }
+
+  std::optional<asio::posix::stream_descriptor> instance_;
+  std::unordered_map<int, Waiter*> waiters_;
+  bool watching_ = false;
+};
+
+asio::execution_context::id FiberPoller::id;
+
 // net::HttpClient's socket waits, while a fiber runs.
 class ReactorWait final : public net::WaitHook {
  public:
   short Wait(int fd, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
              bool& timed_out) override {
     Fiber& fiber = *t_running;
-    // Shared with the handlers, which may run after this frame is gone (a
-    // timer's cancellation queued behind the socket's readiness, or the
-    // second of a read and a write wait).
-    struct State {
-      State(const asio::any_io_executor& executor, int fd) : descriptor(executor, fd), timer(executor) {}
-      asio::posix::stream_descriptor descriptor;
+    auto& poller = asio::use_service<FiberPoller>(asio::query(fiber.executor, asio::execution::context));
+    FiberPoller::Waiter waiter{&fiber};
+    timed_out = false;
+    if (!poller.Arm(fiber.executor, fd, events, waiter)) return POLLERR;
+    if (!deadline) {
+      SwitchOut(fiber);
+      return waiter.got;
+    }
+    // Shared with the timer's handler, which may run after this frame is
+    // gone (its cancellation queued behind the socket's readiness).
+    struct Deadline {
+      explicit Deadline(const asio::any_io_executor& executor) : timer(executor) {}
       asio::steady_timer timer;
-      short got = 0;
-      bool resumed = false;
-      bool expired = false;
+      bool ended = false;  // the wait is over, whichever way
     };
-    auto state = std::make_shared<State>(fiber.executor, fd);
-    if (deadline) {
-      state->timer.expires_at(*deadline);
-      state->timer.async_wait([state](const ErrorCode& ec) {
-        if (ec || state->resumed) return;
-        state->expired = true;
-        state->descriptor.cancel();
-      });
-    }
-    // The first of the waits asked for resumes the fiber; the other is
-    // cancelled. (A write waits for an answer too: the peer may answer
-    // before it has read the whole request.)
-    const auto on_ready = [fiber = &fiber, state](short event) {
-      return [fiber, state, event](const ErrorCode& ec) {
-        if (state->resumed) return;
-        state->resumed = true;
-        if (!ec) state->got = event;
-        state->descriptor.cancel();
-        Resume(fiber);
-      };
-    };
-    if ((events & POLLOUT) != 0) {
-      state->descriptor.async_wait(asio::posix::stream_descriptor::wait_write, on_ready(POLLOUT));
-    }
-    if ((events & POLLIN) != 0) {
-      state->descriptor.async_wait(asio::posix::stream_descriptor::wait_read, on_ready(POLLIN));
-    }
+    auto limit = std::make_shared<Deadline>(fiber.executor);
+    limit->timer.expires_at(*deadline);
+    limit->timer.async_wait([limit, &poller, fd, &waiter, &timed_out](const ErrorCode& error) {
+      if (error || limit->ended) return;
+      limit->ended = true;
+      poller.Forget(fd);
+      timed_out = true;
+      Resume(waiter.fiber);
+    });
     SwitchOut(fiber);
-    state->timer.cancel();
-    state->descriptor.release();  // the socket stays the client's
-    timed_out = state->expired && state->got == 0;
-    if (state->got != 0) return state->got;
-    return timed_out ? 0 : POLLERR;
+    limit->ended = true;
+    limit->timer.cancel();
+    return waiter.got;
   }
 };
 

@@ -5,13 +5,14 @@
 // Why: a handler on the AWS backend spends most of its time waiting for
 // DynamoDB or S3. On a worker thread every call costs that thread's sleep
 // and wake-up, and the hand-offs between io thread and worker; on a fiber a
-// wait is a stack switch and a registration with the io thread's reactor
-// (docs/benchmarks.md has the figures).
+// wait is a stack switch and one epoll_ctl (docs/benchmarks.md has the
+// figures).
 //
 // While a fiber runs, its thread's hooks are set:
-//  - net::WaitHook: net::HttpClient's socket waits register with the io
-//    thread's reactor (keeping the call's deadline) and switch back to the
-//    io thread until the socket is ready;
+//  - net::WaitHook: net::HttpClient's socket waits arm the socket in an
+//    epoll instance of the io_context's, which its reactor watches (keeping
+//    the call's deadline on a timer), and switch back to the io thread until
+//    the socket is ready;
 //  - core::BlockingHook: core::RunBlocking's work runs on a worker thread
 //    while the fiber parks (what it throws is thrown on the fiber), and
 //    core::SleepFor parks the fiber on a timer.

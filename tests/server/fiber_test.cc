@@ -1,10 +1,16 @@
 #include "server/fiber.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -16,11 +22,126 @@
 #include "core/blocking.h"
 #include "net/http_client.h"
 #include "support/early_answer_peer.h"
+#include "support/loopback_socket.h"
 
 namespace imgsvc::server {
 namespace {
 
+using std::chrono::milliseconds;
 using std::chrono::seconds;
+
+// An HTTP/1.1 peer on 127.0.0.1 for the fibers' socket waits: answers each
+// request head "200 ok" on its connection (kept alive unless told), once
+// `answer_at_heads` heads have come in all, after `delay`. A thread per
+// connection; stops with the object.
+class ScriptedPeer {
+ public:
+  struct Script {
+    bool close_after_answer = false;
+    int answer_at_heads = 1;
+    milliseconds delay{0};
+  };
+
+  explicit ScriptedPeer(Script script) : script_(script), acceptor_([this] { Accept(); }) {}
+  ~ScriptedPeer() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    heads_came_.notify_all();
+    acceptor_.join();
+    for (std::thread& connection : connections_) connection.join();
+  }
+  ScriptedPeer(const ScriptedPeer&) = delete;
+  ScriptedPeer& operator=(const ScriptedPeer&) = delete;
+
+  bool ok() const { return listener_.ok(); }
+  net::Endpoint endpoint() const { return net::Endpoint{"http", "127.0.0.1", listener_.port()}; }
+  int connections() const { return accepted_; }
+
+ private:
+  bool Stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+  bool WaitReadable(int fd) {
+    while (!Stopping()) {
+      pollfd waiter{fd, POLLIN, 0};
+      if (::poll(&waiter, 1, 20) > 0) return true;
+    }
+    return false;
+  }
+
+  void Accept() {
+    while (WaitReadable(listener_.fd())) {
+      const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++accepted_;
+      connections_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+
+  void Serve(int fd) {
+    std::string received;
+    char chunk[4096];
+    while (WaitReadable(fd)) {
+      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+      if (n <= 0) break;
+      received.append(chunk, static_cast<std::size_t>(n));
+      for (std::size_t end; (end = received.find("\r\n\r\n")) != std::string::npos;) {
+        received.erase(0, end + 4);
+        if (!AnswerOne(fd)) {
+          ::close(fd);
+          return;
+        }
+      }
+    }
+    ::close(fd);
+  }
+
+  // False once the connection is to close.
+  bool AnswerOne(int fd) {
+    {
+      std::unique_lock lock(mu_);
+      ++heads_;
+      heads_came_.notify_all();
+      heads_came_.wait(lock, [this] { return stopping_ || heads_ >= script_.answer_at_heads; });
+      if (stopping_) return false;
+    }
+    std::this_thread::sleep_for(script_.delay);
+    const std::string answer = std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n") +
+                               (script_.close_after_answer ? "Connection: close\r\n" : "") + "\r\nok";
+    if (::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(answer.size())) return false;
+    return !script_.close_after_answer;
+  }
+
+  const Script script_;
+  imgsvc::testing::LoopbackSocket listener_{/*listening=*/true};
+  std::mutex mu_;
+  std::condition_variable heads_came_;
+  int heads_ = 0;
+  bool stopping_ = false;
+  std::atomic<int> accepted_{0};
+  std::vector<std::thread> connections_;  // the acceptor's own until it is joined
+  std::thread acceptor_;                  // last: starts once the rest is set
+};
+
+net::ClientRequest Get() {
+  net::ClientRequest get;
+  get.method = "GET";
+  get.target = "/";
+  return get;
+}
+
+// Runs `call` on a fiber of `io` (run on the calling thread until it ends).
+StatusOr<net::ClientResponse> OnAFiber(boost::asio::io_context& io, WorkerPool& workers,
+                                      const std::function<StatusOr<net::ClientResponse>()>& call) {
+  StatusOr<net::ClientResponse> result = Status(Code::kInternal, "not run");
+  boost::asio::post(io, [&] { StartFiber(io.get_executor(), workers, [&] { result = call(); }, [] {}); });
+  io.restart();
+  io.run();
+  return result;
+}
 
 TEST(FiberTest, ABodyRunsOnTheIoThreadItsBlockingWorkOnAWorkerThenItsSequel) {
   boost::asio::io_context io;
@@ -142,6 +263,97 @@ TEST(FiberTest, AWriteWaitSeesAnAnswerThatCameFirst) {
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->status, 413);
   EXPECT_EQ(result->body, "too big!");
+}
+
+// A pooled connection's next wait re-arms the socket where it is watched.
+TEST(FiberTest, CallsOnAPooledConnectionWaitEachTime) {
+  ScriptedPeer peer({});
+  ASSERT_TRUE(peer.ok());
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  net::HttpClient client;
+  for (int call = 0; call < 3; ++call) {
+    const StatusOr<net::ClientResponse> result = OnAFiber(io, workers, [&] { return client.Send(peer.endpoint(), Get()); });
+    ASSERT_TRUE(result.ok()) << "call " << call << ": " << result.status().ToString();
+    EXPECT_EQ(result->body, "ok");
+  }
+  EXPECT_EQ(peer.connections(), 1);
+}
+
+// The kernel gives a closed socket's number to the next: it is watched anew.
+TEST(FiberTest, ASocketNumberReusedAfterACloseIsWatchedAnew) {
+  ScriptedPeer peer({.close_after_answer = true});
+  ASSERT_TRUE(peer.ok());
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  net::HttpClient client;
+  for (int call = 0; call < 3; ++call) {
+    const StatusOr<net::ClientResponse> result = OnAFiber(io, workers, [&] { return client.Send(peer.endpoint(), Get()); });
+    ASSERT_TRUE(result.ok()) << "call " << call << ": " << result.status().ToString();
+  }
+  EXPECT_EQ(peer.connections(), 3);
+}
+
+// The peer answers only once both requests are in: both fibers wait at once.
+TEST(FiberTest, TwoFibersWaitForTheirSocketsAtOnce) {
+  ScriptedPeer peer({.answer_at_heads = 2});
+  ASSERT_TRUE(peer.ok());
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  net::HttpClientOptions options;
+  options.total_timeout = seconds(10);
+  net::HttpClient client(options);
+  std::vector<StatusOr<net::ClientResponse>> results(2, Status(Code::kInternal, "not run"));
+  boost::asio::post(io, [&] {
+    for (auto& result : results) {
+      StartFiber(io.get_executor(), workers, [&] { result = client.Send(peer.endpoint(), Get()); }, [] {});
+    }
+  });
+  io.run();
+  for (const auto& result : results) {
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    EXPECT_EQ(result->body, "ok");
+  }
+  EXPECT_EQ(peer.connections(), 2);
+}
+
+// One pooled connection, taken by fibers of one io thread, then another's,
+// then the first's again: each thread watches it in its own way.
+TEST(FiberTest, AConnectionServesTheFibersOfTwoIoThreadsInTurn) {
+  ScriptedPeer peer({});
+  ASSERT_TRUE(peer.ok());
+  net::HttpClient client;
+  WorkerPool workers(1);
+  boost::asio::io_context first;
+  const auto call = [&] { return client.Send(peer.endpoint(), Get()); };
+  ASSERT_TRUE(OnAFiber(first, workers, call).ok());
+  StatusOr<net::ClientResponse> on_the_other = Status(Code::kInternal, "not run");
+  std::thread([&] {
+    boost::asio::io_context second;
+    on_the_other = OnAFiber(second, workers, call);
+  }).join();
+  ASSERT_TRUE(on_the_other.ok()) << on_the_other.status().ToString();
+  const StatusOr<net::ClientResponse> again = OnAFiber(first, workers, call);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(peer.connections(), 1);
+}
+
+// A call's deadline ends its wait; the io thread goes on serving fibers.
+TEST(FiberTest, ADeadlineEndsAWaitAndTheThreadGoesOn) {
+  ScriptedPeer slow({.delay = milliseconds(400)});
+  ScriptedPeer prompt({});
+  ASSERT_TRUE(slow.ok() && prompt.ok());
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  net::HttpClientOptions options;
+  options.total_timeout = milliseconds(100);
+  net::HttpClient client(options);
+  const StatusOr<net::ClientResponse> late = OnAFiber(io, workers, [&] { return client.Send(slow.endpoint(), Get()); });
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), Code::kDeadlineExceeded);  // not the answer that comes later
+  const StatusOr<net::ClientResponse> next = OnAFiber(io, workers, [&] { return client.Send(prompt.endpoint(), Get()); });
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_EQ(next->body, "ok");
 }
 
 TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
