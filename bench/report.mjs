@@ -70,8 +70,13 @@ const cpuTargets = { get_one: 35, list_20: 80, upload_64k: 250, health: 10 };
 for (const [scenario, limit] of Object.entries(cpuTargets)) {
   for (const backend of ['embedded', 'aws']) {
     const l = at64(backend, scenario);
-    if (l) target(`CPU per ${scenario} ≤ ${limit} µs (${backend})`, `${fixed(l.imgsvc_cpu_us_per_request, 1)} µs`,
-                  l.imgsvc_cpu_us_per_request <= limit);
+    if (!l) continue;
+    // The median of the rounds' CPU (runs before 2026-11-28 13:30 recorded
+    // only the CPU of the round with the median ratio).
+    const perRound = l.round_cpu_us_per_request ?? [l.imgsvc_cpu_us_per_request];
+    const cpu = [...perRound].sort((a, b) => a - b)[Math.floor((perRound.length - 1) / 2)];
+    const shown = perRound.length > 1 ? `median of rounds ${perRound.map((x) => fixed(x, 1)).join(', ')}` : '';
+    target(`CPU per ${scenario} ≤ ${limit} µs (${backend})`, `${fixed(cpu, 1)} µs${shown ? ` (${shown})` : ''}`, cpu <= limit);
   }
 }
 for (const l of lines.filter((x) => x.scenario === 'large_upload')) {
