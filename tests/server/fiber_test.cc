@@ -265,16 +265,25 @@ TEST(FiberTest, AWriteWaitSeesAnAnswerThatCameFirst) {
   EXPECT_EQ(result->body, "too big!");
 }
 
+// `calls` GETs to `peer` in turn, by one client, each on a new fiber of one
+// io thread.
+std::vector<StatusOr<net::ClientResponse>> CallsInTurn(const ScriptedPeer& peer, int calls) {
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  net::HttpClient client;
+  std::vector<StatusOr<net::ClientResponse>> results;
+  for (int call = 0; call < calls; ++call) {
+    results.push_back(OnAFiber(io, workers, [&] { return client.Send(peer.endpoint(), Get()); }));
+  }
+  return results;
+}
+
 // A pooled connection's next wait re-arms the socket where it is watched.
 TEST(FiberTest, CallsOnAPooledConnectionWaitEachTime) {
   ScriptedPeer peer({});
   ASSERT_TRUE(peer.ok());
-  boost::asio::io_context io;
-  WorkerPool workers(1);
-  net::HttpClient client;
-  for (int call = 0; call < 3; ++call) {
-    const StatusOr<net::ClientResponse> result = OnAFiber(io, workers, [&] { return client.Send(peer.endpoint(), Get()); });
-    ASSERT_TRUE(result.ok()) << "call " << call << ": " << result.status().ToString();
+  for (const StatusOr<net::ClientResponse>& result : CallsInTurn(peer, 3)) {
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
     EXPECT_EQ(result->body, "ok");
   }
   EXPECT_EQ(peer.connections(), 1);
@@ -284,12 +293,8 @@ TEST(FiberTest, CallsOnAPooledConnectionWaitEachTime) {
 TEST(FiberTest, ASocketNumberReusedAfterACloseIsWatchedAnew) {
   ScriptedPeer peer({.close_after_answer = true});
   ASSERT_TRUE(peer.ok());
-  boost::asio::io_context io;
-  WorkerPool workers(1);
-  net::HttpClient client;
-  for (int call = 0; call < 3; ++call) {
-    const StatusOr<net::ClientResponse> result = OnAFiber(io, workers, [&] { return client.Send(peer.endpoint(), Get()); });
-    ASSERT_TRUE(result.ok()) << "call " << call << ": " << result.status().ToString();
+  for (const StatusOr<net::ClientResponse>& result : CallsInTurn(peer, 3)) {
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
   }
   EXPECT_EQ(peer.connections(), 3);
 }
