@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -129,6 +130,9 @@ inline bool ParseFlags(int argc, char** argv, const std::map<std::string, std::s
 struct Memory {
   std::uint64_t rss_kib = 0;
   std::uint64_t hwm_kib = 0;
+  // Page faults since exec: on a machine where each traps to a hypervisor,
+  // they are much of a start's cost (bench/machine_costs prices one).
+  std::uint64_t minor_faults = 0;
 };
 
 inline Memory ReadMemory(pid_t pid) {
@@ -138,6 +142,14 @@ inline Memory ReadMemory(pid_t pid) {
   while (std::getline(status, line)) {
     if (line.starts_with("VmRSS:")) memory.rss_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
     if (line.starts_with("VmHWM:")) memory.hwm_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
+  }
+  // /proc/PID/stat: minflt follows seven fields after the ")" ending the name.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::getline(stat, line);
+  if (const std::size_t end = line.rfind(')'); end != std::string::npos) {
+    std::istringstream fields(line.substr(end + 1));
+    std::string state, ppid, pgrp, session, tty, tpgid, flags;
+    fields >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags >> memory.minor_faults;
   }
   return memory;
 }

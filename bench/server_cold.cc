@@ -189,7 +189,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  std::vector<double> hellos, colds, ratios, rss;
+  std::vector<double> hellos, colds, ratios, rss, faults;
   std::uint64_t max_hwm = 0;
   for (int round = 1; round <= options->rounds; ++round) {
     const StatusOr<double> hello = RunHello(options->hello, envp.data(), log_fd);
@@ -202,6 +202,7 @@ int Main(int argc, char** argv) {
     colds.push_back(run->cold_ms);
     ratios.push_back(run->cold_ms / *hello);
     rss.push_back(static_cast<double>(run->memory.rss_kib));
+    faults.push_back(static_cast<double>(run->memory.minor_faults));
     max_hwm = std::max(max_hwm, run->memory.hwm_kib);
     JsonLine()
         .Add("round", round)
@@ -211,6 +212,7 @@ int Main(int argc, char** argv) {
         .Add("ratio_to_hello", run->cold_ms / *hello, 2)
         .Add("vm_rss_kib", run->memory.rss_kib)
         .Add("vm_hwm_kib", run->memory.hwm_kib)
+        .Add("minor_faults", run->memory.minor_faults)
         .Print();
     std::fflush(stdout);
   }
@@ -225,6 +227,7 @@ int Main(int argc, char** argv) {
       .Add("median_ratio_to_hello", ratio, 2)
       .Add("median_idle_rss_kib", idle_rss, 0)
       .Add("max_hwm_kib", max_hwm)
+      .Add("median_minor_faults", Median(faults), 0)
       .Add("ratio_target_met", ratio < kMaxRatioToHello ? 1 : 0)
       .Add("idle_rss_target_met", idle_rss < kMaxIdleRssKib ? 1 : 0)
       .Print();

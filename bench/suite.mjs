@@ -333,11 +333,16 @@ async function startNginx() {
   return { port, www, pid: Number(fs.readFileSync(path.join(WORK, 'nginx.pid'), 'utf8')) };
 }
 
-// nginx's master forks workers: their CPU is not the master's. Only its
-// req/s and latencies are used.
+// nginx's CPU per request is its workers' (the master only forks them): the
+// machine's price of answering the same response, beside imgsvc's.
 async function nginxReference(nginx, name, body, connections) {
   fs.writeFileSync(path.join(nginx.www, `${name}.json`), body, { mode: 0o644 });
-  return wrk(`http://127.0.0.1:${nginx.port}/${name}.json`, connections);
+  const workers = fs.readFileSync(`/proc/${nginx.pid}/task/${nginx.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  const ticks = () => workers.reduce((sum, pid) => sum + procStat(pid).ticks, 0);
+  const before = ticks();
+  const run = await wrk(`http://127.0.0.1:${nginx.port}/${name}.json`, connections);
+  run.cpu_us_per_request = run.requests ? (1e6 * (ticks() - before)) / TICKS_PER_SECOND / run.requests : null;
+  return run;
 }
 
 // The disk's durable small-write ceiling: 4 KiB appends, each followed by
@@ -623,7 +628,7 @@ async function awsScenarios(nginx, peers) {
         const ratio = ceiling ? run.rps / ceiling : run.rps / reference.rps;
         return { ratio, line: { backend: 'aws', scenario, connections, ...prefixed('imgsvc', run), ...peersCpu,
                                 calls_per_request: calls[scenario], emulator_alone: alone, emulator_ceiling_rps: ceiling,
-                                ...(ceiling ? { ratio_to_emulator: ratio } : { nginx_rps: reference.rps, ratio_to_nginx: ratio }) } };
+                                ...(ceiling ? { ratio_to_emulator: ratio } : { nginx_rps: reference.rps, nginx_cpu_us_per_request: reference.cpu_us_per_request, ratio_to_nginx: ratio }) } };
       });
     }
   }
@@ -941,6 +946,7 @@ const started = Date.now();
 emit({ machine: true, cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(),
        memory_gib: Math.round(os.totalmem() / 2 ** 30), filesystem: spawnSync('stat', ['-f', '-c', '%T', WORK]).stdout.toString().trim(),
        load_average: os.loadavg().map(round3), seconds_per_run: SECONDS, connections: CONNECTIONS,
+       ...JSON.parse(spawnSync(path.join(BUILD, 'bench/machine_costs')).stdout.toString()),
        command: `bench/run ${process.argv.slice(2).join(' ')}`.trim() });
 if (AB_OTHER) {
   if (!fs.existsSync(AB_OTHER)) throw new Error(`--ab: no such binary ${AB_OTHER}`);
