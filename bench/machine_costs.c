@@ -4,7 +4,7 @@
  * hypervisor that traps every kernel entry or fault raises both (on the
  * machine of 2026-11-28, 1.1 us and 12 us: a server's CPU per request and its
  * cold start against a static hello world, which takes 27 faults to imgsvc's
- * ~400, rise with them). bench/run records these beside its results so that
+ * ~345, rise with them). bench/run records these beside its results so that
  * runs on different machines can be told apart. */
 #define _GNU_SOURCE
 #include <stdio.h>

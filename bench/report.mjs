@@ -79,12 +79,12 @@ for (const [scenario, limit] of Object.entries(cpuTargets)) {
     const perRound = l.round_cpu_us_per_request ?? [l.imgsvc_cpu_us_per_request];
     const cpu = [...perRound].sort((a, b) => a - b)[Math.floor((perRound.length - 1) / 2)];
     const shown = perRound.length > 1 ? `median of rounds ${perRound.map((x) => fixed(x, 1)).join(', ')}` : '';
-    // nginx's own CPU for a copy of the same response, in the same run: what
-    // this machine charges for the sockets alone.
-    const nginx = l.nginx_cpu_us_per_request ? `; nginx ${fixed(l.nginx_cpu_us_per_request, 1)} µs for the same response`
+    // What this machine charges in the same run for the least of the work:
+    // nginx's CPU for a copy of the same response, or one durable write.
+    const machinePrice = l.nginx_cpu_us_per_request ? `; nginx ${fixed(l.nginx_cpu_us_per_request, 1)} µs for the same response`
       : l.fdatasync_cpu_us ? `; one 4 KiB write and fdatasync ${fixed(l.fdatasync_cpu_us, 1)} µs` : '';
-    target(`CPU per ${scenario} ≤ ${limit} µs (${backend})`, `${fixed(cpu, 1)} µs${shown || nginx ? ` (${shown}${nginx})` : ''}`,
-           cpu <= limit);
+    target(`CPU per ${scenario} ≤ ${limit} µs (${backend})`,
+           `${fixed(cpu, 1)} µs${shown || machinePrice ? ` (${shown}${machinePrice})` : ''}`, cpu <= limit);
   }
 }
 for (const l of lines.filter((x) => x.scenario === 'large_upload')) {

@@ -153,6 +153,8 @@ function procStat(pid) {
   return { ticks: Number(fields[11]) + Number(fields[12]), minorFaults: Number(fields[7]) };
 }
 const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim());
+// CPU ticks spent over a run, per request served, in µs.
+const cpuUsPerRequest = (ticks, requests) => (requests ? (1e6 * ticks) / TICKS_PER_SECOND / requests : null);
 
 function memoryKib(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -299,7 +301,7 @@ async function measured(pid, url, connections, spec, label) {
     perf.kill('SIGINT');
     await done;
   }
-  run.cpu_us_per_request = run.requests ? (1e6 * ticks) / TICKS_PER_SECOND / run.requests : null;
+  run.cpu_us_per_request = cpuUsPerRequest(ticks, run.requests);
   run.context_switches_per_request = run.requests ? switches / run.requests : null;
   run.minor_faults_per_request = run.requests ? (after.minorFaults - before.minorFaults) / run.requests : null;
   run.cpu_percent = (100 * ticks) / TICKS_PER_SECOND / run.seconds;
@@ -341,7 +343,7 @@ async function nginxReference(nginx, name, body, connections) {
   const ticks = () => workers.reduce((sum, pid) => sum + procStat(pid).ticks, 0);
   const before = ticks();
   const run = await wrk(`http://127.0.0.1:${nginx.port}/${name}.json`, connections);
-  run.cpu_us_per_request = run.requests ? (1e6 * (ticks() - before)) / TICKS_PER_SECOND / run.requests : null;
+  run.cpu_us_per_request = cpuUsPerRequest(ticks() - before, run.requests);
   return run;
 }
 
@@ -627,7 +629,7 @@ async function awsScenarios(nginx, peers) {
                                    `aws-${scenario}`);
         const peersTicks = procStat(peers.pid).ticks - peersBefore;
         const peersCpu = { peers_cpu_percent: (100 * peersTicks) / TICKS_PER_SECOND / run.seconds,
-                           peers_cpu_us_per_request: run.requests ? (1e6 * peersTicks) / TICKS_PER_SECOND / run.requests : null };
+                           peers_cpu_us_per_request: cpuUsPerRequest(peersTicks, run.requests) };
         // What calls no AWS (/health) is compared with nginx instead.
         const reference = ceiling ? null : await nginxReference(nginx, `aws-${scenario}`, body, connections);
         const ratio = ceiling ? run.rps / ceiling : run.rps / reference.rps;
