@@ -130,6 +130,11 @@ inline bool ParseFlags(int argc, char** argv, const std::map<std::string, std::s
 struct Memory {
   std::uint64_t rss_kib = 0;
   std::uint64_t hwm_kib = 0;
+  // VmRSS's two main parts: the process's own memory, and the files (the
+  // binary's code and data) mapped in, which a page cache holding large
+  // folios may count whole.
+  std::uint64_t rss_anon_kib = 0;
+  std::uint64_t rss_file_kib = 0;
   // Page faults since exec: on a machine where each traps to a hypervisor,
   // they are much of a start's cost (bench/machine_costs prices one).
   std::uint64_t minor_faults = 0;
@@ -142,6 +147,8 @@ inline Memory ReadMemory(pid_t pid) {
   while (std::getline(status, line)) {
     if (line.starts_with("VmRSS:")) memory.rss_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
     if (line.starts_with("VmHWM:")) memory.hwm_kib = std::strtoull(line.c_str() + 6, nullptr, 10);
+    if (line.starts_with("RssAnon:")) memory.rss_anon_kib = std::strtoull(line.c_str() + 8, nullptr, 10);
+    if (line.starts_with("RssFile:")) memory.rss_file_kib = std::strtoull(line.c_str() + 8, nullptr, 10);
   }
   // /proc/PID/stat: minflt follows seven fields after the ")" ending the name.
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

@@ -283,6 +283,8 @@ Status MeasureRound(const Options& options, int round, Series& series, char** he
       .Add("ratio_to_hello", run.cold_ms / hello_ms, 2)
       .Add("vm_rss_kib", run.memory.rss_kib)
       .Add("vm_hwm_kib", run.memory.hwm_kib)
+      .Add("rss_anon_kib", run.memory.rss_anon_kib)
+      .Add("rss_file_kib", run.memory.rss_file_kib)
       .Add("warm_p50_ms", Percentile(run.warm_ms, 0.5))
       .Add("warm_p99_ms", Percentile(run.warm_ms, 0.99))
       .Print();

@@ -212,6 +212,8 @@ int Main(int argc, char** argv) {
         .Add("ratio_to_hello", run->cold_ms / *hello, 2)
         .Add("vm_rss_kib", run->memory.rss_kib)
         .Add("vm_hwm_kib", run->memory.hwm_kib)
+        .Add("rss_anon_kib", run->memory.rss_anon_kib)
+        .Add("rss_file_kib", run->memory.rss_file_kib)
         .Add("minor_faults", run->memory.minor_faults)
         .Print();
     std::fflush(stdout);
