@@ -28,13 +28,3 @@ target_compile_definitions(imgsvc_boost INTERFACE BOOST_ASIO_NO_DEPRECATED BOOST
 
 add_library(imgsvc_openssl INTERFACE)
 target_link_libraries(imgsvc_openssl INTERFACE OpenSSL::SSL OpenSSL::Crypto ${CMAKE_DL_LIBS} Threads::Threads)
-
-# The static imgsvc binary runs on Lambda's Amazon Linux 2023 (glibc 2.34), but
-# libgcc's static unwinder (libgcc_eh) needs glibc 2.35's _dl_find_object; LLVM's
-# libunwind (libunwind-14-dev) only needs dl_iterate_phdr. Its own folder, as
-# /usr/lib/x86_64-linux-gnu/libunwind.a may be the unrelated nongnu libunwind.
-if(IMGSVC_STATIC_DEPS)
-  find_library(IMGSVC_LLVM_UNWIND_LIBRARY NAMES libunwind.a PATHS /usr/lib/llvm-14/lib NO_DEFAULT_PATH REQUIRED)
-  add_library(imgsvc_llvm_unwind STATIC IMPORTED)
-  set_target_properties(imgsvc_llvm_unwind PROPERTIES IMPORTED_LOCATION ${IMGSVC_LLVM_UNWIND_LIBRARY})
-endif()

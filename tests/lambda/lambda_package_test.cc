@@ -1,10 +1,11 @@
 // function.zip as Lambda runs it (issue 4): the zip is unpacked at /var/task
 // of an otherwise empty root, and its bootstrap is started chrooted there
 // against the fake Runtime API, with the environment Lambda gives a
-// provided.al2023 function. The root holds only the zip's files, the loader
-// and the shared libraries ldd names for the bootstrap (glibc is not
-// bundled), /etc/hosts so "localhost" resolves, an empty /tmp, and a test CA
-// at /etc/pki/tls/certs/ca-bundle.crt, where Amazon Linux keeps its bundle.
+// provided.al2023 function. The root holds only the zip's files (the
+// bootstrap is static: no loader, no shared library), /etc/hosts so
+// "localhost" resolves, an /etc/nsswitch.conf naming a lookup module the
+// static binary must not load, an empty /tmp, and a test CA at
+// /etc/pki/tls/certs/ca-bundle.crt, where Amazon Linux keeps its bundle.
 // There is no /etc/ssl and no OPENSSLDIR, so the only CA the binary can
 // trust is that file.
 //
@@ -117,34 +118,9 @@ StatusOr<std::string> RunTool(const std::string& binary, const std::vector<std::
 
 // --- The root -----------------------------------------------------------
 
-// The files the dynamic loader maps for `binary` (the loader included), as
-// ldd names them; none for a static binary.
-StatusOr<std::vector<std::string>> SharedObjectsOf(const std::string& binary) {
-  IMGSVC_ASSIGN_OR_RETURN(const std::string ldd, FindOnPath("ldd"));
-  IMGSVC_ASSIGN_OR_RETURN(testing::CommandResult result, testing::RunCommand(ldd, {binary}, {}, harness::kCommandWait));
-  if (result.stdout_text.find("not a dynamic executable") != std::string::npos) return std::vector<std::string>{};
-  if (!result.exit.exited || result.exit.code != 0) {
-    return Status(Code::kInternal, "ldd " + binary + " failed: " + result.stdout_text);
-  }
-  // "\tlibc.so.6 => /lib/.../libc.so.6 (0x...)", "\t/lib64/ld-linux-x86-64.so.2 (0x...)",
-  // and the kernel's "\tlinux-vdso.so.1 (0x...)", which is no file.
-  std::vector<std::string> files;
-  for (const std::string& line : Lines(result.stdout_text)) {
-    const std::size_t arrow = line.find("=> ");
-    const std::size_t start = arrow != std::string::npos ? arrow + 3 : line.find_first_not_of(" \t");
-    if (start == std::string::npos || line.compare(start, 1, "/") != 0) {
-      if (line.find("not found") != std::string::npos) return Status(Code::kNotFound, "ldd: " + line);
-      continue;
-    }
-    files.push_back(line.substr(start, line.find(' ', start) - start));
-  }
-  return files;
-}
-
 // `root` as Lambda's sandbox would hold the package: function.zip unpacked at
-// /var/task; the system's loader and libraries the bootstrap needs (glibc is
-// not in the zip); `ca_file` as the system CA bundle; localhost in
-// /etc/hosts; /tmp.
+// /var/task; `ca_file` as the system CA bundle; localhost in /etc/hosts, and
+// host lookups configured to go through systemd-resolved's module; /tmp.
 Status BuildRoot(const std::string& root, const std::string& ca_file) {
   const std::string task = root + kTaskRoot;
   std::error_code error;
@@ -168,22 +144,15 @@ Status BuildRoot(const std::string& root, const std::string& ca_file) {
     return Status(Code::kInternal, "the unpacked bootstrap is not an executable file");
   }
 
-  IMGSVC_ASSIGN_OR_RETURN(const std::vector<std::string> shared_objects, SharedObjectsOf(bootstrap));
-  for (const std::string& file : shared_objects) {
-    const fs::path copy = root + file;
-    fs::create_directories(copy.parent_path(), error);
-    // Follows symbolic links: the loader's path is one on Debian.
-    if (!fs::copy_file(file, copy, fs::copy_options::overwrite_existing, error)) {
-      return Status(Code::kInternal, "cannot copy " + file + ": " + error.message());
-    }
-  }
-
   if (!fs::copy_file(ca_file, root + "/" + kCaBundle, error)) {
     return Status(Code::kInternal, "cannot install the CA bundle: " + error.message());
   }
-  // glibc without /etc/nsswitch.conf looks in /etc/hosts after DNS, which
-  // finds no resolver here.
-  return WriteFile(root + "/etc/hosts", "127.0.0.1 localhost\n");
+  IMGSVC_RETURN_IF_ERROR(WriteFile(root + "/etc/hosts", "127.0.0.1 localhost\n"));
+  // The static glibc would have to dlopen libnss_resolve.so.2, absent here
+  // (and a crash risk where it belongs to another glibc), and "localhost",
+  // DynamoDB's host, would not resolve. The bootstrap looks up host names in
+  // /etc/hosts and DNS only (src/app/static_glibc.cc).
+  return WriteFile(root + "/etc/nsswitch.conf", "hosts: resolve\n");
 }
 
 std::string ListTree(const std::string& root) {
