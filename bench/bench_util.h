@@ -135,8 +135,10 @@ struct Memory {
   // folios may count whole.
   std::uint64_t rss_anon_kib = 0;
   std::uint64_t rss_file_kib = 0;
-  // Page faults since exec: on a machine where each traps to a hypervisor,
-  // they are much of a start's cost (bench/machine_costs prices one).
+  // Minor faults since exec, as the kernel counts them: pages made present,
+  // by a trap (which on a machine trapping to a hypervisor is much of a
+  // start's cost; bench/machine_costs prices one) or by madvise populating
+  // them, which imgsvc's entry does without a trap per page.
   std::uint64_t minor_faults = 0;
 };
 
