@@ -3,8 +3,8 @@
  * anonymous page), each the median of 9 timings, printed as JSON. A
  * hypervisor that traps every kernel entry or fault raises both (on the
  * machine of 2026-11-28, 1.1 us and 12 us: a server's CPU per request and its
- * cold start against a static hello world, which takes 27 faults to imgsvc's
- * ~345, rise with them). bench/run records these beside its results so that
+ * cold start against a static hello world, which takes 27 fault traps to
+ * imgsvc's ~180, rise with them). bench/run records these beside its results so that
  * runs on different machines can be told apart. */
 #define _GNU_SOURCE
 #include <stdio.h>
