@@ -265,10 +265,11 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
     ReadRequest();
   }
 
-  // Idle connections close; busy ones finish their request with "connection: close".
+  // Idle connections close; busy ones finish their request with "connection:
+  // close", and one whose next request has begun to arrive answers it 503.
   void OnServerStopping() {
     std::lock_guard lock(worker_io_mu_);
-    if (phase_ == Phase::kAwaitingRequest && buffer_.size() == 0) Close();
+    if (phase_ == Phase::kAwaitingRequest && !RequestUnderWay()) Close();
   }
 
   // After the io threads stopped for good: wakes a worker waiting on a body
@@ -322,6 +323,8 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   bool SettleBodyRead(ErrorCode ec);
   void FinishBodyRead(Code code, const char* message);
   void SetBodyOutcome(Code code, const char* message);
+  // Bytes of a request have arrived: read, or still in the socket.
+  bool RequestUnderWay();
   void CloseGracefully();
   void StartLinger();
   void Linger();
@@ -382,7 +385,9 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
 
 void Session::ReadRequest() {
   phase_ = Phase::kAwaitingRequest;
-  if (core_.stopping() && buffer_.size() == 0) return Close();
+  // While stopping, a request that has begun to arrive is read and answered
+  // 503 (OnHeader): the client then knows it was not served.
+  if (core_.stopping() && !RequestUnderWay()) return CloseGracefully();
   keep_alive_ = http10_ = is_head_ = expect_continue_ = continue_sent_ = body_failed_ = false;
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(
@@ -645,7 +650,6 @@ void Session::FinishResponse() {
 
 void Session::NextRequest() {
   served_any_ = true;
-  if (core_.stopping()) return CloseGracefully();
   ReadRequest();
 }
 
@@ -808,9 +812,14 @@ void Session::FinishBodyRead(Code code, const char* message) {
 
 // Closes after a response; lingers only when the client may still be sending,
 // since closing with unread data makes the kernel send a reset.
+bool Session::RequestUnderWay() {
+  ErrorCode ec;
+  return buffer_.size() > 0 || stream_.socket().available(ec) > 0;
+}
+
 void Session::CloseGracefully() {
   ErrorCode ec;
-  if (buffer_.size() > 0 || stream_.socket().available(ec) > 0) return StartLinger();
+  if (RequestUnderWay()) return StartLinger();
   stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
   Close();
 }

@@ -181,15 +181,20 @@ http::Response TextResponse(int status, std::string body) {
 // A server running in a background thread; stopped and joined on destruction.
 class TestServer {
  public:
-  TestServer(ServerOptions options, Handler handler)
-      : server_(std::move(options), std::move(handler), [](int status, std::string_view detail) {
+  // on_stopping runs where the server calls it: on its thread, as the stop begins.
+  TestServer(ServerOptions options, Handler handler, std::function<void()> on_stopping = {})
+      : on_stopping_(std::move(on_stopping)),
+        server_(std::move(options), std::move(handler), [](int status, std::string_view detail) {
           return TextResponse(status, "error " + std::to_string(status) + ": " + std::string(detail));
         }) {
     const Status listening = server_.Listen();
     EXPECT_TRUE(listening.ok()) << listening.ToString();
     run_returned_ = run_done_.get_future();
     thread_ = std::thread([this] {
-      server_.Run([this] { ++stopping_calls_; });
+      server_.Run([this] {
+        ++stopping_calls_;
+        if (on_stopping_) on_stopping_();
+      });
       run_done_.set_value();
     });
   }
@@ -206,6 +211,7 @@ class TestServer {
   int stopping_calls() const { return stopping_calls_; }
 
  private:
+  std::function<void()> on_stopping_;
   Server server_;
   std::promise<void> run_done_;
   std::future<void> run_returned_;
@@ -905,6 +911,57 @@ TEST(ServerTest, RequestArrivingDuringShutdownGets503) {
   EXPECT_EQ(response->header("connection"), "close");
   EXPECT_TRUE(late.WaitClosed());
   EXPECT_TRUE(busy.ReadResponse());
+  EXPECT_TRUE(server.RunReturnsWithin(3s));
+}
+
+// The stop begins while a response is still being sent and the client's next
+// request is already waiting behind it: that request is answered 503, not
+// dropped with the connection.
+TEST(ServerTest, RequestPipelinedBehindAResponseInFlightAtTheStopGets503) {
+  const std::string big = Pattern(16 << 20);  // more than both sockets' buffers hold
+  TestServer server(FastOptions(), [&big](http::Request& request) {
+    return TextResponse(200, request.path == "/big" ? big : "small");
+  });
+  Client client(server.port());
+  ASSERT_TRUE(client.Send(Get("/big") + Get("/next")));
+  std::this_thread::sleep_for(200ms);  // the big response fills the buffers; the client reads nothing
+  server.Stop();
+  const auto deadline = Clock::now() + 5s;
+  while (server.stopping_calls() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(server.stopping_calls(), 1);
+  const auto first = client.ReadResponse();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body.size(), big.size());
+  const auto second = client.ReadResponse();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 503);
+  EXPECT_EQ(second->body, "error 503: Server is shutting down");
+  EXPECT_EQ(second->header("connection"), "close");
+  EXPECT_TRUE(client.WaitClosed());
+  EXPECT_TRUE(server.RunReturnsWithin(3s));
+}
+
+// A request whose bytes reach the server's socket as the stop begins, before
+// the io thread has read them, is answered 503: the connection is not closed
+// as idle. The bytes are sent from the stop's own callback, on the only io
+// thread, so the stop reaches the connection before its read does.
+TEST(ServerTest, RequestUnreadWhenTheStopBeginsGets503) {
+  ServerOptions options = FastOptions();
+  // The first answer, and the idle read after it, happen on the io thread
+  // before anything else does there.
+  options.answer_inline = [](std::string_view, std::string_view target) { return target == "/"; };
+  std::unique_ptr<Client> late;
+  TestServer server(options, EchoPath(), [&late] { ASSERT_TRUE(late->Send(Get("/late"))); });
+  late = std::make_unique<Client>(server.port());
+  ASSERT_TRUE(late->Send(Get("/")));
+  ASSERT_TRUE(late->ReadResponse());
+  server.Stop();
+  const auto response = late->ReadResponse();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 503);
+  EXPECT_EQ(response->header("connection"), "close");
+  EXPECT_TRUE(late->WaitClosed());
   EXPECT_TRUE(server.RunReturnsWithin(3s));
 }
 
