@@ -744,6 +744,8 @@ async function largeUpload(nginx, peers) {
     const awsSeconds = median(viaAws.map((r) => r.seconds));
     emit(line({ scenario: 'large_upload', backend: 'aws', mib: LARGE_MIB, rounds: LARGE_ROUNDS,
                 statuses: viaAws.map((r) => r.status).join(','), imgsvc_seconds: awsSeconds,
+                imgsvc_round_seconds: viaAws.map((r) => r.seconds).join(','),
+                s3rver_alone_round_seconds: alone.map(round3).join(','),
                 imgsvc_mib_per_s: LARGE_MIB / awsSeconds, s3rver_alone_multipart_seconds: aloneSeconds,
                 time_ratio_to_s3rver_alone: awsSeconds / aloneSeconds, imgsvc_peak_rss_kib: awsPeak }));
   }
