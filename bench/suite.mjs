@@ -721,6 +721,8 @@ async function largeUpload(nginx, peers) {
   const embeddedSeconds = median(viaEmbedded.map((r) => r.seconds));
   emit(line({ scenario: 'large_upload', backend: 'embedded', mib: LARGE_MIB, rounds: LARGE_ROUNDS,
               statuses: viaEmbedded.map((r) => r.status).join(','), imgsvc_seconds: embeddedSeconds,
+              imgsvc_round_seconds: viaEmbedded.map((r) => r.seconds).join(','),
+              nginx_put_round_seconds: put.map((r) => r.seconds).join(','),
               imgsvc_mib_per_s: LARGE_MIB / embeddedSeconds, nginx_put_seconds: putSeconds,
               nginx_put_mib_per_s: LARGE_MIB / putSeconds, ratio_to_nginx_put: putSeconds / embeddedSeconds,
               imgsvc_peak_rss_kib: embeddedPeak }));
