@@ -702,18 +702,25 @@ async function largeUpload(nginx, peers) {
   const form = ['-H', `x-api-key: ${KEY}`, '-F', 'user_id=alice', '-F', `files=@${file};type=image/png`];
   const limit = ['--max-upload-mb', String(LARGE_MIB + 1)];
 
-  // Rounds alternate the service and its reference; medians are reported.
+  // Each round runs the service and its reference, each going first in
+  // every other round, so that a drift over the stage (the emulators slow
+  // down as it goes) weighs on both alike; medians are reported.
   const embedded = await startImgsvc('large-embedded', ['--data-dir', path.join(WORK, 'large-data'), ...limit]);
   const put = [], viaEmbedded = [];
   let embeddedPeak = 0;
-  for (let round = 0; round < LARGE_ROUNDS; ++round) {
+  const byNginx = async () => {
     await settle('large round, nginx');
     put.push(curlUpload(`http://127.0.0.1:${nginx.port}/put/large.png`, ['-T', file]));
     fs.rmSync(path.join(nginx.www, 'put/large.png'), { force: true });
+  };
+  const byEmbedded = async () => {
     await settle('large round, embedded');
     resetPeak(embedded.pid);
     viaEmbedded.push(curlUpload(`${embedded.url}/api/v1/images`, form));
     embeddedPeak = Math.max(embeddedPeak, memoryKib(embedded.pid).hwm);
+  };
+  for (let round = 0; round < LARGE_ROUNDS; ++round) {
+    for (const turn of round % 2 ? [byEmbedded, byNginx] : [byNginx, byEmbedded]) await turn();
   }
   await stop(embedded.child);
   fs.rmSync(path.join(WORK, 'large-data'), { recursive: true, force: true });
@@ -733,13 +740,18 @@ async function largeUpload(nginx, peers) {
       AWS_ENDPOINT_URL_SECRETS_MANAGER: peers.secretsmanager, IMGSVC_API_TOKEN: '' });
     const alone = [], viaAws = [];
     let awsPeak = 0;
-    for (let round = 0; round < LARGE_ROUNDS; ++round) {
+    const byS3rver = async (round) => {
       await settle('large round, s3rver alone');
       alone.push(await s3rverMultipartAlone(peers.s3_direct, `large-alone-${round}.png`, file));
+    };
+    const byAws = async () => {
       await settle('large round, AWS');
       resetPeak(aws.pid);
       viaAws.push(curlUpload(`${aws.url}/api/v1/images`, form));
       awsPeak = Math.max(awsPeak, memoryKib(aws.pid).hwm);
+    };
+    for (let round = 0; round < LARGE_ROUNDS; ++round) {
+      for (const turn of round % 2 ? [byAws, byS3rver] : [byS3rver, byAws]) await turn(round);
     }
     await stop(aws.child);
     const aloneSeconds = median(alone);
