@@ -267,9 +267,16 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
 
   // Idle connections close; busy ones finish their request with "connection:
   // close", and one whose next request has begun to arrive answers it 503.
+  // An idle connection's read is cancelled rather than its socket closed:
+  // a read may have taken the request's bytes already, its completion still
+  // queued, and that completion then answers 503 instead of finding the
+  // socket gone. A read still waiting ends as aborted and closes.
   void OnServerStopping() {
     std::lock_guard lock(worker_io_mu_);
-    if (phase_ == Phase::kAwaitingRequest && !RequestUnderWay()) Close();
+    if (phase_ == Phase::kAwaitingRequest && !RequestUnderWay()) {
+      ErrorCode ignored;
+      stream_.socket().cancel(ignored);
+    }
   }
 
   // After the io threads stopped for good: wakes a worker waiting on a body
@@ -323,7 +330,9 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   bool SettleBodyRead(ErrorCode ec);
   void FinishBodyRead(Code code, const char* message);
   void SetBodyOutcome(Code code, const char* message);
-  // Bytes of a request have arrived: read, or still in the socket.
+  // Bytes of a request have arrived: in the read buffer, or still in the
+  // socket. Bytes a read has taken whose completion has not run yet are in
+  // neither.
   bool RequestUnderWay();
   void CloseGracefully();
   void StartLinger();
@@ -810,13 +819,13 @@ void Session::FinishBodyRead(Code code, const char* message) {
 
 // --- closing --------------------------------------------------------------
 
-// Closes after a response; lingers only when the client may still be sending,
-// since closing with unread data makes the kernel send a reset.
 bool Session::RequestUnderWay() {
   ErrorCode ec;
   return buffer_.size() > 0 || stream_.socket().available(ec) > 0;
 }
 
+// Closes after a response; lingers only when the client may still be sending,
+// since closing with unread data makes the kernel send a reset.
 void Session::CloseGracefully() {
   ErrorCode ec;
   if (RequestUnderWay()) return StartLinger();

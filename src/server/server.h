@@ -68,9 +68,10 @@ class Server {
   std::uint16_t port() const;  // the bound port, after Listen()
 
   // Serves until Stop() or SIGTERM/SIGINT. Then stops accepting, lets
-  // in-flight requests finish (up to shutdown_grace), answers 503 to any
-  // request that has begun to arrive, closes idle connections, and returns.
-  // on_stopping runs once, first, on the server's thread.
+  // in-flight requests finish (up to shutdown_grace) and answer with
+  // "connection: close", answers 503 to a request already arriving on a
+  // connection kept open, closes idle connections, and returns. on_stopping
+  // runs once, first, on the server's thread.
   void Run(std::function<void()> on_stopping = {});
   // Thread-safe; begins the same graceful shutdown as a signal.
   void Stop();

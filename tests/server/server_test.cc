@@ -4,8 +4,10 @@
 #include "server/server.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -131,6 +133,24 @@ class Client {
       if (n == 0) return true;
       if (n < 0) return errno == ECONNRESET || errno == EPIPE;
       if (received) received->append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  // True when bytes (or the end) are there to read within `limit`.
+  bool WaitReadable(std::chrono::milliseconds limit) const {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(limit.count())) == 1;
+  }
+
+  // True when the peer has acknowledged everything sent, within `limit`.
+  bool WaitAcknowledged(std::chrono::milliseconds limit) const {
+    const auto deadline = Clock::now() + limit;
+    for (;;) {
+      int unacknowledged = 0;
+      if (::ioctl(fd_, SIOCOUTQ, &unacknowledged) != 0) return false;
+      if (unacknowledged == 0) return true;
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(1ms);
     }
   }
 
@@ -924,7 +944,9 @@ TEST(ServerTest, RequestPipelinedBehindAResponseInFlightAtTheStopGets503) {
   });
   Client client(server.port());
   ASSERT_TRUE(client.Send(Get("/big") + Get("/next")));
-  std::this_thread::sleep_for(200ms);  // the big response fills the buffers; the client reads nothing
+  // The response has begun, so it was framed to keep the connection open;
+  // it fills the buffers, since the client reads nothing yet.
+  ASSERT_TRUE(client.WaitReadable(5s));
   server.Stop();
   const auto deadline = Clock::now() + 5s;
   while (server.stopping_calls() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
@@ -952,7 +974,11 @@ TEST(ServerTest, RequestUnreadWhenTheStopBeginsGets503) {
   // before anything else does there.
   options.answer_inline = [](std::string_view, std::string_view target) { return target == "/"; };
   std::unique_ptr<Client> late;
-  TestServer server(options, EchoPath(), [&late] { ASSERT_TRUE(late->Send(Get("/late"))); });
+  TestServer server(options, EchoPath(), [&late] {
+    ASSERT_TRUE(late->Send(Get("/late")));
+    // Acknowledged, so in the server's socket before the stop goes on.
+    ASSERT_TRUE(late->WaitAcknowledged(5s));
+  });
   late = std::make_unique<Client>(server.port());
   ASSERT_TRUE(late->Send(Get("/")));
   ASSERT_TRUE(late->ReadResponse());
