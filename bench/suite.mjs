@@ -685,6 +685,9 @@ async function s3rverMultipartAlone(base, key, file) {
 }
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
+// The two sides of a comparison, each going first in every other round, so
+// that a drift over the rounds weighs on both alike.
+const inTurns = (round, pair) => (round % 2 ? [...pair].reverse() : pair);
 const LARGE_ROUNDS = 3;
 
 // Sends a file to `url` with curl: status and seconds.
@@ -702,9 +705,8 @@ async function largeUpload(nginx, peers) {
   const form = ['-H', `x-api-key: ${KEY}`, '-F', 'user_id=alice', '-F', `files=@${file};type=image/png`];
   const limit = ['--max-upload-mb', String(LARGE_MIB + 1)];
 
-  // Each round runs the service and its reference, each going first in
-  // every other round, so that a drift over the stage (the emulators slow
-  // down as it goes) weighs on both alike; medians are reported.
+  // Each round runs the service and its reference in turns (the emulators
+  // slow down as the stage goes); medians are reported.
   const embedded = await startImgsvc('large-embedded', ['--data-dir', path.join(WORK, 'large-data'), ...limit]);
   const put = [], viaEmbedded = [];
   let embeddedPeak = 0;
@@ -720,7 +722,7 @@ async function largeUpload(nginx, peers) {
     embeddedPeak = Math.max(embeddedPeak, memoryKib(embedded.pid).hwm);
   };
   for (let round = 0; round < LARGE_ROUNDS; ++round) {
-    for (const turn of round % 2 ? [byEmbedded, byNginx] : [byNginx, byEmbedded]) await turn();
+    for (const turn of inTurns(round, [byNginx, byEmbedded])) await turn();
   }
   await stop(embedded.child);
   fs.rmSync(path.join(WORK, 'large-data'), { recursive: true, force: true });
@@ -751,7 +753,7 @@ async function largeUpload(nginx, peers) {
       awsPeak = Math.max(awsPeak, memoryKib(aws.pid).hwm);
     };
     for (let round = 0; round < LARGE_ROUNDS; ++round) {
-      for (const turn of round % 2 ? [byAws, byS3rver] : [byS3rver, byAws]) await turn(round);
+      for (const turn of inTurns(round, [byS3rver, byAws])) await turn(round);
     }
     await stop(aws.child);
     const aloneSeconds = median(alone);
@@ -905,7 +907,7 @@ async function abComparison(backend, peers) {
     for (let round = 0; round < rounds; ++round) {
       // Each goes first in every other round: a run can leave the page cache
       // or the emulators warmer for the next.
-      for (const [build, binary] of round % 2 ? [...builds].reverse() : builds) {
+      for (const [build, binary] of inTurns(round, builds)) {
         const service = await startImgsvc(`ab-${backend}-${scenario}-${build}-${round}`, args, env, binary);
         const run = await measured(service.pid, service.url + paths[scenario], connections, spec,
                                    `ab-${backend}-${scenario}-${build}-${round}`);

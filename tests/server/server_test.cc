@@ -512,8 +512,7 @@ TEST(ServerTest, HeaderTimeoutClosesASlowlorisConnectionSilently) {
   while (Clock::now() - start < 10s && !send_failed) {
     std::this_thread::sleep_for(200ms);
     send_failed = !client.Send("X");
-    pollfd p{client.fd(), POLLIN, 0};
-    if (::poll(&p, 1, 0) > 0) break;
+    if (client.WaitReadable(0ms)) break;
   }
   std::string received;
   EXPECT_TRUE(client.WaitClosed(&received));
