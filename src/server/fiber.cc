@@ -384,7 +384,9 @@ struct FiberSlots {
   std::size_t running = 0;
   std::deque<std::function<void()>> waiting;
 };
-thread_local FiberSlots t_slots;
+thread_local std::array<FiberSlots, 2> t_lanes;
+
+FiberSlots& Slots(FiberLane lane) { return t_lanes[lane == FiberLane::kBodiless ? 0 : 1]; }
 
 }  // namespace
 
@@ -408,28 +410,38 @@ void StartFiber(const asio::any_io_executor& executor, WorkerPool& blocking_work
   Resume(fiber);
 }
 
-bool TakeFiberSlotOrQueue(std::size_t bound, std::function<void()> start) {
-  if (t_slots.running < bound) {
-    ++t_slots.running;
+short ParkUntilReady(int fd, short events, std::chrono::steady_clock::time_point deadline, bool& timed_out) {
+  return t_reactor_wait.Wait(fd, events, deadline, timed_out);
+}
+
+bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void()> start) {
+  FiberSlots& slots = Slots(lane);
+  if (slots.running < bound) {
+    ++slots.running;
     return true;
   }
-  t_slots.waiting.push_back(std::move(start));
+  slots.waiting.push_back(std::move(start));
   return false;
 }
 
 void DropWaitingFibers() {
-  t_slots.waiting.clear();
-  t_slots.running = 0;
+  for (FiberSlots& slots : t_lanes) {
+    slots.waiting.clear();
+    slots.running = 0;
+  }
 }
 
-void ReturnFiberSlot() {
-  if (t_slots.waiting.empty()) {
-    --t_slots.running;
+void ReturnFiberSlot(FiberLane lane) {
+  FiberSlots& slots = Slots(lane);
+  if (slots.waiting.empty()) {
+    --slots.running;
     return;
   }
-  const std::function<void()> next = std::move(t_slots.waiting.front());
-  t_slots.waiting.pop_front();
+  const std::function<void()> next = std::move(slots.waiting.front());
+  slots.waiting.pop_front();
   next();
 }
+
+bool RunningOnAFiber() { return t_running != nullptr; }
 
 }  // namespace imgsvc::server

@@ -29,6 +29,7 @@
 // AddressSanitizer when it is on.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 
@@ -45,18 +46,33 @@ namespace imgsvc::server {
 void StartFiber(const boost::asio::any_io_executor& executor, WorkerPool& blocking_work,
                 std::function<void()> body, std::function<void()> then);
 
-// The fibers in flight on the calling io thread, at most `bound`: each may
-// hold an AWS connection, as a worker does. True if a slot was free (and is
-// now taken); otherwise `start` is queued, to be called, in order, with the
-// slot of a fiber that ends. Kept per io thread, so that a slot passes on
-// without a lock or a wake-up of another thread.
-bool TakeFiberSlotOrQueue(std::size_t bound, std::function<void()> start);
+// On a fiber (in a body given to StartFiber): parks it until one of poll's
+// `events` comes on `fd`, or `deadline` passes (then `timed_out` is set);
+// returns the events that came. What net::HttpClient's waits do on a fiber,
+// for the server's own reads of a request body.
+short ParkUntilReady(int fd, short events, std::chrono::steady_clock::time_point deadline, bool& timed_out);
+
+// Fibers are counted in two lanes, each with its own bound: a request with a
+// body holds its fiber while the client sends it, at the client's pace, so
+// slow uploads must not take every slot from the requests without one.
+enum class FiberLane { kBodiless, kWithBody };
+
+// The fibers of `lane` in flight on the calling io thread, at most `bound`:
+// each may hold an AWS connection, as a worker does. True if a slot was free
+// (and is now taken); otherwise `start` is queued, to be called, in order,
+// with the slot of a fiber of the lane that ends. Kept per io thread, so
+// that a slot passes on without a lock or a wake-up of another thread.
+bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void()> start);
 // Called on the io thread by a fiber's `then`.
-void ReturnFiberSlot();
+void ReturnFiberSlot(FiberLane lane);
 // Called on an io thread whose loop has ended for good (the server stopped,
-// its grace period over): the starts still waiting are dropped, releasing
-// what they hold while the server is still there, and the count starts
-// again from zero.
+// its grace period over): the starts still waiting in either lane are
+// dropped, releasing what they hold while the server is still there, and
+// the counts start again from zero.
 void DropWaitingFibers();
+
+// True on a fiber: StartFiber runs a body on a worker instead when no stack
+// can be had.
+bool RunningOnAFiber();
 
 }  // namespace imgsvc::server

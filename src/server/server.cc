@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -306,7 +307,8 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void OnHeader(const ErrorCode& ec);
   void SendError(int status, std::string_view detail);
   void RunHandler();
-  void HandleOnFiber();
+  bool BodyFitsAFiber();
+  void HandleOnFiber(FiberLane lane);
   void BuildRequest();
   void PrepareResponse();
   bool RespondAtOnce();
@@ -320,6 +322,8 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void NextRequest();
   void DrainBody();
   void OnDrained(ErrorCode ec);
+  StatusOr<std::size_t> ReadOnFiber(std::span<std::byte> out);
+  bool WriteOnFiber(std::string_view data);
   bool ReadBodyNow();
   void ReserveBodyBuffer();
   void LendBodyOut();
@@ -452,12 +456,13 @@ void Session::OnHeader(const ErrorCode& ec) {
     return WriteResponse();
   }
   const auto& on_fiber = core_.options().answer_on_fiber;
-  if (parser_->is_done() && on_fiber && on_fiber(message.method_string(), message.target())) {
-    const bool now = TakeFiberSlotOrQueue(core_.fiber_bound(), [self = shared_from_this()] {
+  if (on_fiber && BodyFitsAFiber() && on_fiber(message.method_string(), message.target())) {
+    const FiberLane lane = parser_->is_done() ? FiberLane::kBodiless : FiberLane::kWithBody;
+    const bool now = TakeFiberSlotOrQueue(lane, core_.fiber_bound(), [self = shared_from_this(), lane] {
       Session& session = *self;
-      asio::post(session.executor(), [self = std::move(self)] { self->HandleOnFiber(); });
+      asio::post(session.executor(), [self = std::move(self), lane] { self->HandleOnFiber(lane); });
     });
-    if (now) HandleOnFiber();
+    if (now) HandleOnFiber(lane);
     return;
   }
   core_.workers().Post([self = shared_from_this()]() mutable {
@@ -468,12 +473,20 @@ void Session::OnHeader(const ErrorCode& ec) {
   });
 }
 
+// No body, or one whose declared length is within the bound (a chunked body
+// declares none).
+bool Session::BodyFitsAFiber() {
+  if (parser_->is_done()) return true;
+  const auto remaining = parser_->content_length_remaining();
+  return remaining && *remaining <= core_.options().max_fiber_body_bytes;
+}
+
 // On this io thread, holding a fiber slot: the handler runs on a fiber that
 // parks where it would block.
-void Session::HandleOnFiber() {
+void Session::HandleOnFiber(FiberLane lane) {
   StartFiber(executor(), core_.workers(), [self = shared_from_this()] { self->RunHandler(); },
-             [self = shared_from_this()] {
-               ReturnFiberSlot();
+             [self = shared_from_this(), lane] {
+               ReturnFiberSlot(lane);
                if (self->RespondAtOnce()) return;
                self->WriteResponse();
              });
@@ -689,6 +702,8 @@ void Session::OnDrained(ErrorCode ec) {
 
 StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
   if (out.empty()) return std::size_t{0};
+  // Even a request chosen for a fiber runs on a worker when no stack could be had.
+  if (RunningOnAFiber()) return ReadOnFiber(out);
   std::unique_lock lock(body_mu_);
   if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
   if (body_done_) return std::size_t{0};
@@ -708,12 +723,85 @@ StatusOr<std::size_t> Session::Read(std::span<std::byte> out) {
   return body_got_;
 }
 
-// On the worker, from Read, under body_mu_, while the io side leaves the
-// session alone (no operation is pending on it during the handler, and
-// Abandon, which closes the socket, takes the mutex first): takes what the
-// buffer and the socket already hold, sparing the two thread switches of a
-// hand-off. False when a hand-off is needed: the client waits for 100
-// Continue, or nothing but framing has arrived.
+// On a fiber of this io thread, which leaves the session to it meanwhile (no
+// operation is pending on it during the handler): reads what has arrived,
+// and parks the fiber until more does, for at most body_read_timeout each
+// time. No lock is held across a park (fiber.h).
+StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
+  {
+    std::lock_guard lock(body_mu_);
+    if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
+    if (body_done_) return std::size_t{0};
+  }
+  body_out_ = out;
+  body_got_ = 0;
+  bool waits_failed = false;
+  for (;;) {
+    if (expect_continue_ && !continue_sent_) {
+      continue_sent_ = true;
+      if (!WriteOnFiber(kContinue)) {
+        // Part of the interim response may have gone: no response can follow it.
+        ErrorCode ignored;
+        stream_.socket().close(ignored);
+        body_failed_ = true;
+        std::lock_guard lock(body_mu_);
+        SetBodyOutcome(Code::kBadRequest, "Connection lost before the request body");
+        break;
+      }
+    }
+    {
+      std::lock_guard lock(body_mu_);
+      if (ReadBodyNow()) break;
+      // Woken with nothing to read, not even the end: the socket could not be
+      // armed, and would not be at the next try either.
+      if (waits_failed) {
+        body_failed_ = true;
+        SetBodyOutcome(Code::kUnavailable, "Cannot wait for the request body");
+        break;
+      }
+    }
+    bool timed_out = false;
+    const short came = ParkUntilReady(stream_.socket().native_handle(), POLLIN,
+                                      std::chrono::steady_clock::now() + core_.options().body_read_timeout, timed_out);
+    if (timed_out) {
+      body_failed_ = true;
+      std::lock_guard lock(body_mu_);
+      SetBodyOutcome(Code::kRequestTimeout, "Timed out reading the request body");
+      break;
+    }
+    waits_failed = (came & (POLLIN | POLLHUP)) == 0;
+  }
+  std::lock_guard lock(body_mu_);
+  if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
+  return body_got_;
+}
+
+// On a fiber, which parks while the socket takes no more; false when the
+// connection fails, the wait cannot be made, or send_timeout passes first.
+bool Session::WriteOnFiber(std::string_view data) {
+  while (!data.empty()) {
+    ErrorCode ec;
+    const std::size_t sent = stream_.socket().write_some(asio::buffer(data), ec);
+    if (ec == asio::error::would_block) {
+      bool timed_out = false;
+      const short came = ParkUntilReady(stream_.socket().native_handle(), POLLOUT,
+                                        std::chrono::steady_clock::now() + core_.options().send_timeout, timed_out);
+      if (timed_out || (came & POLLOUT) == 0) return false;
+      continue;
+    }
+    if (ec) return false;
+    data.remove_prefix(sent);
+  }
+  return true;
+}
+
+// On the handler's thread (a worker, or this io thread's fiber), under
+// body_mu_, while the io side leaves the session alone (no operation is
+// pending on it during the handler, and Abandon, which closes the socket,
+// takes the mutex first): takes what the buffer and the socket already hold,
+// sparing a worker the two thread switches of a hand-off. False when more
+// must come first: the client waits for 100 Continue, or nothing but framing
+// has arrived.
 bool Session::ReadBodyNow() {
   if (expect_continue_ && !continue_sent_) return false;
   ReserveBodyBuffer();

@@ -42,11 +42,16 @@ struct ServerOptions {
   // as reads of the embedded store (SQLite in WAL mode does not make readers
   // wait). Unset: every request goes to the workers.
   std::function<bool(std::string_view method, std::string_view target)> answer_inline;
-  // Requests without a body for which this returns true (and answer_inline
-  // false) are handled on fibers of the io thread (fiber.h), at most
-  // worker_threads / io_threads at once per io thread: for handlers whose
-  // waits are net::HttpClient calls, such as reads of the AWS stores.
+  // Requests for which this returns true (and answer_inline false) are
+  // handled on fibers of the io thread (fiber.h), at most worker_threads /
+  // io_threads at once per io thread, when they have no body or one of a
+  // declared length of at most max_fiber_body_bytes: for handlers whose waits
+  // are net::HttpClient calls, such as the AWS stores'. A body read on a fiber
+  // parks it until more of the body arrives. Larger and chunked bodies go to
+  // the workers: the handler's work on them (parsing, hashing, copying) would
+  // hold the io thread, and the connections it serves, meanwhile.
   std::function<bool(std::string_view method, std::string_view target)> answer_on_fiber;
+  std::uint64_t max_fiber_body_bytes = 1024 * 1024;
 };
 
 // Runs on a worker thread, an io thread or a fiber (see the options); must not throw.

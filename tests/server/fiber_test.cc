@@ -364,32 +364,51 @@ TEST(FiberTest, ADeadlineEndsAWaitAndTheThreadGoesOn) {
 TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
   std::thread([] {  // the slots are the thread's own
     std::vector<int> started;
-    EXPECT_TRUE(TakeFiberSlotOrQueue(2, [&] { started.push_back(1); }));
-    EXPECT_TRUE(TakeFiberSlotOrQueue(2, [&] { started.push_back(2); }));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(2, [&] { started.push_back(3); }));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(2, [&] { started.push_back(4); }));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(1); }));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(2); }));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(3); }));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(4); }));
     EXPECT_TRUE(started.empty());
-    ReturnFiberSlot();  // its slot goes to the first waiting
+    ReturnFiberSlot(FiberLane::kBodiless);  // its slot goes to the first waiting
     EXPECT_EQ(started, (std::vector<int>{3}));
-    ReturnFiberSlot();
+    ReturnFiberSlot(FiberLane::kBodiless);
     EXPECT_EQ(started, (std::vector<int>{3, 4}));
-    ReturnFiberSlot();
-    ReturnFiberSlot();
-    EXPECT_TRUE(TakeFiberSlotOrQueue(2, [] {}));  // all four ended: two free
-    EXPECT_TRUE(TakeFiberSlotOrQueue(2, [] {}));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(2, [] {}));
+    ReturnFiberSlot(FiberLane::kBodiless);
+    ReturnFiberSlot(FiberLane::kBodiless);
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));  // all four ended: two free
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));
+  }).join();
+}
+
+TEST(FiberSlotsTest, EachLaneHasItsOwnBoundAndQueue) {
+  std::thread([] {
+    std::vector<std::string> started;
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [&] { started.push_back("body"); }));
+    // The lane of requests with a body is full; the other one is not.
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [&] { started.push_back("bodiless"); }));
+    ReturnFiberSlot(FiberLane::kBodiless);
+    EXPECT_EQ(started, (std::vector<std::string>{"bodiless"}));
+    ReturnFiberSlot(FiberLane::kWithBody);
+    EXPECT_EQ(started, (std::vector<std::string>{"bodiless", "body"}));
+    DropWaitingFibers();
   }).join();
 }
 
 TEST(FiberSlotsTest, DroppingTheWaitingStartsReleasesThemAndTheSlots) {
   std::thread([] {
     auto held = std::make_shared<int>(0);
-    EXPECT_TRUE(TakeFiberSlotOrQueue(1, [] {}));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(1, [held] {}));
-    EXPECT_EQ(held.use_count(), 2);
+    for (const FiberLane lane : {FiberLane::kBodiless, FiberLane::kWithBody}) {
+      EXPECT_TRUE(TakeFiberSlotOrQueue(lane, 1, [] {}));
+      EXPECT_FALSE(TakeFiberSlotOrQueue(lane, 1, [held] {}));
+    }
+    EXPECT_EQ(held.use_count(), 3);
     DropWaitingFibers();
     EXPECT_EQ(held.use_count(), 1);
-    EXPECT_TRUE(TakeFiberSlotOrQueue(1, [] {}));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [] {}));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [] {}));
     DropWaitingFibers();
   }).join();
 }

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,7 @@
 
 #include "core/blocking.h"
 #include "net/http_client.h"
+#include "server/fiber.h"
 #include "support/loopback_socket.h"
 
 namespace imgsvc::server {
@@ -667,15 +669,25 @@ TEST(ServerTest, ABrokenBodyFailsTheReadWhetherItCameWithTheHeadOrLater) {
   }
 }
 
+// Sends a head asking for 100 Continue, expects the interim response, then
+// sends the body: the final response.
+std::optional<ParsedResponse> SendAfterContinue(Client& client, std::string_view head, std::string_view body) {
+  EXPECT_TRUE(client.Send(head));
+  const auto interim = client.ReadResponse();
+  EXPECT_TRUE(interim);
+  if (!interim || interim->status != 100) {
+    ADD_FAILURE() << "no 100 Continue";
+    return std::nullopt;
+  }
+  EXPECT_TRUE(client.Send(body));
+  return client.ReadResponse();
+}
+
 TEST(ServerTest, ContinueIsSentWhenTheHandlerReadsTheBody) {
   TestServer server(FastOptions(), EchoBody());
   Client client(server.port());
-  ASSERT_TRUE(client.Send("PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n"));
-  const auto interim = client.ReadResponse();
-  ASSERT_TRUE(interim);
-  EXPECT_EQ(interim->status, 100);
-  ASSERT_TRUE(client.Send("hello world"));
-  const auto response = client.ReadResponse();
+  const auto response = SendAfterContinue(
+      client, "PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n", "hello world");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 200);
   EXPECT_EQ(response->body, "hello world");
@@ -1226,6 +1238,188 @@ TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
     EXPECT_EQ(answer->body, "ok");
   }
   EXPECT_EQ(peer.requests(), 6);
+}
+
+// Every request on a fiber, bodies included (within max_fiber_body_bytes).
+ServerOptions BodyFiberOptions() {
+  ServerOptions options = FiberOptions();
+  options.answer_on_fiber = [](std::string_view, std::string_view) { return true; };
+  return options;
+}
+
+std::string PostHead(std::size_t length, std::string_view extra_headers = "") {
+  return "POST /up HTTP/1.1\r\nHost: t\r\n" + std::string(extra_headers) +
+         "Content-Length: " + std::to_string(length) + "\r\n\r\n";
+}
+
+// The threads that ran the handlers, and how many have begun.
+struct HandlerThreads {
+  std::mutex mutex;
+  std::set<std::thread::id> ids;
+  std::atomic<int> started{0};
+  void Record() {
+    {
+      std::lock_guard lock(mutex);
+      ids.insert(std::this_thread::get_id());
+    }
+    ++started;
+  }
+  std::size_t count() {
+    std::lock_guard lock(mutex);
+    return ids.size();
+  }
+};
+
+TEST(ServerFiberTest, BodyReadsParkTheirFibersAndShareOneIoThread) {
+  HandlerThreads threads;
+  ServerOptions options = BodyFiberOptions();
+  options.worker_threads = 8;  // the bound of fibers; on workers, four waiting reads would take four threads
+  const Handler echo = EchoBody();
+  TestServer server(options, [&](http::Request& request) {
+    threads.Record();
+    return echo(request);
+  });
+  std::vector<std::unique_ptr<Client>> uploading;
+  for (int i = 0; i < 4; ++i) {
+    uploading.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(uploading.back()->Send(PostHead(10) + "first"));
+  }
+  ASSERT_TRUE(Eventually([&] { return threads.started == 4; }));
+  // All four wait for the rest of their bodies, and the one io thread still answers.
+  Client fast(server.port());
+  ASSERT_TRUE(fast.Send(Get("/fast")));
+  const auto fast_answer = fast.ReadResponse();
+  ASSERT_TRUE(fast_answer);
+  EXPECT_EQ(fast_answer->status, 200);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(uploading[i]->Send("rest" + std::to_string(i)));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const auto answer = uploading[i]->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->status, 200);
+    EXPECT_EQ(answer->body, "firstrest" + std::to_string(i));
+  }
+  EXPECT_EQ(threads.count(), 1u);
+}
+
+TEST(ServerFiberTest, BodiesOverTheBoundOrWithoutALengthGoToTheWorkers) {
+  std::mutex mutex;
+  std::map<std::string, std::thread::id> ran_on;  // by body
+  ServerOptions options = BodyFiberOptions();
+  options.max_fiber_body_bytes = 8;
+  const Handler echo = EchoBody();
+  TestServer server(options, [&](http::Request& request) {
+    http::Response response = echo(request);
+    std::lock_guard lock(mutex);
+    ran_on[response.body] = std::this_thread::get_id();
+    return response;
+  });
+  Client client(server.port());
+  const auto exchange = [&client](std::string request) {
+    ASSERT_TRUE(client.Send(request));
+    const auto answer = client.ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->status, 200);
+  };
+  exchange(Get("/none"));
+  exchange(PostHead(8) + "at-bound");
+  exchange(PostHead(9) + "over-it-1");
+  exchange("POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n");
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(ran_on.size(), 4u);
+  const std::thread::id io_thread = ran_on[""];
+  EXPECT_EQ(ran_on["at-bound"], io_thread);
+  EXPECT_NE(ran_on["over-it-1"], io_thread);
+  EXPECT_NE(ran_on["chunked"], io_thread);
+}
+
+TEST(ServerFiberTest, ABodyThatStallsOnAFiberTimesOutWhileTheThreadServesOthers) {
+  ServerOptions options = BodyFiberOptions();
+  options.body_read_timeout = 1s;
+  TestServer server(options, EchoBody());
+  Client stalled(server.port());
+  ASSERT_TRUE(stalled.Send(PostHead(10) + "half"));
+  Client fast(server.port());
+  ASSERT_TRUE(fast.Send(Get("/fast")));
+  const auto fast_answer = fast.ReadResponse();
+  ASSERT_TRUE(fast_answer);
+  EXPECT_EQ(fast_answer->status, 200);
+  const auto start = Clock::now();
+  const auto answer = stalled.ReadResponse();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 408);
+  EXPECT_EQ(answer->header("connection"), "close");
+  EXPECT_LT(Clock::now() - start, 8s);
+}
+
+TEST(ServerFiberTest, SlowBodiesDoNotTakeTheFibersOfRequestsWithoutOne) {
+  ServerOptions options = BodyFiberOptions();  // one fiber per lane
+  options.body_read_timeout = 30s;
+  std::atomic<int> started{0};
+  const Handler echo = EchoBody();
+  TestServer server(options, [&](http::Request& request) {
+    ++started;
+    return echo(request);
+  });
+  Client slow(server.port());
+  ASSERT_TRUE(slow.Send(PostHead(9) + "half"));
+  ASSERT_TRUE(Eventually([&] { return started == 1; }));
+  Client slower(server.port());  // queued behind it, in its lane
+  ASSERT_TRUE(slower.Send(PostHead(9) + "half"));
+  Client fast(server.port(), 5000ms);
+  ASSERT_TRUE(fast.Send(Get("/fast")));
+  const auto fast_answer = fast.ReadResponse();
+  ASSERT_TRUE(fast_answer) << "a request without a body waited for a slow one's fiber";
+  EXPECT_EQ(fast_answer->status, 200);
+  ASSERT_TRUE(slow.Send("-end!"));
+  ASSERT_TRUE(slower.Send("-end?"));
+  for (auto [client, body] : {std::pair{&slow, "half-end!"}, std::pair{&slower, "half-end?"}}) {
+    const auto answer = client->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, body);
+  }
+}
+
+TEST(ServerFiberTest, AFiberSendsContinueAtItsFirstBodyRead) {
+  std::atomic<bool> on_a_fiber{false};
+  const Handler echo = EchoBody();
+  TestServer server(BodyFiberOptions(), [&](http::Request& request) {
+    on_a_fiber = RunningOnAFiber();
+    return echo(request);
+  });
+  Client client(server.port());
+  const auto answer = SendAfterContinue(client, PostHead(5, "Expect: 100-continue\r\n"), "hello");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 200);
+  EXPECT_EQ(answer->body, "hello");
+  EXPECT_TRUE(on_a_fiber);
+}
+
+TEST(ServerFiberTest, AClientGoneMidBodyFailsTheFibersReadAndOthersGoOn) {
+  std::promise<Status> read_outcome;
+  std::atomic<bool> on_a_fiber{false};
+  TestServer server(BodyFiberOptions(), [&](http::Request& request) {
+    if (request.method == "GET") return TextResponse(200, "still here");
+    on_a_fiber = RunningOnAFiber();
+    auto body = http::ReadAll(*request.body, 1024);
+    read_outcome.set_value(body.status());
+    return TextResponse(200, "unexpected");
+  });
+  {
+    Client leaving(server.port());
+    ASSERT_TRUE(leaving.Send(PostHead(10) + "half"));
+    ASSERT_TRUE(leaving.WaitAcknowledged(5s));
+  }
+  auto outcome = read_outcome.get_future();
+  ASSERT_EQ(outcome.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(outcome.get().code(), Code::kBadRequest);
+  EXPECT_TRUE(on_a_fiber);
+  Client next(server.port());
+  ASSERT_TRUE(next.Send(Get("/next")));
+  const auto answer = next.ReadResponse();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->body, "still here");
 }
 
 TEST(RaiseOpenFileLimitTest, RaisesTheSoftLimitToTheHardLimit) {
