@@ -136,9 +136,10 @@ void VisitSettings(Config& c, SettingVisitor& v) {
   v.Int("--io-threads", "IMGSVC_IO_THREADS", "threads doing network I/O", c.io_threads, 1, 64);
   v.Int("--workers", "IMGSVC_WORKERS", "threads running requests (bounds concurrent store work)", c.workers, 1,
         1024);
-  v.Choice("--aws-reads", "IMGSVC_AWS_READS",
-           "AWS backend: GETs on fibers of the io threads (parked while AWS answers) or on the workers",
-           c.aws_reads, {"fibers", "workers"});
+  v.Choice("--aws-requests", "IMGSVC_AWS_REQUESTS",
+           "AWS backend: requests (bodies up to 1 MiB) on fibers of the io threads, parked while AWS answers "
+           "or the body arrives, or on the workers",
+           c.aws_requests, {"fibers", "workers"});
 }
 
 Status ReadSettingsFromEnvironment(Config& config) {

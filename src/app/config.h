@@ -43,7 +43,7 @@ struct Config {
   int shutdown_grace = 20;
   int io_threads = 1;
   int workers = 32;
-  std::string aws_reads = "fibers";  // where AWS-backed GETs run: fibers or workers
+  std::string aws_requests = "fibers";  // where AWS-backed requests run: fibers or workers
 
   core::AuthMode mode() const {
     return auth_mode == "per-user" ? core::AuthMode::kPerUser : core::AuthMode::kShared;

@@ -1,10 +1,13 @@
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
 #include "app/commands.h"
 #include "app/service_stack.h"
 #include "core/log.h"
+#include "core/stream_hasher.h"
 #include "server/server.h"
+#include "storage/aws/s3_blob_store.h"
 
 namespace imgsvc::app {
 namespace {
@@ -49,21 +52,25 @@ int Serve(const Config& config) {
       return (method == "GET" || method == "HEAD") && !target.starts_with("/ready");
     };
   } else {
-    // On AWS every store read is a network call. What touches no store
+    // On AWS every store call is a network call. What touches no store
     // (liveness, the API description and its viewer) is answered on the io
     // thread, so a load balancer's health checks are answered even while
-    // every request in flight waits on AWS. Other reads run on fibers of the
-    // io threads (server/fiber.h), unless --aws-reads=workers; writes, with
-    // their bodies, run on the workers.
+    // every request in flight waits on AWS. The rest run on fibers of the io
+    // threads (server/fiber.h), unless --aws-requests=workers: each parks
+    // while AWS answers, or while its body arrives. A larger body goes to a
+    // worker: within the bound, an upload stays below where the S3 store (a
+    // large-upload slot, parts sent beside the stream) and the hasher (a
+    // helper thread) would wait on another thread, which would hold the io
+    // thread.
     options.answer_inline = [](std::string_view method, std::string_view target) {
       if (method != "GET" && method != "HEAD") return false;
       const std::string_view path = target.substr(0, target.find('?'));
       return path == "/health" || path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
     };
-    if (config.aws_reads == "fibers") {
-      options.answer_on_fiber = [](std::string_view method, std::string_view) {
-        return method == "GET" || method == "HEAD";
-      };
+    if (config.aws_requests == "fibers") {
+      options.answer_on_fiber = [](std::string_view, std::string_view) { return true; };
+      options.max_fiber_body_bytes =
+          std::min(core::StreamHasher::kInlineBytes, storage::S3BlobStore::kUnreservedUploadBytes);
     }
   }
   // Declared before the server, so destroyed after it: its workers, joined

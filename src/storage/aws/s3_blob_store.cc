@@ -105,9 +105,6 @@ StatusOr<aws::AwsResponse> Perform(aws::AwsClient& client, const aws::ServiceTar
 
 // Uploads --------------------------------------------------------------------
 
-// What an upload may buffer without a large-upload slot.
-constexpr std::size_t kUnreservedBytes = 1u << 20;
-
 }  // namespace
 
 class LargeUploadSlots {
@@ -167,7 +164,7 @@ class S3Upload final : public core::BlobUpload {
       if (buffer_.size() == part_size_) {
         if (Status sent = SendPart(); !sent.ok()) return Fail(std::move(sent));
       }
-      if (!holds_slot_ && buffer_.size() + data.size() > kUnreservedBytes) {
+      if (!holds_slot_ && buffer_.size() + data.size() > S3BlobStore::kUnreservedUploadBytes) {
         if (Status slot = large_uploads_->Acquire(); !slot.ok()) return Fail(std::move(slot));
         holds_slot_ = true;
         // A large upload fills whole parts: no regrowing and copying on the way.

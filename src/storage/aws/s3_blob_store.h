@@ -16,9 +16,11 @@
 // request goes out, hence a part buffer per upload. To keep RSS flat however
 // many uploads arrive, an upload buffers its first MiB freely (small images,
 // the common case, never wait) and needs one of `max_large_uploads` slots to
-// grow past it. A large upload holds two parts: one being sent while the
-// next fills (so at most workers x 1 MiB + max_large_uploads x 2 x part_size
-// are buffered: 32 MiB + 4 x 16 MiB with the defaults). An upload that waits
+// grow past it (kUnreservedUploadBytes). A large upload holds two parts: one
+// being sent while the next fills (so at most 2 x workers x 1 MiB +
+// max_large_uploads x 2 x part_size are buffered: 64 MiB + 4 x 16 MiB with
+// the defaults, the standalone server running up to `workers` uploads on its
+// workers and as many of at most 1 MiB on its fibers). An upload that waits
 // longer than `large_upload_wait` for a slot fails with kUnavailable (503,
 // Retry-After) instead of queueing without bound. part_size must be at least
 // 5 MiB for real S3 (its minimum part size; emulators accept less).
@@ -73,6 +75,11 @@ class LargeUploadSlots;
 
 class S3BlobStore final : public core::BlobStore {
  public:
+  // What an upload may buffer without a large-upload slot. An upload whose
+  // object stays within it waits on no other thread (no slot, no part sent
+  // beside the stream).
+  static constexpr std::size_t kUnreservedUploadBytes = std::size_t{1} << 20;
+
   S3BlobStore(std::shared_ptr<aws::AwsClient> client, aws::ServiceTarget target, S3Options options);
 
   // Creates the bucket unless it exists (HeadBucket first: some emulators
