@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -259,6 +260,33 @@ class FiberPoller final : public asio::execution_context::service {
 
 asio::execution_context::id FiberPoller::id;
 
+// A wait the io thread's epoll instance cannot take (none could be made, or
+// it has no room): made in poll on the io thread itself, which stalls its
+// other connections meanwhile but neither spins nor fails the call. A poll
+// that fails too ends the wait as if its deadline had passed.
+short PollHere(int fd, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
+               bool& timed_out) {
+  pollfd waiter{fd, events, 0};
+  for (;;) {
+    int timeout_ms = -1;
+    if (deadline) {
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) {
+        timed_out = true;
+        return 0;
+      }
+      timeout_ms = static_cast<int>(std::min<std::int64_t>(left, INT32_MAX));
+    }
+    const int ready = ::poll(&waiter, 1, timeout_ms);
+    if (ready > 0) return waiter.revents;
+    if (ready < 0 && errno != EINTR) {
+      timed_out = true;
+      return 0;
+    }
+  }
+}
+
 // net::HttpClient's socket waits, while a fiber runs.
 class ReactorWait final : public net::WaitHook {
  public:
@@ -268,7 +296,7 @@ class ReactorWait final : public net::WaitHook {
     auto& poller = asio::use_service<FiberPoller>(asio::query(fiber.executor, asio::execution::context));
     FiberPoller::Waiter waiter{&fiber};
     timed_out = false;
-    if (!poller.Arm(fiber.executor, fd, events, waiter)) return POLLERR;
+    if (!poller.Arm(fiber.executor, fd, events, waiter)) return PollHere(fd, events, deadline, timed_out);
     if (!deadline) {
       SwitchOut(fiber);
       return waiter.got;

@@ -735,7 +735,6 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
   }
   body_out_ = out;
   body_got_ = 0;
-  bool waits_failed = false;
   for (;;) {
     if (expect_continue_ && !continue_sent_) {
       continue_sent_ = true;
@@ -752,16 +751,9 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
     {
       std::lock_guard lock(body_mu_);
       if (ReadBodyNow()) break;
-      // Woken with nothing to read, not even the end: the socket could not be
-      // armed, and would not be at the next try either.
-      if (waits_failed) {
-        body_failed_ = true;
-        SetBodyOutcome(Code::kUnavailable, "Cannot wait for the request body");
-        break;
-      }
     }
     bool timed_out = false;
-    const short came = ParkUntilReady(stream_.socket().native_handle(), POLLIN,
+    ParkUntilReady(stream_.socket().native_handle(), POLLIN,
                                       std::chrono::steady_clock::now() + core_.options().body_read_timeout, timed_out);
     if (timed_out) {
       body_failed_ = true;
@@ -769,7 +761,6 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
       SetBodyOutcome(Code::kRequestTimeout, "Timed out reading the request body");
       break;
     }
-    waits_failed = (came & (POLLIN | POLLHUP)) == 0;
   }
   std::lock_guard lock(body_mu_);
   if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
@@ -777,7 +768,7 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
 }
 
 // On a fiber, which parks while the socket takes no more; false when the
-// connection fails, the wait cannot be made, or send_timeout passes first.
+// connection fails or send_timeout passes first.
 bool Session::WriteOnFiber(std::string_view data) {
   while (!data.empty()) {
     ErrorCode ec;

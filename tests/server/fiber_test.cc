@@ -361,6 +361,30 @@ TEST(FiberTest, ADeadlineEndsAWaitAndTheThreadGoesOn) {
   EXPECT_EQ(next->body, "ok");
 }
 
+// epoll takes no regular file, as it may take no socket when it has no
+// room: such a wait is made in poll on the io thread, not failed at once
+// (which the HTTP client's loop would retry without end).
+TEST(FiberTest, AWaitEpollCannotTakeIsMadeInPoll) {
+  char path[] = "/tmp/imgsvc-fiber-test-XXXXXX";
+  const int file = ::mkstemp(path);
+  ASSERT_GE(file, 0);
+  ::unlink(path);
+  boost::asio::io_context io;
+  WorkerPool workers(1);
+  short came = 0;
+  bool timed_out = true;
+  boost::asio::post(io, [&] {
+    StartFiber(
+        io.get_executor(), workers,
+        [&] { came = ParkUntilReady(file, POLLIN, std::chrono::steady_clock::now() + seconds(5), timed_out); },
+        [] {});
+  });
+  io.run();
+  ::close(file);
+  EXPECT_FALSE(timed_out);
+  EXPECT_NE(came & POLLIN, 0);
+}
+
 TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
   std::thread([] {  // the slots are the thread's own
     std::vector<int> started;
