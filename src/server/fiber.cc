@@ -21,6 +21,7 @@
 #include <deque>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -44,6 +45,8 @@
 extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, std::size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old,
                                                 std::size_t* size_old);
+// LeakSanitizer scans only the stacks it knows of.
+extern "C" void __lsan_register_root_region(const void* begin, std::size_t size);
 #endif
 
 namespace imgsvc::server {
@@ -114,6 +117,8 @@ class IdleFibers {
 
 thread_local Fiber* t_running = nullptr;
 thread_local IdleFibers t_idle;
+// The fibers of this thread running a body (parked or not).
+thread_local std::vector<Fiber*> t_busy;
 
 void* StackBottom(const Fiber& fiber) { return static_cast<char*>(fiber.stack) + kGuardBytes; }
 
@@ -190,6 +195,18 @@ class FiberPoller final : public asio::execution_context::service {
     }
     waiters_[fd] = &waiter;
     Watch();
+    return true;
+  }
+
+  // Ends the wait on `fd` as failed (POLLERR), resuming its fiber; false
+  // when nobody waits on it.
+  bool Wake(int fd) {
+    const auto found = waiters_.find(fd);
+    if (found == waiters_.end()) return false;
+    Waiter* waiter = found->second;
+    Forget(fd);
+    waiter->got = POLLERR;
+    Resume(waiter->fiber);
     return true;
   }
 
@@ -386,6 +403,7 @@ void Resume(Fiber* fiber) {
   const std::function<void()> then = std::move(fiber->then);
   fiber->finished = false;
   fiber->executor = {};
+  std::erase(t_busy, fiber);
   t_idle.Give(fiber);
   then();
 }
@@ -408,11 +426,31 @@ Fiber* NewFiber() {
   return fiber;
 }
 
+// A fiber still parked when its thread's loop ends for good is never
+// resumed: it is kept, with what its stack holds, until the process ends
+// (and shown to LeakSanitizer as such).
+void KeepFrozen(Fiber* fiber) {
+  static std::mutex mutex;
+  static auto* const frozen = new std::vector<Fiber*>;
+  std::lock_guard lock(mutex);
+  frozen->push_back(fiber);
+#if defined(__SANITIZE_ADDRESS__)
+  __lsan_register_root_region(StackBottom(*fiber), kStackBytes - kGuardBytes);
+#endif
+}
+
 struct FiberSlots {
   std::size_t running = 0;
   std::deque<std::function<void()>> waiting;
 };
 thread_local std::array<FiberSlots, 2> t_lanes;
+
+// The fibers of this thread parked in ParkUntilReady, by socket.
+struct ClientWait {
+  int fd;
+  Fiber* fiber;
+};
+thread_local std::vector<ClientWait> t_client_waits;
 
 FiberSlots& Slots(FiberLane lane) { return t_lanes[lane == FiberLane::kBodiless ? 0 : 1]; }
 
@@ -435,11 +473,15 @@ void StartFiber(const asio::any_io_executor& executor, WorkerPool& blocking_work
   fiber->blocking_work = &blocking_work;
   fiber->body = std::move(body);
   fiber->then = std::move(then);
+  t_busy.push_back(fiber);
   Resume(fiber);
 }
 
 short ParkUntilReady(int fd, short events, std::chrono::steady_clock::time_point deadline, bool& timed_out) {
-  return t_reactor_wait.Wait(fd, events, deadline, timed_out);
+  t_client_waits.push_back({fd, t_running});
+  const short came = t_reactor_wait.Wait(fd, events, deadline, timed_out);
+  std::erase_if(t_client_waits, [fd](const ClientWait& wait) { return wait.fd == fd; });
+  return came;
 }
 
 bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void()> start) {
@@ -457,7 +499,21 @@ void DropWaitingFibers() {
     slots.waiting.clear();
     slots.running = 0;
   }
+  for (Fiber* fiber : t_busy) KeepFrozen(fiber);
+  t_busy.clear();
 }
+
+void DropWaitingStartsAndWakeClientWaits() {
+  for (FiberSlots& slots : t_lanes) slots.waiting.clear();
+  // Copied: each fiber woken leaves the list as it returns from its wait.
+  const std::vector<ClientWait> waits = t_client_waits;
+  for (const ClientWait& wait : waits) {
+    auto& poller = asio::use_service<FiberPoller>(asio::query(wait.fiber->executor, asio::execution::context));
+    poller.Wake(wait.fd);
+  }
+}
+
+std::size_t FibersInFlight() { return t_lanes[0].running + t_lanes[1].running; }
 
 void ReturnFiberSlot(FiberLane lane) {
   FiberSlots& slots = Slots(lane);

@@ -66,10 +66,21 @@ bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void(
 // Called on the io thread by a fiber's `then`.
 void ReturnFiberSlot(FiberLane lane);
 // Called on an io thread whose loop has ended for good (the server stopped,
-// its grace period over): the starts still waiting in either lane are
+// its grace periods over): the starts still waiting in either lane are
 // dropped, releasing what they hold while the server is still there, and
-// the counts start again from zero.
+// the counts start again from zero. A fiber still parked then is never
+// resumed; it is kept, with what it holds, until the process ends.
 void DropWaitingFibers();
+
+// For an io thread winding down once the server's grace period is over.
+// The starts waiting for a slot are dropped; the fibers parked in
+// ParkUntilReady (waiting on their clients) are resumed as if the wait had
+// failed (POLLERR), and return as soon as they see it.
+void DropWaitingStartsAndWakeClientWaits();
+// The calling io thread's fibers holding a slot. Once the client waits are
+// woken, these are doing a request's work (an AWS call, blocking work on a
+// worker), which a stop should not cut between two calls.
+std::size_t FibersInFlight();
 
 // True on a fiber: StartFiber runs a body on a worker instead when no stack
 // can be had.

@@ -67,6 +67,8 @@ constexpr std::size_t kIdleBufferLimit = 8 * 1024;
 // A closing connection keeps reading (and discarding) for at most this long,
 // so a client still sending receives our response instead of a reset.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// How often an io thread winding down looks whether its fibers are done.
+constexpr auto kWindDownCheck = std::chrono::milliseconds(10);
 // Accept failures such as EMFILE would otherwise spin the accept loop.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(50);
 
@@ -179,6 +181,7 @@ class Core {
 
   const ServerOptions& options() const { return options_; }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+  bool grace_over() const { return grace_over_.load(std::memory_order_acquire); }
   WorkerPool& workers() { return workers_; }
   // Fibers in flight per io thread: as many AWS calls at once as the workers make.
   std::size_t fiber_bound() const { return std::max<std::size_t>(1, options_.worker_threads / options_.io_threads); }
@@ -199,6 +202,7 @@ class Core {
   void BeginStop();
   void MaybeFinish();
   void StopIo();
+  void WindDown(asio::io_context& context, std::chrono::steady_clock::time_point deadline);
   std::vector<std::shared_ptr<Session>> LiveSessions();
 
   const ServerOptions options_;
@@ -209,6 +213,7 @@ class Core {
   Session* sessions_ = nullptr;  // intrusive list of live sessions
   std::atomic<std::size_t> connections_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> grace_over_{false};
   std::atomic<bool> io_stopped_{false};
   std::uint16_t port_ = 0;
   std::function<void()> on_stopping_;
@@ -484,6 +489,10 @@ bool Session::BodyFitsAFiber() {
 // On this io thread, holding a fiber slot: the handler runs on a fiber that
 // parks where it would block.
 void Session::HandleOnFiber(FiberLane lane) {
+  if (core_.grace_over()) {  // a start posted before the waiting ones were dropped
+    ReturnFiberSlot(lane);
+    return Close();
+  }
   StartFiber(executor(), core_.workers(), [self = shared_from_this()] { self->RunHandler(); },
              [self = shared_from_this(), lane] {
                ReturnFiberSlot(lane);
@@ -744,7 +753,11 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
         stream_.socket().close(ignored);
         body_failed_ = true;
         std::lock_guard lock(body_mu_);
-        SetBodyOutcome(Code::kBadRequest, "Connection lost before the request body");
+        if (core_.grace_over()) {
+          SetBodyOutcome(Code::kUnavailable, "Server is shutting down");
+        } else {
+          SetBodyOutcome(Code::kBadRequest, "Connection lost before the request body");
+        }
         break;
       }
     }
@@ -755,6 +768,12 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
     bool timed_out = false;
     ParkUntilReady(stream_.socket().native_handle(), POLLIN,
                                       std::chrono::steady_clock::now() + core_.options().body_read_timeout, timed_out);
+    if (core_.grace_over()) {
+      body_failed_ = true;
+      std::lock_guard lock(body_mu_);
+      SetBodyOutcome(Code::kUnavailable, "Server is shutting down");
+      break;
+    }
     if (timed_out) {
       body_failed_ = true;
       std::lock_guard lock(body_mu_);
@@ -1111,9 +1130,26 @@ void Core::MaybeFinish() {
   if (stopping() && connections_.load() == 0) StopIo();
 }
 
+// The grace period is over, or no connection is left. A fiber still doing a
+// request's work (an AWS call) gets up to another grace period to finish,
+// so that a write is not cut between two of its calls (a worker's handler
+// runs on as well, joined when the server goes); a fiber waiting on its
+// client is woken to fail, and a request still waiting for a fiber dropped.
+// Each io thread then stops.
 void Core::StopIo() {
-  ioc_.stop();
-  for (const auto& context : more_iocs_) context->stop();
+  grace_over_.store(true, std::memory_order_release);
+  const auto deadline = std::chrono::steady_clock::now() + options_.shutdown_grace;
+  WindDown(ioc_, deadline);
+  for (const auto& context : more_iocs_) WindDown(*context, deadline);
+}
+
+void Core::WindDown(asio::io_context& context, std::chrono::steady_clock::time_point deadline) {
+  asio::post(context, [this, &context, deadline] {
+    DropWaitingStartsAndWakeClientWaits();
+    if (FibersInFlight() == 0 || std::chrono::steady_clock::now() >= deadline) return context.stop();
+    auto again = std::make_shared<asio::steady_timer>(context, kWindDownCheck);
+    again->async_wait([this, &context, deadline, again](const ErrorCode&) { WindDown(context, deadline); });
+  });
 }
 
 }  // namespace

@@ -75,7 +75,11 @@ class Server {
   // Serves until Stop() or SIGTERM/SIGINT. Then stops accepting, lets
   // in-flight requests finish (up to shutdown_grace) and answer with
   // "connection: close", answers 503 to a request already arriving on a
-  // connection kept open, closes idle connections, and returns. on_stopping
+  // connection kept open, closes idle connections, and returns. A handler
+  // still busy when the grace period ends runs on, its answer sent only if
+  // its io thread is still running: on a worker until it returns, on a fiber
+  // for up to another shutdown_grace (then it is never resumed), unless it
+  // waits on its client's body (then its read fails at once). on_stopping
   // runs once, first, on the server's thread.
   void Run(std::function<void()> on_stopping = {});
   // Thread-safe; begins the same graceful shutdown as a signal.

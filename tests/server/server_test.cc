@@ -1064,7 +1064,11 @@ class GatedPeer {
     changed_.notify_all();
     ::shutdown(listener_.fd(), SHUT_RDWR);  // ends the accept
     thread_.join();
+    // Ends the reads of connections a caller still holds (one on a fiber
+    // that a stop left parked); they are closed once their threads end.
+    for (const int connection : connections_) ::shutdown(connection, SHUT_RDWR);
     for (std::thread& answer : answers_) answer.join();
+    for (const int connection : connections_) ::close(connection);
   }
   std::uint16_t port() const { return listener_.port(); }
   int requests() const { return requests_.load(); }
@@ -1081,6 +1085,10 @@ class GatedPeer {
     while (true) {
       const int connection = ::accept(listener_.fd(), nullptr, nullptr);
       if (connection < 0) return;
+      {
+        std::lock_guard lock(mutex_);
+        connections_.push_back(connection);
+      }
       answers_.emplace_back([this, connection] {
         char buffer[4096];
         while (::read(connection, buffer, sizeof(buffer)) > 0) {  // a request per read, enough here
@@ -1092,7 +1100,6 @@ class GatedPeer {
           const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
           if (::write(connection, answer.data(), answer.size()) < 0) break;
         }
-        ::close(connection);
       });
     }
   }
@@ -1103,6 +1110,7 @@ class GatedPeer {
   bool released_ = false;
   bool stopping_ = false;
   std::atomic<int> requests_{0};
+  std::vector<int> connections_;  // guarded by mutex_; closed once their threads end
   std::thread thread_;
   std::vector<std::thread> answers_;
 };
@@ -1238,6 +1246,52 @@ TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
     EXPECT_EQ(answer->body, "ok");
   }
   EXPECT_EQ(peer.requests(), 6);
+}
+
+TEST(ServerFiberTest, AnAwsCallOnAFiberRunsOnPastTheGracePeriod) {
+  GatedPeer peer;
+  net::HttpClient client;
+  const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
+  std::promise<std::string> call_outcome;
+  ServerOptions options = FiberOptions();
+  options.shutdown_grace = 3s;
+  TestServer server(options, [&](http::Request&) {
+    // As an upload's DynamoDB write after its S3 one: cut here, it would
+    // leave an object no record points to.
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    call_outcome.set_value(answer.ok() ? answer->body : answer.status().ToString());
+    return TextResponse(200, "done");
+  });
+  Client one(server.port());
+  ASSERT_TRUE(one.Send(Get("/write")));
+  ASSERT_TRUE(Eventually([&] { return peer.requests() == 1; }));
+  server.Stop();
+  std::this_thread::sleep_for(3300ms);  // past the grace period, well within the second
+  EXPECT_FALSE(server.RunReturnsWithin(0ms)) << "the call in flight was cut";
+  peer.Release();
+  auto outcome = call_outcome.get_future();
+  ASSERT_EQ(outcome.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(outcome.get(), "ok");
+  EXPECT_TRUE(server.RunReturnsWithin(5s));
+}
+
+TEST(ServerFiberTest, AFibersWorkPastTheGraceIsBoundedByASecondOne) {
+  GatedPeer silent;  // never released
+  net::HttpClient client;
+  const net::Endpoint endpoint{"http", "127.0.0.1", silent.port()};
+  ServerOptions options = FiberOptions();
+  options.shutdown_grace = 1s;
+  TestServer server(options, [&](http::Request&) {
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    return TextResponse(200, answer.ok() ? "answered" : "failed");
+  });
+  Client one(server.port());
+  ASSERT_TRUE(one.Send(Get("/stuck")));
+  ASSERT_TRUE(Eventually([&] { return silent.requests() == 1; }));
+  const auto stop = Clock::now();
+  server.Stop();
+  ASSERT_TRUE(server.RunReturnsWithin(8s));
+  EXPECT_GE(Clock::now() - stop, 1900ms);
 }
 
 // Every request on a fiber, bodies included (within max_fiber_body_bytes).
@@ -1379,6 +1433,28 @@ TEST(ServerFiberTest, SlowBodiesDoNotTakeTheFibersOfRequestsWithoutOne) {
     ASSERT_TRUE(answer);
     EXPECT_EQ(answer->body, body);
   }
+}
+
+TEST(ServerFiberTest, AFiberWaitingOnItsClientsBodyFailsWhenTheGraceEnds) {
+  ServerOptions options = BodyFiberOptions();
+  options.shutdown_grace = 1s;
+  options.body_read_timeout = 30s;
+  std::promise<Status> read_outcome;
+  std::atomic<int> started{0};
+  TestServer server(options, [&](http::Request& request) {
+    ++started;
+    auto body = http::ReadAll(*request.body, 1024);
+    read_outcome.set_value(body.status());
+    return TextResponse(200, "unexpected");
+  });
+  Client stalled(server.port());
+  ASSERT_TRUE(stalled.Send(PostHead(10) + "half"));
+  ASSERT_TRUE(Eventually([&] { return started == 1; }));
+  server.Stop();
+  ASSERT_TRUE(server.RunReturnsWithin(5s));
+  auto outcome = read_outcome.get_future();
+  ASSERT_EQ(outcome.wait_for(1s), std::future_status::ready) << "the fiber was left parked";
+  EXPECT_EQ(outcome.get().code(), Code::kUnavailable);
 }
 
 TEST(ServerFiberTest, AFiberSendsContinueAtItsFirstBodyRead) {
