@@ -742,6 +742,11 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
     if (body_error_ != Code::kOk) return Status(body_error_, body_error_message_);
     if (body_done_) return std::size_t{0};
   }
+  const auto fail = [this](Code code, const char* message) {
+    body_failed_ = true;
+    std::lock_guard lock(body_mu_);
+    SetBodyOutcome(code, message);
+  };
   body_out_ = out;
   body_got_ = 0;
   for (;;) {
@@ -751,12 +756,10 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
         // Part of the interim response may have gone: no response can follow it.
         ErrorCode ignored;
         stream_.socket().close(ignored);
-        body_failed_ = true;
-        std::lock_guard lock(body_mu_);
         if (core_.grace_over()) {
-          SetBodyOutcome(Code::kUnavailable, "Server is shutting down");
+          fail(Code::kUnavailable, "Server is shutting down");
         } else {
-          SetBodyOutcome(Code::kBadRequest, "Connection lost before the request body");
+          fail(Code::kBadRequest, "Connection lost before the request body");
         }
         break;
       }
@@ -767,17 +770,13 @@ StatusOr<std::size_t> Session::ReadOnFiber(std::span<std::byte> out) {
     }
     bool timed_out = false;
     ParkUntilReady(stream_.socket().native_handle(), POLLIN,
-                                      std::chrono::steady_clock::now() + core_.options().body_read_timeout, timed_out);
+                   std::chrono::steady_clock::now() + core_.options().body_read_timeout, timed_out);
     if (core_.grace_over()) {
-      body_failed_ = true;
-      std::lock_guard lock(body_mu_);
-      SetBodyOutcome(Code::kUnavailable, "Server is shutting down");
+      fail(Code::kUnavailable, "Server is shutting down");
       break;
     }
     if (timed_out) {
-      body_failed_ = true;
-      std::lock_guard lock(body_mu_);
-      SetBodyOutcome(Code::kRequestTimeout, "Timed out reading the request body");
+      fail(Code::kRequestTimeout, "Timed out reading the request body");
       break;
     }
   }
