@@ -183,8 +183,12 @@ class Core {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   bool grace_over() const { return grace_over_.load(std::memory_order_acquire); }
   WorkerPool& workers() { return workers_; }
-  // Fibers in flight per io thread: as many AWS calls at once as the workers make.
-  std::size_t fiber_bound() const { return std::max<std::size_t>(1, options_.worker_threads / options_.io_threads); }
+  // A lane's bound on each io thread.
+  std::size_t fiber_bound(FiberLane lane) const {
+    const std::size_t total =
+        lane == FiberLane::kBodiless ? options_.max_fibers_without_body : options_.max_fibers_with_body;
+    return std::max<std::size_t>(1, total / options_.io_threads);
+  }
   http::Response Handle(http::Request& request);
   http::Response ErrorResponse(int status, std::string_view detail);
 
@@ -463,7 +467,7 @@ void Session::OnHeader(const ErrorCode& ec) {
   const auto& on_fiber = core_.options().answer_on_fiber;
   if (on_fiber && BodyFitsAFiber() && on_fiber(message.method_string(), message.target())) {
     const FiberLane lane = parser_->is_done() ? FiberLane::kBodiless : FiberLane::kWithBody;
-    const bool now = TakeFiberSlotOrQueue(lane, core_.fiber_bound(), [self = shared_from_this(), lane] {
+    const bool now = TakeFiberSlotOrQueue(lane, core_.fiber_bound(lane), [self = shared_from_this(), lane] {
       Session& session = *self;
       asio::post(session.executor(), [self = std::move(self), lane] { self->HandleOnFiber(lane); });
     });

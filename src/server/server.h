@@ -43,15 +43,22 @@ struct ServerOptions {
   // wait). Unset: every request goes to the workers.
   std::function<bool(std::string_view method, std::string_view target)> answer_inline;
   // Requests for which this returns true (and answer_inline false) are
-  // handled on fibers of the io thread (fiber.h), at most worker_threads /
-  // io_threads at once per io thread, when they have no body or one of a
-  // declared length of at most max_fiber_body_bytes: for handlers whose waits
-  // are net::HttpClient calls, such as the AWS stores'. A body read on a fiber
-  // parks it until more of the body arrives. Larger and chunked bodies go to
-  // the workers: the handler's work on them (parsing, hashing, copying) would
-  // hold the io thread, and the connections it serves, meanwhile.
+  // handled on fibers of the io thread (fiber.h) when they have no body or
+  // one of a declared length of at most max_fiber_body_bytes: for handlers
+  // whose waits are net::HttpClient calls, such as the AWS stores'. A body
+  // read on a fiber parks it until more of the body arrives. Larger and
+  // chunked bodies go to the workers: the handler's work on them (parsing,
+  // hashing, copying) would hold the io thread, and the connections it
+  // serves, meanwhile.
   std::function<bool(std::string_view method, std::string_view target)> answer_on_fiber;
   std::uint64_t max_fiber_body_bytes = 1024 * 1024;
+  // Fibers in flight at once, over all io threads (each gets its share), the
+  // rest queued. A request without a body holds little but a parked stack
+  // and its peer's connection, so the bound can be far above the workers':
+  // while a remote store takes milliseconds per call, it is what caps the
+  // requests per second. One with a body holds what has arrived of it.
+  std::size_t max_fibers_without_body = 256;
+  std::size_t max_fibers_with_body = 32;
 };
 
 // Runs on a worker thread, an io thread or a fiber (see the options); must not throw.

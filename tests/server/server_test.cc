@@ -1128,6 +1128,8 @@ ServerOptions FiberOptions() {
   ServerOptions options = FastOptions();
   options.io_threads = 1;
   options.worker_threads = 1;
+  options.max_fibers_without_body = 1;
+  options.max_fibers_with_body = 1;
   options.answer_on_fiber = [](std::string_view method, std::string_view) { return method == "GET"; };
   return options;
 }
@@ -1139,7 +1141,8 @@ TEST(ServerFiberTest, RequestsWaitingOnThePeerShareOneIoThread) {
   std::mutex threads_mutex;
   std::set<std::thread::id> threads;  // that ran the handlers calling the peer
   ServerOptions options = FiberOptions();
-  options.worker_threads = 8;  // the bound of fibers; on workers, four calls would take four threads
+  options.worker_threads = 8;  // on workers, four calls would take four threads
+  options.max_fibers_without_body = 8;
   TestServer server(options, [&](http::Request& request) {
     if (request.path == "/fast") return TextResponse(200, "fast");
     {
@@ -1175,7 +1178,8 @@ TEST(ServerFiberTest, BlockingWorkRunsOffTheIoThread) {
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   ServerOptions options = FiberOptions();
-  options.worker_threads = 4;  // fibers for the three requests; workers for the blocking work
+  options.max_fibers_without_body = 4;  // for the three requests
+  options.worker_threads = 4;           // for the blocking work
   TestServer server(options, [&](http::Request& request) {
     if (request.path == "/fast") return TextResponse(200, "fast");
     // As a token's fetch holds its lock across the call: were the work run
@@ -1226,7 +1230,7 @@ TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
   net::HttpClient client;
   const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
   ServerOptions options = FiberOptions();
-  options.worker_threads = 2;  // the bound: 2 fibers on the one io thread
+  options.max_fibers_without_body = 2;  // on the one io thread; one worker
   TestServer server(options, [&](http::Request&) {
     const auto answer = client.Send(endpoint, net::ClientRequest{});
     return TextResponse(200, answer.ok() ? answer->body : "failed");
@@ -1327,7 +1331,8 @@ struct HandlerThreads {
 TEST(ServerFiberTest, BodyReadsParkTheirFibersAndShareOneIoThread) {
   HandlerThreads threads;
   ServerOptions options = BodyFiberOptions();
-  options.worker_threads = 8;  // the bound of fibers; on workers, four waiting reads would take four threads
+  options.worker_threads = 8;  // on workers, four waiting reads would take four threads
+  options.max_fibers_with_body = 8;
   const Handler echo = EchoBody();
   TestServer server(options, [&](http::Request& request) {
     threads.Record();
