@@ -24,9 +24,12 @@ StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment
   IMGSVC_ASSIGN_OR_RETURN(backend.region, aws::ResolveRegion(env));
   net::HttpClientOptions http_options = net::ProxyOptionsFromEnvironment(env);
   http_options.ca_file = env("AWS_CA_BUNDLE").value_or("");
-  // Every worker may be in an AWS call at once; fewer idle slots than that
-  // would close and reopen connections at steady state.
-  http_options.max_idle_per_endpoint = static_cast<std::size_t>(config.workers);
+  // Every worker, and every fiber of either lane (serve.cc), may be in an
+  // AWS call at once; fewer idle slots than that would close and reopen
+  // connections at steady state.
+  int calls_at_once = config.workers;
+  if (config.aws_requests == "fibers") calls_at_once += config.aws_concurrency + config.workers;
+  http_options.max_idle_per_endpoint = static_cast<std::size_t>(calls_at_once);
   backend.http = std::make_shared<net::HttpClient>(std::move(http_options));
   // The container and instance metadata endpoints are link-local: never
   // through HTTPS_PROXY/HTTP_PROXY, whatever NO_PROXY says.

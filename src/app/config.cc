@@ -140,6 +140,10 @@ void VisitSettings(Config& c, SettingVisitor& v) {
            "AWS backend: requests (bodies up to 1 MiB) on fibers of the io threads, parked while AWS answers "
            "or the body arrives, or on the workers",
            c.aws_requests, {"fibers", "workers"});
+  v.Int("--aws-concurrency", "IMGSVC_AWS_CONCURRENCY",
+        "AWS backend on fibers: requests without a body handled at once (the rest wait); each waits on AWS "
+        "for milliseconds, so this, not the CPU, bounds the requests per second",
+        c.aws_concurrency, 1, 65536);
 }
 
 Status ReadSettingsFromEnvironment(Config& config) {

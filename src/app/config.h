@@ -44,6 +44,7 @@ struct Config {
   int io_threads = 1;
   int workers = 32;
   std::string aws_requests = "fibers";  // where AWS-backed requests run: fibers or workers
+  int aws_concurrency = 256;  // AWS requests without a body on fibers at once
 
   core::AuthMode mode() const {
     return auth_mode == "per-user" ? core::AuthMode::kPerUser : core::AuthMode::kShared;

@@ -69,6 +69,10 @@ int Serve(const Config& config) {
     };
     if (config.aws_requests == "fibers") {
       options.answer_on_fiber = [](std::string_view, std::string_view) { return true; };
+      // An upload holds up to the body bound in memory: as many as the
+      // workers, as when they ran there.
+      options.max_fibers_without_body = static_cast<std::size_t>(config.aws_concurrency);
+      options.max_fibers_with_body = static_cast<std::size_t>(config.workers);
       options.max_fiber_body_bytes =
           std::min(core::StreamHasher::kInlineBytes, storage::S3BlobStore::kUnreservedUploadBytes);
     }

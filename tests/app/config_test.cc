@@ -60,7 +60,7 @@ TEST(SettingsTest, EachFlagHasTheEnvironmentVariableOfItsName) {
   Config config;
   Recorder recorder;
   VisitSettings(config, recorder);
-  ASSERT_EQ(recorder.settings.size(), 25u);
+  ASSERT_EQ(recorder.settings.size(), 26u);
   std::set<std::string> flags;
   for (const auto& [flag, env] : recorder.settings) {
     ASSERT_TRUE(flag.starts_with("--")) << flag;

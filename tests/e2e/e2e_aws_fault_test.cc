@@ -3,10 +3,13 @@
 // the SDKs' three attempts and give a 503 with Retry-After beyond them; a
 // dependency that stops gives a clear 503 and the service recovers when it is
 // back; and a record write that fails after the bytes were stored leaves no
-// object behind. Skipped unless IMGSVC_E2E_BACKEND=aws.
+// object behind; and with DynamoDB holding its answers, --aws-concurrency
+// (not --workers) bounds the requests waiting on it. Skipped unless
+// IMGSVC_E2E_BACKEND=aws.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -297,6 +300,77 @@ TEST_F(AwsFaultOutageTest, StoppedS3Is503LeavesNoRecordAndTheServiceRecovers) {
   EXPECT_THAT(ListAllIds(server(), "user_id=" + user, KeyFor(user)), ElementsAre(Str(record, "image_id")));
   EXPECT_THAT(StoredKeys(user), ElementsAre("images/" + user + "/" + Str(record, "image_id") + ".png"));
   EXPECT_EQ(PollReady(server(), 200).status, 200);
+}
+
+// How many requests wait on AWS at once: --aws-concurrency, not --workers.
+class AwsConcurrencyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!AwsBackend()) GTEST_SKIP() << "runs on the AWS backend (IMGSVC_E2E_BACKEND=aws)";
+    const Status reset = testing::ResetFaults();
+    ASSERT_TRUE(reset.ok()) << reset.ToString();
+  }
+  void TearDown() override {
+    if (AwsBackend()) {
+      const Status reset = testing::ResetFaults();
+      EXPECT_TRUE(reset.ok()) << reset.ToString();
+    }
+  }
+
+  // Sends `gets` GETs of one image at once while DynamoDB holds every
+  // GetItem, and returns how many GetItems reached it before the release.
+  // All the GETs must then succeed.
+  static int GetItemsWaitingAtOnce(const std::vector<std::string>& server_args, int gets) {
+    auto server = TestServer::Start(server_args);
+    if (server == nullptr) return -1;
+    const std::string user = UniqueUser("concurrency");
+    const boost::json::object record = UploadOne(*server, user);
+    if (record.empty()) return -1;
+    const std::string target = "/api/v1/images/" + Str(record, "image_id");
+    // The token is fetched and cached, the AWS connections opened.
+    EXPECT_EQ(Get(*server, target, KeyFor(user)).status, 200);
+    const int before = Requests("dynamodb", "GetItem");
+    Inject("dynamodb", AwsFault::kHold, gets, "GetItem");
+
+    std::vector<int> statuses(static_cast<std::size_t>(gets));
+    std::atomic<int> answered{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < gets; ++i) {
+      clients.emplace_back([&, i] {
+        statuses[static_cast<std::size_t>(i)] = Get(*server, target, KeyFor(user)).status;
+        ++answered;
+      });
+    }
+    // Held until no more arrive for half a second (or all have).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    const auto arrived = [&] { return Requests("dynamodb", "GetItem") - before; };
+    int held = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const int now_held = arrived();
+      if (now_held == gets || (now_held > 0 && now_held == held)) {
+        held = now_held;
+        break;
+      }
+      held = now_held;
+      std::this_thread::sleep_for(std::chrono::milliseconds(held > 0 ? 500 : 20));
+    }
+    // Those queued behind the bound are held in turn as they arrive.
+    while (answered < gets && std::chrono::steady_clock::now() < deadline) {
+      EXPECT_TRUE(testing::ReleaseHeld().ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (std::thread& client : clients) client.join();
+    EXPECT_THAT(statuses, ::testing::Each(200));
+    return held;
+  }
+};
+
+TEST_F(AwsConcurrencyTest, RequestsWaitingOnAwsAreBoundedByTheSetting) {
+  EXPECT_EQ(GetItemsWaitingAtOnce({"--aws-concurrency", "2", "--io-threads", "1"}, 5), 2);
+}
+
+TEST_F(AwsConcurrencyTest, TheBoundIsNotTheWorkers) {
+  EXPECT_EQ(GetItemsWaitingAtOnce({"--workers", "2", "--io-threads", "1"}, 6), 6);
 }
 
 }  // namespace aws_fault_test

@@ -111,6 +111,7 @@ std::string_view FaultName(AwsFault fault) {
     case AwsFault::kError500: return "error500";
     case AwsFault::kClose: return "close";
     case AwsFault::kLoseAnswer: return "lose_answer";
+    case AwsFault::kHold: return "hold";
   }
   return "?";
 }
@@ -141,6 +142,8 @@ Status StopService(std::string_view service) {
 Status StartService(std::string_view service) {
   return local_aws_detail::Control("POST", "/start", {{"service", service}}).status();
 }
+
+Status ReleaseHeld() { return local_aws_detail::Control("POST", "/release").status(); }
 
 Status ResetFaults() { return local_aws_detail::Control("POST", "/reset").status(); }
 

@@ -51,8 +51,10 @@ StatusOr<LocalAws> StartLocalAws();
 //  - kClose: the connection is dropped without an answer.
 // kClose drops the connection unanswered, the request unseen by the
 // emulator; kLoseAnswer (DynamoDB only) lets the emulator act on the request
-// and then drops the connection, as when an answer is lost in transit.
-enum class AwsFault { kThrottle, kError500, kClose, kLoseAnswer };
+// and then drops the connection, as when an answer is lost in transit;
+// kHold (DynamoDB only) keeps the request, unanswered, until ReleaseHeld,
+// as a slow call does.
+enum class AwsFault { kThrottle, kError500, kClose, kLoseAnswer, kHold };
 
 // The functions below act on the peers StartLocalAws() runs (starting them if
 // needed). `service` is "s3", "dynamodb" or "secretsmanager"; `operation` is
@@ -68,7 +70,9 @@ Status InjectFault(std::string_view service, AwsFault fault, int count, std::str
 // connecting is refused, until StartService (the same port again).
 Status StopService(std::string_view service);
 Status StartService(std::string_view service);
-// Drops pending faults, zeroes the counts and restarts stopped services, so a
+// The DynamoDB requests held by kHold go on to the emulator.
+Status ReleaseHeld();
+// Drops pending faults, releases held requests, zeroes the counts and restarts stopped services, so a
 // failed test leaves nothing behind for the next one.
 Status ResetFaults();
 // Requests the service's front received for `operation` since the last reset

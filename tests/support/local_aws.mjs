@@ -326,7 +326,9 @@ function sendJsonAuthFailure(res, contentType, failure) {
 // Faults and counts --------------------------------------------------------------
 
 const SERVICES = ['s3', 'dynamodb', 'secretsmanager'];
-const FAULT_KINDS = ['throttle', 'error500', 'close', 'lose_answer'];
+const FAULT_KINDS = ['throttle', 'error500', 'close', 'lose_answer', 'hold'];
+// Kinds only the DynamoDB front takes.
+const DYNAMODB_ONLY_FAULTS = ['lose_answer', 'hold'];
 const PASS = 'pass';
 
 // service -> Map(operation, '' for any -> fault kinds still to answer, in
@@ -334,6 +336,14 @@ const PASS = 'pass';
 const pendingFaults = new Map(SERVICES.map((service) => [service, new Map()]));
 // service -> Map(operation -> requests that reached the front)
 const requestCounts = new Map(SERVICES.map((service) => [service, new Map()]));
+// DynamoDB requests held by a 'hold' fault: each sends its request on when called.
+let heldRequests = [];
+
+function releaseHeldRequests() {
+  const held = heldRequests;
+  heldRequests = [];
+  for (const sendOn of held) sendOn();
+}
 
 function countRequest(service, operation) {
   const counts = requestCounts.get(service);
@@ -607,6 +617,10 @@ function dynamoDbFront(upstreamPort) {
         loseAnswer(req, upstreamPort, body);
         return;
       }
+      if (fault === 'hold') {
+        heldRequests.push(() => openUpstream(req, res, upstreamPort).end(body));
+        return;
+      }
       if (fault !== null) {
         answerFault('dynamodb', fault, req, res);
         return;
@@ -831,12 +845,15 @@ function secretsManager({ checkSignatures }) {
 //        `service` (of `operation` only, when given: an X-Amz-Target suffix
 //        like "PutItem", or an S3 name like "PutObject") that pass the
 //        signature check are answered with `kind` instead: throttle,
-//        error500, close (the connection, without an answer), or lose_answer
-//        (DynamoDB: the emulator gets the request, the client not its answer);
+//        error500, close (the connection, without an answer), lose_answer
+//        (DynamoDB: the emulator gets the request, the client not its answer),
+//        or hold (DynamoDB: the request waits, unanswered, for POST /release);
+//   POST /release   the DynamoDB requests held go on to the emulator;
 //   POST /stop {"service"}   its front stops listening and drops every open
 //        connection, so connects are refused;
 //   POST /start {"service"}  it listens again on the same port;
-//   POST /reset   no pending fault, counts back to zero, everything listening;
+//   POST /reset   no pending fault, held requests released, counts back to
+//        zero, everything listening;
 //   GET  /count?service=s3&operation=PutObject  {"count": requests seen by
 //        the front since the last reset; every operation when none is named}.
 
@@ -879,6 +896,9 @@ const CONTROL_OPERATIONS = {
     if (!FAULT_KINDS.includes(input.kind)) {
       throw new ControlError(`kind must be one of ${FAULT_KINDS.join(', ')}, not ${JSON.stringify(input.kind)}`);
     }
+    if (DYNAMODB_ONLY_FAULTS.includes(input.kind) && service !== 'dynamodb') {
+      throw new ControlError(`only the dynamodb front takes ${input.kind}`);
+    }
     if (!Number.isInteger(input.count) || input.count < 1) throw new ControlError('count must be a positive integer');
     const after = input.after ?? 0;
     if (!Number.isInteger(after) || after < 0) throw new ControlError('after must be a non-negative integer');
@@ -899,8 +919,13 @@ const CONTROL_OPERATIONS = {
     await startFront(fronts.get(serviceFrom(input)));
     return {};
   },
+  'POST /release'() {
+    releaseHeldRequests();
+    return {};
+  },
   async 'POST /reset'() {
     for (const queues of pendingFaults.values()) queues.clear();
+    releaseHeldRequests();
     for (const counts of requestCounts.values()) counts.clear();
     for (const front of fronts.values()) await startFront(front);
     return {};
