@@ -57,7 +57,9 @@ const rounds = (l) => (l.round_ratios?.length > 1 ? `; rounds ${l.round_ratios.m
 const targets = [];
 const target = (what, value, ok) => targets.push(`| ${what} | ${value} | ${mark(ok)} |`);
 const get = at64('embedded', 'get_one');
-if (get) target('embedded GET one ≥ 60% of nginx, p99 < 5 ms (64 conns)', `${fixed(get.ratio_to_nginx, 3)}, p99 ${fixed(get.imgsvc_p99_ms)} ms${rounds(get)}`,
+// nginx's p99 in the same round shows what the machine allows.
+if (get) target('embedded GET one ≥ 60% of nginx, p99 < 5 ms (64 conns)',
+                `${fixed(get.ratio_to_nginx, 3)}, p99 ${fixed(get.imgsvc_p99_ms)} ms (nginx's ${fixed(get.nginx_p99_ms)} ms)${rounds(get)}`,
                 get.ratio_to_nginx >= 0.6 && get.imgsvc_p99_ms < 5);
 const list = at64('embedded', 'list_20');
 if (list) target('embedded list-20 ≥ 30% of nginx', `${fixed(list.ratio_to_nginx, 3)}${rounds(list)}`, list.ratio_to_nginx >= 0.3);
