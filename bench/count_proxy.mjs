@@ -5,7 +5,11 @@
 // reading the client's stream as HTTP/1.1 (request line, headers, then a
 // Content-Length body skipped; imgsvc sends no chunked request).
 //
-// Usage: node bench/count_proxy.mjs NAME=UPSTREAM_URL ...
+// With --delay-ms=N first, each chunk of a peer's answer is held N ms
+// before it goes on, as the network to a remote AWS region would hold it
+// (bench/aws_latency.sh).
+//
+// Usage: node bench/count_proxy.mjs [--delay-ms=N] NAME=UPSTREAM_URL ...
 // Prints one JSON line, {"NAME": "http://127.0.0.1:PORT", ..., "stats": URL};
 // GET on the stats URL answers the counts so far:
 // {"NAME": {"connections": n, "requests": n, "unframed": n, "operations": {"GetItem": n}}, ...}
@@ -73,7 +77,7 @@ class RequestCounter {
   }
 }
 
-function startProxy(name, upstream, stats) {
+function startProxy(name, upstream, stats, delayMs) {
   const counts = { connections: 0, requests: 0, unframed: 0, operations: {} };
   stats[name] = counts;
   const server = net.createServer((client) => {
@@ -84,11 +88,16 @@ function startProxy(name, upstream, stats) {
     upstreamSocket.setNoDelay(true);
     client.on('data', (chunk) => counter.feed(chunk));
     client.pipe(upstreamSocket);
-    upstreamSocket.pipe(client);
+    if (delayMs > 0) {
+      // Chunks keep their order: each is held the same time.
+      upstreamSocket.on('data', (chunk) => setTimeout(() => client.write(chunk), delayMs));
+    } else {
+      upstreamSocket.pipe(client);
+    }
     client.on('error', () => upstreamSocket.destroy());
     upstreamSocket.on('error', () => client.destroy());
     client.on('close', () => upstreamSocket.destroy());
-    upstreamSocket.on('close', () => client.destroy());
+    upstreamSocket.on('close', () => setTimeout(() => client.destroy(), delayMs));
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -98,13 +107,19 @@ function startProxy(name, upstream, stats) {
 
 const stats = {};
 const urls = {};
+let delayMs = 0;
 for (const argument of process.argv.slice(2)) {
+  const delay = /^--delay-ms=(\d+)$/.exec(argument);
+  if (delay) {
+    delayMs = Number(delay[1]);
+    continue;
+  }
   const eq = argument.indexOf('=');
-  if (eq <= 0) {
-    process.stderr.write(`usage: node bench/count_proxy.mjs NAME=UPSTREAM_URL ...\n`);
+  if (eq <= 0 || argument.startsWith('-')) {
+    process.stderr.write(`usage: node bench/count_proxy.mjs [--delay-ms=N] NAME=UPSTREAM_URL ...\n`);
     process.exit(2);
   }
-  urls[argument.slice(0, eq)] = await startProxy(argument.slice(0, eq), new URL(argument.slice(eq + 1)), stats);
+  urls[argument.slice(0, eq)] = await startProxy(argument.slice(0, eq), new URL(argument.slice(eq + 1)), stats, delayMs);
 }
 
 const statsServer = http.createServer((req, res) => {
