@@ -143,7 +143,7 @@ void VisitSettings(Config& c, SettingVisitor& v) {
   v.Int("--aws-concurrency", "IMGSVC_AWS_CONCURRENCY",
         "AWS backend on fibers: requests without a body handled at once (the rest wait); each waits on AWS "
         "for milliseconds, so this, not the CPU, bounds the requests per second",
-        c.aws_concurrency, 1, 65536);
+        c.aws_concurrency, 1, 4096);
 }
 
 Status ReadSettingsFromEnvironment(Config& config) {

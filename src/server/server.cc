@@ -77,6 +77,10 @@ constexpr std::string_view kHeadEnd = "\r\n";
 constexpr std::string_view kHeadEndKeepAlive = "connection: keep-alive\r\n\r\n";
 constexpr std::string_view kHeadEndClose = "connection: close\r\n\r\n";
 
+// Which io thread this is (0 runs on the server's thread), for its share of
+// the fiber lanes' bounds.
+thread_local std::size_t t_io_thread_index = 0;
+
 // "date: <IMF-fixdate>\r\n", formatted at most once a second per thread.
 // The calendar comes from <chrono>, not gmtime_r: glibc loads the time zone
 // (/etc/localtime, seven syscalls) at its first call even to convert to UTC,
@@ -183,11 +187,13 @@ class Core {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   bool grace_over() const { return grace_over_.load(std::memory_order_acquire); }
   WorkerPool& workers() { return workers_; }
-  // A lane's bound on each io thread.
+  // A lane's share of its bound on the calling io thread: the total split
+  // as evenly as whole numbers allow, at least one each.
   std::size_t fiber_bound(FiberLane lane) const {
     const std::size_t total =
         lane == FiberLane::kBodiless ? options_.max_fibers_without_body : options_.max_fibers_with_body;
-    return std::max<std::size_t>(1, total / options_.io_threads);
+    const std::size_t share = total / options_.io_threads + (t_io_thread_index < total % options_.io_threads ? 1 : 0);
+    return std::max<std::size_t>(1, share);
   }
   http::Response Handle(http::Request& request);
   http::Response ErrorResponse(int status, std::string_view detail);
@@ -1063,15 +1069,16 @@ void Core::Run(std::function<void()> on_stopping) {
 
   // Requests still waiting for a fiber when the loop ends are dropped there,
   // on their own thread, while this Core is still alive.
-  const auto run_io = [](asio::io_context& context) {
+  const auto run_io = [](asio::io_context& context, std::size_t index) {
+    t_io_thread_index = index;
     context.run();
     DropWaitingFibers();
   };
   std::vector<std::thread> extra_io_threads;
-  for (const auto& context : more_iocs_) {
-    extra_io_threads.emplace_back([&run_io, &context = *context] { run_io(context); });
+  for (std::size_t i = 0; i < more_iocs_.size(); ++i) {
+    extra_io_threads.emplace_back([&run_io, &context = *more_iocs_[i], i] { run_io(context, i + 1); });
   }
-  run_io(ioc_);
+  run_io(ioc_, 0);
   for (auto& thread : extra_io_threads) thread.join();
 
   // Whatever is left outlived the grace period.

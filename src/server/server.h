@@ -52,8 +52,8 @@ struct ServerOptions {
   // serves, meanwhile.
   std::function<bool(std::string_view method, std::string_view target)> answer_on_fiber;
   std::uint64_t max_fiber_body_bytes = 1024 * 1024;
-  // Fibers in flight at once, over all io threads (each gets its share), the
-  // rest queued. A request without a body holds little but a parked stack
+  // Fibers in flight at once, over all io threads (each gets its share, at
+  // least one), the rest queued. A request without a body holds little but a parked stack
   // and its peer's connection, so the bound can be far above the workers':
   // while a remote store takes milliseconds per call, it is what caps the
   // requests per second. One with a body holds what has arrived of it.

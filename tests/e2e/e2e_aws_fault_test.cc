@@ -318,9 +318,11 @@ class AwsConcurrencyTest : public ::testing::Test {
   }
 
   // Sends `gets` GETs of one image at once while DynamoDB holds every
-  // GetItem, and returns how many GetItems reached it before the release.
-  // All the GETs must then succeed.
-  static int GetItemsWaitingAtOnce(const std::vector<std::string>& server_args, int gets) {
+  // GetItem, and returns how many GetItems reached it before the release:
+  // once `expected` have (or 20 s passed), and 300 ms later. All the GETs
+  // must then succeed.
+  static int GetItemsWaitingAtOnce(std::vector<std::string> server_args, int gets, int expected) {
+    server_args.insert(server_args.end(), {"--aws-requests", "fibers"});
     auto server = TestServer::Start(server_args);
     if (server == nullptr) return -1;
     const std::string user = UniqueUser("concurrency");
@@ -341,19 +343,13 @@ class AwsConcurrencyTest : public ::testing::Test {
         ++answered;
       });
     }
-    // Held until no more arrive for half a second (or all have).
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     const auto arrived = [&] { return Requests("dynamodb", "GetItem") - before; };
-    int held = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const int now_held = arrived();
-      if (now_held == gets || (now_held > 0 && now_held == held)) {
-        held = now_held;
-        break;
-      }
-      held = now_held;
-      std::this_thread::sleep_for(std::chrono::milliseconds(held > 0 ? 500 : 20));
+    while (arrived() < expected && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // for more, were the bound not kept
+    const int held = arrived();
     // Those queued behind the bound are held in turn as they arrive.
     while (answered < gets && std::chrono::steady_clock::now() < deadline) {
       EXPECT_TRUE(testing::ReleaseHeld().ok());
@@ -366,11 +362,11 @@ class AwsConcurrencyTest : public ::testing::Test {
 };
 
 TEST_F(AwsConcurrencyTest, RequestsWaitingOnAwsAreBoundedByTheSetting) {
-  EXPECT_EQ(GetItemsWaitingAtOnce({"--aws-concurrency", "2", "--io-threads", "1"}, 5), 2);
+  EXPECT_EQ(GetItemsWaitingAtOnce({"--aws-concurrency", "2", "--io-threads", "1"}, 5, 2), 2);
 }
 
 TEST_F(AwsConcurrencyTest, TheBoundIsNotTheWorkers) {
-  EXPECT_EQ(GetItemsWaitingAtOnce({"--workers", "2", "--io-threads", "1"}, 6), 6);
+  EXPECT_EQ(GetItemsWaitingAtOnce({"--workers", "2", "--io-threads", "1"}, 6, 6), 6);
 }
 
 }  // namespace aws_fault_test

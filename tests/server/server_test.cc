@@ -1252,6 +1252,34 @@ TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
   EXPECT_EQ(peer.requests(), 6);
 }
 
+TEST(ServerFiberTest, ALanesBoundIsSharedOutAmongTheIoThreadsWhole) {
+  GatedPeer peer;
+  net::HttpClient client;
+  const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
+  ServerOptions options = FiberOptions();
+  options.io_threads = 2;
+  options.max_fibers_without_body = 3;  // two on one io thread, one on the other
+  TestServer server(options, [&](http::Request&) {
+    const auto answer = client.Send(endpoint, net::ClientRequest{});
+    return TextResponse(200, answer.ok() ? answer->body : "failed");
+  });
+  // Connections go to the io threads in turn: three each.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(clients.back()->Send(Get("/call")));
+  }
+  ASSERT_TRUE(Eventually([&] { return peer.requests() == 3; }));
+  std::this_thread::sleep_for(200ms);  // time for more to arrive, were the bound not kept
+  EXPECT_EQ(peer.requests(), 3);
+  peer.Release();
+  for (auto& one : clients) {
+    const auto answer = one->ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, "ok");
+  }
+}
+
 TEST(ServerFiberTest, AnAwsCallOnAFiberRunsOnPastTheGracePeriod) {
   GatedPeer peer;
   net::HttpClient client;

@@ -336,13 +336,17 @@ const PASS = 'pass';
 const pendingFaults = new Map(SERVICES.map((service) => [service, new Map()]));
 // service -> Map(operation -> requests that reached the front)
 const requestCounts = new Map(SERVICES.map((service) => [service, new Map()]));
-// DynamoDB requests held by a 'hold' fault: each sends its request on when called.
+// DynamoDB requests held by a 'hold' fault: { res, sendOn }.
 let heldRequests = [];
 
+// Sends the held requests on, but for those whose client has gone: a write
+// must not take effect after its test has given up on it.
 function releaseHeldRequests() {
   const held = heldRequests;
   heldRequests = [];
-  for (const sendOn of held) sendOn();
+  for (const { res, sendOn } of held) {
+    if (!res.destroyed && !res.socket?.destroyed) sendOn();
+  }
 }
 
 function countRequest(service, operation) {
@@ -618,7 +622,7 @@ function dynamoDbFront(upstreamPort) {
         return;
       }
       if (fault === 'hold') {
-        heldRequests.push(() => openUpstream(req, res, upstreamPort).end(body));
+        heldRequests.push({ res, sendOn: () => openUpstream(req, res, upstreamPort).end(body) });
         return;
       }
       if (fault !== null) {
