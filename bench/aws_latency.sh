@@ -56,7 +56,9 @@ start_imgsvc() {  # concurrency -> SVC_PID
 stop_imgsvc() {
   kill "$SVC_PID"
   wait "$SVC_PID" 2>/dev/null || true
-  PIDS=("${PIDS[@]/$SVC_PID/}")  # not to be signalled again at exit
+  local others=() pid
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$SVC_PID" ] || others+=("$pid"); done
+  PIDS=("${others[@]}")  # not to be signalled again at exit, its number maybe reused
 }
 aws_connections() {  # -> connections the proxy has accepted so far, both services
   curl -sf "$(field proxy stats)" | node -e \

@@ -97,7 +97,8 @@ function startProxy(name, upstream, stats, delayMs) {
     client.on('error', () => upstreamSocket.destroy());
     upstreamSocket.on('error', () => client.destroy());
     client.on('close', () => upstreamSocket.destroy());
-    upstreamSocket.on('close', () => setTimeout(() => client.destroy(), delayMs));
+    // Delayed chunks may still be queued: ended, not destroyed, after them.
+    upstreamSocket.on('close', () => setTimeout(() => (delayMs > 0 ? client.end() : client.destroy()), delayMs));
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
