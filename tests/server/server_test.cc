@@ -1225,59 +1225,45 @@ TEST(ServerFiberTest, AWaitOnAFiberKeepsTheCallsDeadline) {
   EXPECT_EQ(answer->body, "deadline_exceeded");
 }
 
-TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
+// Six requests that each call a peer holding its answers: how many reach
+// it at once. All six are answered once it lets them go.
+int CallsAtOnceOfSix(const ServerOptions& options) {
   GatedPeer peer;
   net::HttpClient client;
   const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
-  ServerOptions options = FiberOptions();
-  options.max_fibers_without_body = 2;  // on the one io thread; one worker
   TestServer server(options, [&](http::Request&) {
     const auto answer = client.Send(endpoint, net::ClientRequest{});
     return TextResponse(200, answer.ok() ? answer->body : "failed");
   });
+  // Connections go to the io threads in turn.
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < 6; ++i) {
     clients.push_back(std::make_unique<Client>(server.port()));
-    ASSERT_TRUE(clients.back()->Send(Get("/call")));
+    EXPECT_TRUE(clients.back()->Send(Get("/call")));
   }
-  ASSERT_TRUE(Eventually([&] { return peer.requests() == 2; }));
-  std::this_thread::sleep_for(200ms);  // time for more to arrive, were the bound not kept
-  EXPECT_EQ(peer.requests(), 2);
+  Eventually([&] { return peer.requests() > 0; });
+  std::this_thread::sleep_for(300ms);  // time for more to arrive, were the bound not kept
+  const int at_once = peer.requests();
   peer.Release();
   for (auto& one : clients) {
     const auto answer = one->ReadResponse();
-    ASSERT_TRUE(answer);
-    EXPECT_EQ(answer->body, "ok");
+    EXPECT_TRUE(answer && answer->body == "ok");
   }
   EXPECT_EQ(peer.requests(), 6);
+  return at_once;
+}
+
+TEST(ServerFiberTest, RequestsBeyondTheBoundWaitForAFiber) {
+  ServerOptions options = FiberOptions();
+  options.max_fibers_without_body = 2;  // on the one io thread; one worker
+  EXPECT_EQ(CallsAtOnceOfSix(options), 2);
 }
 
 TEST(ServerFiberTest, ALanesBoundIsSharedOutAmongTheIoThreadsWhole) {
-  GatedPeer peer;
-  net::HttpClient client;
-  const net::Endpoint endpoint{"http", "127.0.0.1", peer.port()};
   ServerOptions options = FiberOptions();
-  options.io_threads = 2;
+  options.io_threads = 2;               // three connections each
   options.max_fibers_without_body = 3;  // two on one io thread, one on the other
-  TestServer server(options, [&](http::Request&) {
-    const auto answer = client.Send(endpoint, net::ClientRequest{});
-    return TextResponse(200, answer.ok() ? answer->body : "failed");
-  });
-  // Connections go to the io threads in turn: three each.
-  std::vector<std::unique_ptr<Client>> clients;
-  for (int i = 0; i < 6; ++i) {
-    clients.push_back(std::make_unique<Client>(server.port()));
-    ASSERT_TRUE(clients.back()->Send(Get("/call")));
-  }
-  ASSERT_TRUE(Eventually([&] { return peer.requests() == 3; }));
-  std::this_thread::sleep_for(200ms);  // time for more to arrive, were the bound not kept
-  EXPECT_EQ(peer.requests(), 3);
-  peer.Release();
-  for (auto& one : clients) {
-    const auto answer = one->ReadResponse();
-    ASSERT_TRUE(answer);
-    EXPECT_EQ(answer->body, "ok");
-  }
+  EXPECT_EQ(CallsAtOnceOfSix(options), 3);
 }
 
 TEST(ServerFiberTest, AnAwsCallOnAFiberRunsOnPastTheGracePeriod) {
