@@ -53,10 +53,11 @@ struct ServerOptions {
   std::function<bool(std::string_view method, std::string_view target)> answer_on_fiber;
   std::uint64_t max_fiber_body_bytes = 1024 * 1024;
   // Fibers in flight at once, over all io threads (each gets its share, at
-  // least one), the rest queued. A request without a body holds little but a parked stack
-  // and its peer's connection, so the bound can be far above the workers':
-  // while a remote store takes milliseconds per call, it is what caps the
-  // requests per second. One with a body holds what has arrived of it.
+  // least one), the rest queued. A request without a body holds little but
+  // a parked stack and its peer's connection, so the bound can be far above
+  // the workers': while a remote store takes milliseconds per call, it is
+  // what caps the requests per second. One with a body holds what has
+  // arrived of it.
   std::size_t max_fibers_without_body = 256;
   std::size_t max_fibers_with_body = 32;
 };
