@@ -28,7 +28,14 @@ std::string PerUserToken(std::string_view master, std::string_view user_id) {
 
 Authenticator::Authenticator(TokenSource& tokens, AuthMode mode, std::chrono::seconds refresh_interval,
                              Clock& clock)
-    : tokens_(tokens), mode_(mode), refresh_interval_(refresh_interval), clock_(clock) {}
+    : tokens_(tokens),
+      mode_(mode),
+      refresh_interval_(std::chrono::duration_cast<std::chrono::microseconds>(refresh_interval).count()),
+      clock_(clock) {}
+
+bool Authenticator::RefreshedWithinInterval(Micros last_refresh, Micros now) const {
+  return last_refresh != kNeverRefreshed && now - last_refresh < refresh_interval_;
+}
 
 bool Authenticator::Matches(std::string_view secret, std::string_view user_id, std::string_view token) const {
   if (mode_ == AuthMode::kShared) return crypto::ConstantTimeEqual(token, secret);
@@ -43,24 +50,35 @@ StatusOr<std::optional<std::string>> Authenticator::Authenticate(std::optional<s
   const std::string_view token = api_key->substr(colon + 1);
   if (token.empty() || !ValidateUserId(user_id, {}).ok()) return InvalidKey();
 
+  // Read before the cached secret, in the order opposite to their writes: if
+  // no refetch is under way now and none is due by the time of a mismatch,
+  // none began after this read either, and one that ended before it left its
+  // secret where Current() finds it. Either way, the mismatch stands.
+  const Micros last_refresh = last_refresh_.load();
+  const bool refreshing = refreshing_.load();
   const StatusOr<std::string> current = tokens_.Current();
   if (!current.ok()) return Unavailable(current.status());
   if (Matches(*current, user_id, token)) return std::optional<std::string>(user_id);
+  if (!refreshing && RefreshedWithinInterval(last_refresh, clock_.Now())) return InvalidKey();
 
   // A mismatch may mean the secret rotated. Refetch at most once per interval;
   // requests that queued behind a refetch compare against its result. The
   // lock is held across the fetch, hence RunBlocking (never on a fiber).
-  const StatusOr<std::string> secret = RunBlocking([&] {
-    std::lock_guard lock(mutex_);
-    const Micros now = clock_.Now();
-    const Micros interval = std::chrono::duration_cast<std::chrono::microseconds>(refresh_interval_).count();
-    const bool refresh_due = !last_refresh_ || now - *last_refresh_ >= interval;
-    if (refresh_due) last_refresh_ = now;
-    return refresh_due ? tokens_.Refresh() : tokens_.Current();
-  });
+  const StatusOr<std::string> secret = RunBlocking([&] { return RefreshOrCurrent(); });
   if (!secret.ok()) return Unavailable(secret.status());
   if (Matches(*secret, user_id, token)) return std::optional<std::string>(user_id);
   return InvalidKey();
+}
+
+StatusOr<std::string> Authenticator::RefreshOrCurrent() {
+  std::lock_guard lock(mutex_);
+  const Micros now = clock_.Now();
+  if (RefreshedWithinInterval(last_refresh_.load(), now)) return tokens_.Current();
+  refreshing_.store(true);
+  last_refresh_.store(now);
+  StatusOr<std::string> secret = tokens_.Refresh();
+  refreshing_.store(false);
+  return secret;
 }
 
 }  // namespace imgsvc::core

@@ -5,9 +5,12 @@
 // hex(HMAC-SHA256(master, U))). Tokens are compared in constant time. On a
 // mismatch the secret is refetched at most once per refresh interval, so a
 // rotation is picked up without a restart and a flood of bad keys cannot
-// hammer the secret's source.
+// hammer the secret's source. Between refetches a mismatch is answered where
+// it arrived: a flood of bad keys costs what good keys do, and does not queue
+// on the threads that run blocking work.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -36,13 +39,22 @@ class Authenticator {
 
  private:
   bool Matches(std::string_view secret, std::string_view user_id, std::string_view token) const;
+  bool RefreshedWithinInterval(Micros last_refresh, Micros now) const;
+  // Refetches unless one began within the interval; then the cached secret.
+  StatusOr<std::string> RefreshOrCurrent();
+
+  static constexpr Micros kNeverRefreshed = -1;
 
   TokenSource& tokens_;
   AuthMode mode_;
-  std::chrono::seconds refresh_interval_;
+  Micros refresh_interval_;
   Clock& clock_;
-  std::mutex mutex_;
-  std::optional<Micros> last_refresh_;
+  std::mutex mutex_;  // held by the one refetch under way, and by those waiting for it
+  // When the last refetch began, and whether it is still under way: written
+  // under mutex_, refreshing_ first; read without it, last_refresh_ first
+  // (auth.cc says why).
+  std::atomic<Micros> last_refresh_{kNeverRefreshed};
+  std::atomic<bool> refreshing_{false};
 };
 
 }  // namespace imgsvc::core

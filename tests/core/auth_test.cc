@@ -198,6 +198,36 @@ TEST_F(AuthTest, AFloodOfBadKeysRefreshesOncePerInterval) {
   EXPECT_EQ(tokens_.refreshes(), 2);
 }
 
+// Counts what would leave a fiber's io thread for a worker.
+class CountingHook final : public BlockingHook {
+ public:
+  void Run(const std::function<void()>& work) override {
+    ++runs;
+    work();
+  }
+  void Sleep(std::chrono::milliseconds pause) override { std::this_thread::sleep_for(pause); }
+  int runs = 0;
+};
+
+TEST_F(AuthTest, BadKeysBetweenRefreshesAreRefusedWithoutBlockingWork) {
+  Authenticator auth(tokens_, AuthMode::kPerUser, seconds(30), clock_);
+  CountingHook hook;
+  SetThreadBlockingHook(&hook);
+  ExpectUnauthenticated(auth.Authenticate("alice:wrong"), "wrong");
+  const int runs_of_the_refresh = hook.runs;
+  for (int i = 0; i < 100; ++i) ExpectUnauthenticated(auth.Authenticate("alice:wrong"), "wrong");
+  const int runs_within_the_interval = hook.runs - runs_of_the_refresh;
+  clock_.Advance(seconds(30));
+  ExpectUnauthenticated(auth.Authenticate("alice:wrong"), "wrong");
+  const int runs_once_due = hook.runs - runs_of_the_refresh - runs_within_the_interval;
+  SetThreadBlockingHook(nullptr);
+  EXPECT_EQ(runs_of_the_refresh, 1);
+  EXPECT_EQ(runs_within_the_interval, 0);
+  EXPECT_EQ(runs_once_due, 1);
+  EXPECT_EQ(tokens_.refreshes(), 2);
+  EXPECT_EQ(UserOf(auth.Authenticate("alice:" + PerUserToken("s3cret-token", "alice"))), "alice");
+}
+
 TEST_F(AuthTest, RotationWithinTheIntervalWaitsForTheNextOne) {
   Authenticator auth(tokens_, AuthMode::kShared, seconds(30), clock_);
   ExpectUnauthenticated(auth.Authenticate("alice:wrong"), "wrong");
