@@ -344,6 +344,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void LendBodyOut();
   void StartBodyRead();
   void ContinueBodyRead();
+  void ArmBodyTimer();
   void OnBodyRead(ErrorCode ec);
   // The outcome of one body read into body_out_; false: only framing arrived.
   bool SettleBodyRead(ErrorCode ec);
@@ -407,6 +408,13 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   const char* body_error_message_ = "";
   std::span<std::byte> body_out_;
   std::size_t body_got_ = 0;
+
+  // A worker's body read on the io side: its own timer rather than the
+  // stream's timeout, which would close the socket before the 408 is sent.
+  std::optional<asio::steady_timer> body_timer_;
+  std::uint64_t body_reads_ = 0;  // which read the timer's wait is for
+  bool body_read_pending_ = false;
+  bool body_timed_out_ = false;
 };
 
 // --- request head ---------------------------------------------------------
@@ -860,12 +868,33 @@ void Session::StartBodyRead() {
 
 void Session::ContinueBodyRead() {
   LendBodyOut();
-  stream_.expires_after(core_.options().body_read_timeout);
+  stream_.expires_never();
+  ArmBodyTimer();
   bhttp::async_read_some(stream_, buffer_, *parser_,
                          [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->OnBodyRead(ec); });
 }
 
+// When it fires, the read is cancelled and the socket kept, so the handler's
+// 408 reaches the client. A wait that fires once its read has completed (its
+// completion already queued when cancelled) finds the count moved on, or no
+// read pending, and does nothing.
+void Session::ArmBodyTimer() {
+  if (!body_timer_) body_timer_.emplace(executor());
+  body_read_pending_ = true;
+  body_timed_out_ = false;
+  body_timer_->expires_after(core_.options().body_read_timeout);
+  body_timer_->async_wait([self = shared_from_this(), read = ++body_reads_](const ErrorCode& ec) {
+    if (ec || read != self->body_reads_ || !self->body_read_pending_) return;
+    self->body_timed_out_ = true;
+    ErrorCode ignored;
+    self->stream_.socket().cancel(ignored);
+  });
+}
+
 void Session::OnBodyRead(ErrorCode ec) {
+  body_read_pending_ = false;
+  body_timer_->cancel();
+  if (ec == asio::error::operation_aborted && body_timed_out_) ec = beast::error::timeout;
   std::unique_lock lock(body_mu_);
   if (!SettleBodyRead(ec)) {
     lock.unlock();

@@ -754,7 +754,8 @@ TEST(ServerTest, EarlyPayloadTooLargeReachesAClientStillSending) {
   EXPECT_LT(written.load(), kDeclared / 2);
 }
 
-TEST(ServerTest, StalledBodyGivesTheHandlerRequestTimeout) {
+// On a worker; the same on a fiber is ServerFiberTest's.
+TEST(ServerTest, StalledBodyGivesTheHandlerRequestTimeoutAndTheClientIts408) {
   ServerOptions options = FastOptions();
   options.body_read_timeout = 1s;
   std::promise<Status> result;
@@ -770,6 +771,11 @@ TEST(ServerTest, StalledBodyGivesTheHandlerRequestTimeout) {
   ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
   EXPECT_EQ(future.get().code(), Code::kRequestTimeout);
   EXPECT_GE(Clock::now() - start, 900ms);
+  const auto answer = client.ReadResponse();
+  ASSERT_TRUE(answer) << "the connection closed without the handler's response";
+  EXPECT_EQ(answer->status, 408);
+  EXPECT_EQ(answer->body, "too slow");
+  EXPECT_EQ(answer->header("connection"), "close");
   EXPECT_TRUE(client.WaitClosed());
 }
 
