@@ -261,16 +261,18 @@ class FixedCredentialsProvider final : public CredentialsProvider {
 };
 
 // Caches what Fetch() returns and fetches again once the credentials are
-// within kRefreshAhead of expiring. One refresh at a time: callers arriving
-// meanwhile wait for it rather than sending their own.
+// within kRefreshAhead of expiring. One fetch at a time. While the cached
+// credentials are still valid, only the caller that fetches waits for it:
+// the others sign with the cached ones meanwhile, and after a failed fetch
+// for kRetryFetchAfter, so a metadata endpoint that is slow or away does not
+// hold up every AWS call behind its timeouts. Once they have expired, every
+// caller waits for the one fetch.
 class RefreshingCredentialsProvider : public CredentialsProvider {
  public:
   StatusOr<Credentials> Get() final {
     {
-      // Fresh credentials without waiting: a refresh in progress holds the
-      // lock across its network call.
-      std::unique_lock lock(mutex_, std::try_to_lock);
-      if (lock.owns_lock() && cached_ && Fresh(*cached_, system_clock::now())) return *cached_;
+      std::lock_guard lock(cache_mutex_);
+      if (UseCached(system_clock::now())) return *cached_;
     }
     return core::RunBlocking([this] { return GetOrFetch(); });
   }
@@ -279,22 +281,34 @@ class RefreshingCredentialsProvider : public CredentialsProvider {
   virtual StatusOr<Credentials> Fetch() = 0;
 
  private:
-  static bool Fresh(const Credentials& credentials, system_clock::time_point now) {
-    return !credentials.expiration || now < *credentials.expiration - kRefreshAhead;
+  static constexpr std::chrono::seconds kRetryFetchAfter{10};
+
+  // Under cache_mutex_.
+  bool UseCached(system_clock::time_point now) const {
+    if (!cached_) return false;
+    if (!cached_->expiration || now < *cached_->expiration - kRefreshAhead) return true;
+    return now < *cached_->expiration && (fetching_ || now < next_fetch_);
   }
 
   StatusOr<Credentials> GetOrFetch() {
-    std::lock_guard lock(mutex_);
-    const auto now = system_clock::now();
-    if (cached_ && Fresh(*cached_, now)) return *cached_;
+    std::lock_guard fetching(fetch_mutex_);  // held across the fetch; cache_mutex_ never is
+    {
+      std::lock_guard lock(cache_mutex_);
+      if (UseCached(system_clock::now())) return *cached_;
+      fetching_ = true;
+    }
     StatusOr<Credentials> fresh = Fetch();
+    std::lock_guard lock(cache_mutex_);
+    fetching_ = false;
     if (fresh.ok()) {
       cached_ = *fresh;
       log::Debug("AWS credentials fetched", {{"source", Source()}});
       return fresh;
     }
     // The endpoint may be briefly away; credentials that still work beat none.
+    const auto now = system_clock::now();
     if (cached_ && now < cached_->expiration.value()) {
+      next_fetch_ = now + kRetryFetchAfter;
       log::Warn("AWS credentials refresh failed; the current ones are used until they expire",
                 {{"source", Source()}, {"error", fresh.status().message()}});
       return *cached_;
@@ -302,8 +316,11 @@ class RefreshingCredentialsProvider : public CredentialsProvider {
     return fresh;
   }
 
-  std::mutex mutex_;
+  std::mutex fetch_mutex_;
+  std::mutex cache_mutex_;
   std::optional<Credentials> cached_;
+  bool fetching_ = false;
+  system_clock::time_point next_fetch_;  // after a failed fetch, none before this while the cached ones last
 };
 
 class ContainerCredentialsProvider final : public RefreshingCredentialsProvider {

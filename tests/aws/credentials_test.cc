@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "aws/scripted_server.h"
 #include "net/http_client.h"
@@ -242,6 +243,49 @@ TEST_F(CredentialsChainTest, ContainerCredentialsRefreshedNearExpiryAndKeptWhenR
   ASSERT_TRUE(kept.ok()) << kept.status().ToString();
   EXPECT_EQ(kept->access_key_id, "SECOND");
   EXPECT_EQ(server.requests().size(), 3u);
+}
+
+// Credentials inside the refresh window are still valid: while one caller's
+// fetch hangs, another signs with them at once instead of queueing behind it.
+TEST_F(CredentialsChainTest, WhileOneCallerRefreshesOthersUseTheValidCachedCredentials) {
+  net::HttpClientOptions options;
+  options.total_timeout = 2000ms;
+  http_ = std::make_shared<net::HttpClient>(options);
+  ScriptedServer server;
+  server.Push(Response(200, CredentialsJson("FIRST", Rfc3339(system_clock::now() + 2min))));
+  server.PushSilence();
+  vars_["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = server.url() + "/creds";
+  auto provider = Chain();
+  ASSERT_TRUE(provider.ok()) << provider.status().ToString();
+  ASSERT_EQ((*provider)->Get()->access_key_id, "FIRST");
+
+  std::thread refreshing([&] { EXPECT_EQ((*provider)->Get()->access_key_id, "FIRST"); });
+  while (server.requests().size() < 2) std::this_thread::sleep_for(1ms);
+  const auto start = std::chrono::steady_clock::now();
+  const auto meanwhile = (*provider)->Get();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  refreshing.join();
+  ASSERT_TRUE(meanwhile.ok()) << meanwhile.status().ToString();
+  EXPECT_EQ(meanwhile->access_key_id, "FIRST");
+  EXPECT_LT(waited, 1000ms) << "waited for the other caller's fetch";
+  EXPECT_EQ(server.requests().size(), 2u);
+}
+
+// After a failed refresh, the valid cached credentials are used for a while
+// without asking again: each caller would otherwise wait for its own attempt.
+TEST_F(CredentialsChainTest, AFailedRefreshIsNotRetriedByEveryCaller) {
+  ScriptedServer server;
+  server.Push(Response(200, CredentialsJson("FIRST", Rfc3339(system_clock::now() + 2min))));
+  server.Push(Response(500, "agent restarting"));
+  vars_["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = server.url() + "/creds";
+  auto provider = Chain();
+  ASSERT_TRUE(provider.ok()) << provider.status().ToString();
+  for (int i = 0; i < 5; ++i) {
+    const auto credentials = (*provider)->Get();
+    ASSERT_TRUE(credentials.ok()) << credentials.status().ToString();
+    EXPECT_EQ(credentials->access_key_id, "FIRST");
+  }
+  EXPECT_EQ(server.requests().size(), 2u);
 }
 
 TEST_F(CredentialsChainTest, ContainerPlainHttpToAnotherHostRefused) {
