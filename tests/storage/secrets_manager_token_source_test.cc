@@ -59,6 +59,7 @@ void Rotate(const testing::AwsPeers& peers, const std::string& name, const std::
 struct CannedAnswer {
   int status = 200;
   std::string body;
+  std::chrono::milliseconds delay{0};  // between the request and the answer
 };
 
 CannedAnswer SecretStringAnswer(std::string_view secret_string) {
@@ -101,6 +102,8 @@ class ScriptedSecretsManager {
   std::uint16_t port() const { return port_; }
   // Requests answered so far.
   std::size_t answered() const { return answered_.load(); }
+  // Requests read so far, answered or not yet.
+  std::size_t received() const { return received_.load(); }
 
  private:
   void Serve() {
@@ -111,7 +114,10 @@ class ScriptedSecretsManager {
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) continue;
       if (ReadRequest(fd)) {
-        Reply(fd, script_[std::min(answered, script_.size() - 1)]);
+        ++received_;
+        const CannedAnswer& answer = script_[std::min(answered, script_.size() - 1)];
+        std::this_thread::sleep_for(answer.delay);
+        Reply(fd, answer);
         ++answered;
         answered_ = answered;
       }
@@ -162,6 +168,7 @@ class ScriptedSecretsManager {
   std::uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> answered_{0};
+  std::atomic<std::size_t> received_{0};
   std::thread thread_;
 };
 
@@ -380,6 +387,28 @@ TEST(SecretsManagerTokenSource, ServesTheCachedValueThroughAnOutageAndRetriesLat
   clock->Advance(2s);
   EXPECT_EQ(source.Current().value(), "second");
   EXPECT_EQ(source.fetches(), 3u);
+}
+
+TEST(SecretsManagerTokenSource, WhileAFetchRunsOthersAreServedTheValueFetchedBefore) {
+  CannedAnswer slow = SecretStringAnswer("second");
+  slow.delay = 1500ms;
+  ScriptedSecretsManager server({SecretStringAnswer("first"), slow});
+  ASSERT_NE(server.port(), 0);
+  const auto clock = NewClock();
+  SecretsManagerTokenSource source = OnLoopbackPort(server.port(), clock);
+  EXPECT_EQ(source.Current().value(), "first");
+  clock->Advance(kTtl + 1s);
+
+  std::thread fetching([&] { EXPECT_EQ(source.Current().value(), "second"); });
+  while (server.received() < 2) std::this_thread::sleep_for(1ms);
+  const auto start = std::chrono::steady_clock::now();
+  const StatusOr<std::string> meanwhile = source.Current();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  fetching.join();
+  EXPECT_EQ(meanwhile.value(), "first");
+  EXPECT_LT(waited, 1000ms) << "waited for the other caller's fetch";
+  EXPECT_EQ(source.fetches(), 2u);
+  EXPECT_EQ(source.Current().value(), "second");
 }
 
 TEST(SecretsManagerTokenSource, NeverFetchedOutageReturnsTheFailureEachTime) {

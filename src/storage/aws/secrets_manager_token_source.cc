@@ -69,7 +69,7 @@ StatusOr<std::string> SecretsManagerTokenSource::Current() {
   {
     std::lock_guard lock(mutex_);
     const core::Micros now = clock_->Now();
-    if (token_ && (now - fetched_at_ < cache_ttl_ || now < outage_until_)) return *token_;
+    if (token_ && (now - fetched_at_ < cache_ttl_ || now < outage_until_ || fetching_)) return *token_;
     seen = completed_;
   }
   return core::RunBlocking([&]() -> StatusOr<std::string> {
@@ -111,8 +111,13 @@ std::string SecretsManagerTokenSource::GetSecretValueRequest() const {
 }
 
 StatusOr<std::string> SecretsManagerTokenSource::FetchAndRemember() {
+  {
+    std::lock_guard lock(mutex_);
+    fetching_ = true;
+  }
   Fetched fetched = Fetch();
   std::lock_guard lock(mutex_);
+  fetching_ = false;
   const core::Micros now = clock_->Now();
   ++completed_;
   if (fetched.token.ok()) {

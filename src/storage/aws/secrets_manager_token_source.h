@@ -4,8 +4,10 @@
 // The value is cached for `cache_ttl`, so steady traffic costs one call per
 // TTL. Refresh() refetches at once (the Authenticator calls it on a key
 // mismatch, at most once per refresh interval), so a rotation is seen
-// without a restart. One fetch runs at a time; callers that queued behind a
-// fetch take its outcome instead of sending their own.
+// without a restart. One fetch runs at a time. While it runs, a value
+// fetched before is served to the other callers, so that a slow answer holds
+// up only the caller that asked; with none, callers queue behind the fetch
+// and take its outcome instead of sending their own.
 //
 // Outages: when Secrets Manager cannot be reached or answers with a 5xx or
 // throttling (kUnavailable / kDeadlineExceeded), a value fetched before keeps
@@ -104,6 +106,7 @@ class SecretsManagerTokenSource final : public core::TokenSource {
   core::Micros outage_until_ = 0;  // serve token_ without fetching until then
   std::optional<Status> last_failure_;  // of the latest fetch
   std::uint64_t completed_ = 0;         // fetches finished
+  bool fetching_ = false;               // a fetch is under way: token_ is served meanwhile
   std::atomic<std::uint64_t> fetches_{0};
 };
 
