@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# GET /api/v1/images/{id} on the AWS backend when every answer of S3 and
-# DynamoDB comes some milliseconds late, as from AWS itself rather than from
-# emulators on loopback: a proxy (bench/count_proxy.mjs --delay-ms) holds each
-# answer between the emulators and imgsvc. Two settings of --aws-concurrency
-# take turns, round after round, on one set of peers. While each request
-# waits that long on AWS, the requests allowed to wait at once bound the
-# requests per second, whatever the CPU left. Per round: req/s, p50, p99,
-# imgsvc's CPU per request, its peak RSS, and the new AWS connections it
-# opened per 1000 GETs (counted by the proxy). Prints JSON lines, then the
-# medians. Figures: docs/benchmarks.md.
-# Usage: bench/aws_latency.sh [delay_ms=10] [connections=256] [seconds=5] [rounds=3]
-#                             [concurrency_a=32] [concurrency_b=256]
+# GET /api/v1/images/{id} (or, with SCENARIO=upload_64k, the upload of a
+# 64 KiB image) on the AWS backend when every answer of S3 and DynamoDB comes
+# some milliseconds late, as from AWS itself rather than from emulators on
+# loopback: a proxy (bench/count_proxy.mjs --delay-ms) holds each answer
+# between the emulators and imgsvc. Two settings of --aws-concurrency take
+# turns, round after round, on one set of peers. While each request waits
+# that long on AWS, the requests allowed to wait at once bound the requests
+# per second, whatever the CPU left. Per round: req/s, p50, p99, imgsvc's CPU
+# per request, its peak RSS, and the new AWS connections it opened per 1000
+# requests (counted by the proxy). Prints JSON lines, then the medians.
+# Figures: docs/benchmarks.md.
+# Usage: [SCENARIO=get_one|upload_64k] bench/aws_latency.sh [delay_ms=10] [connections=256]
+#        [seconds=5] [rounds=3] [concurrency_a=32] [concurrency_b=256]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DELAY_MS=${1:-10}
@@ -18,6 +19,8 @@ CONNS=${2:-256}
 SECS=${3:-5}
 ROUNDS=${4:-3}
 SETTINGS=("${5:-32}" "${6:-256}")
+SCENARIO=${SCENARIO:-get_one}
+case "$SCENARIO" in get_one | upload_64k) ;; *) echo "SCENARIO is get_one or upload_64k" >&2; exit 2 ;; esac
 scripts/install-deps >/dev/null
 
 BUILD_DIR=${BUILD_DIR:-build-release}
@@ -74,6 +77,29 @@ ID=$(curl -sf -H "x-api-key: $KEY" -F user_id=alice -F visibility=public -F file
 [ -n "$ID" ] || { echo "upload failed" >&2; tail -5 "$WORK/imgsvc.log" >&2; exit 1; }
 stop_imgsvc
 URL="http://127.0.0.1:$PORT/api/v1/images/$ID"
+WRK_ARGS=(-H "x-api-key: $KEY")
+if [ "$SCENARIO" = upload_64k ]; then
+  URL="http://127.0.0.1:$PORT/api/v1/images"
+  # One multipart body, sent again and again: each upload is a new image.
+  head -c 65536 /dev/urandom >"$WORK/pixels"
+  node -e '
+    const fs = require("fs");
+    const [work] = process.argv.slice(1);
+    const png = Buffer.concat([fs.readFileSync(`${work}/img.png`).subarray(0, 33), fs.readFileSync(`${work}/pixels`)]);
+    const boundary = "imgsvc-bench-boundary";
+    const field = (name, value) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
+    const body = Buffer.concat([
+      Buffer.from(field("user_id", "alice") + field("visibility", "public") +
+        `--${boundary}\r\nContent-Disposition: form-data; name="files"; filename="b.png"\r\nContent-Type: image/png\r\n\r\n`),
+      png, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+    fs.writeFileSync(`${work}/upload.body`, body);
+    fs.writeFileSync(`${work}/upload.lua`, [
+      `local f = io.open("${work}/upload.body", "rb")`,
+      "wrk.body = f:read(\"*a\")", "f:close()", "wrk.method = \"POST\"",
+      `wrk.headers["Content-Type"] = "multipart/form-data; boundary=${boundary}"`].join("\n"));
+  ' "$WORK"
+  WRK_ARGS+=(-s "$WORK/upload.lua")
+fi
 TICKS_PER_SECOND=$(getconf CLK_TCK)
 
 LINES=()
@@ -84,23 +110,23 @@ for round in $(seq "$ROUNDS"); do
   for concurrency in "${order[@]}"; do
     start_imgsvc "$concurrency"
     # Warm-up: the secret is fetched, the connection pool fills.
-    wrk -t2 -c"$CONNS" -d2s -H "x-api-key: $KEY" "$URL" >/dev/null
+    wrk -t2 -c"$CONNS" -d2s "${WRK_ARGS[@]}" "$URL" >/dev/null
     ticks_before=$(awk '{print $14 + $15}' "/proc/$SVC_PID/stat")
     connections_before=$(aws_connections)
-    out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "x-api-key: $KEY" "$URL")
+    out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "${WRK_ARGS[@]}" "$URL")
     ticks_after=$(awk '{print $14 + $15}' "/proc/$SVC_PID/stat")
     connections_after=$(aws_connections)
     peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$SVC_PID/status")
     stop_imgsvc
     LINE=$(node -e '
-      const [out, conc, round, delay, conns, ticks, tps, connections, rss] = process.argv.slice(1);
+      const [out, conc, round, delay, conns, ticks, tps, connections, rss, scenario] = process.argv.slice(1);
       const pick = (re) => (re.exec(out) ?? [])[1];
       const ms = (text) => text === undefined ? null
         : Number(text.replace(/[a-z]+$/, "")) * ({ us: 0.001, ms: 1, s: 1000 })[text.match(/[a-z]+$/)[0]];
       const requests = Number(pick(/(\d+) requests in/));
       const round3 = (x) => Math.round(x * 1000) / 1000;
       console.log(JSON.stringify({
-        scenario: "aws_get_one_with_latency", delay_ms: Number(delay), connections: Number(conns),
+        scenario: `aws_${scenario}_with_latency`, delay_ms: Number(delay), connections: Number(conns),
         aws_concurrency: Number(conc), round: Number(round), requests,
         rps: round3(Number(pick(/Requests\/sec:\s+([\d.]+)/))),
         p50_ms: round3(ms(pick(/50%\s+([\d.]+[a-z]+)/))), p99_ms: round3(ms(pick(/99%\s+([\d.]+[a-z]+)/))),
@@ -110,7 +136,7 @@ for round in $(seq "$ROUNDS"); do
         peak_rss_mib: round3(Number(rss) / 1024),
       }));
     ' "$out" "$concurrency" "$round" "$DELAY_MS" "$CONNS" $((ticks_after - ticks_before)) "$TICKS_PER_SECOND" \
-      $((connections_after - connections_before)) "$peak_rss_kib")
+      $((connections_after - connections_before)) "$peak_rss_kib" "$SCENARIO")
     echo "$LINE"
     LINES+=("$LINE")
   done
