@@ -28,7 +28,7 @@ StatusOr<AwsBackend> OpenAwsBackend(const Config& config, const aws::Environment
   // AWS call at once; fewer idle slots than that would close and reopen
   // connections at steady state.
   int calls_at_once = config.workers;
-  if (config.aws_requests == "fibers") calls_at_once += config.aws_concurrency + config.workers;
+  if (config.aws_requests == "fibers") calls_at_once += 2 * config.aws_concurrency;
   http_options.max_idle_per_endpoint = static_cast<std::size_t>(calls_at_once);
   backend.http = std::make_shared<net::HttpClient>(std::move(http_options));
   // The container and instance metadata endpoints are link-local: never

@@ -134,15 +134,17 @@ void VisitSettings(Config& c, SettingVisitor& v) {
   v.Int("--shutdown-grace", "IMGSVC_SHUTDOWN_GRACE", "seconds in-flight requests get after SIGTERM",
         c.shutdown_grace, 0, 3600);
   v.Int("--io-threads", "IMGSVC_IO_THREADS", "threads doing network I/O", c.io_threads, 1, 64);
-  v.Int("--workers", "IMGSVC_WORKERS", "threads running requests (bounds concurrent store work)", c.workers, 1,
-        1024);
+  v.Int("--workers", "IMGSVC_WORKERS",
+        "threads running requests (bounds concurrent store work; on AWS on fibers, the MiB of upload bodies held)",
+        c.workers, 1, 1024);
   v.Choice("--aws-requests", "IMGSVC_AWS_REQUESTS",
            "AWS backend: requests (bodies up to 1 MiB) on fibers of the io threads, parked while AWS answers "
            "or the body arrives, or on the workers",
            c.aws_requests, {"fibers", "workers"});
   v.Int("--aws-concurrency", "IMGSVC_AWS_CONCURRENCY",
-        "AWS backend on fibers: requests without a body handled at once (the rest wait); each waits on AWS "
-        "for milliseconds, so this, not the CPU, bounds the requests per second",
+        "AWS backend on fibers: requests without a body handled at once, and as many with one within "
+        "--workers MiB of bodies (the rest wait); each waits on AWS for milliseconds, so this, not the CPU, "
+        "bounds the requests per second",
         c.aws_concurrency, 1, 4096);
 }
 

@@ -69,12 +69,15 @@ int Serve(const Config& config) {
     };
     if (config.aws_requests == "fibers") {
       options.answer_on_fiber = [](std::string_view, std::string_view) { return true; };
-      // An upload holds up to the body bound in memory: as many as the
-      // workers, as when they ran there.
       options.max_fibers_without_body = static_cast<std::size_t>(config.aws_concurrency);
-      options.max_fibers_with_body = static_cast<std::size_t>(config.workers);
       options.max_fiber_body_bytes =
           std::min(core::StreamHasher::kInlineBytes, storage::S3BlobStore::kUnreservedUploadBytes);
+      // An upload waits on AWS as long as a read does, so as many may wait
+      // at once; but it holds its body meanwhile: at most as many bytes of
+      // bodies as the workers held when uploads ran there, one of the
+      // largest each.
+      options.max_fibers_with_body = static_cast<std::size_t>(config.aws_concurrency);
+      options.max_fiber_body_bytes_in_flight = static_cast<std::uint64_t>(config.workers) * options.max_fiber_body_bytes;
     }
   }
   // Declared before the server, so destroyed after it: its workers, joined

@@ -439,9 +439,20 @@ void KeepFrozen(Fiber* fiber) {
 #endif
 }
 
+struct WaitingStart {
+  std::uint64_t weight;
+  std::function<void()> start;
+};
 struct FiberSlots {
+  std::uint64_t taken = 0;  // the weights of the fibers in flight
   std::size_t running = 0;
-  std::deque<std::function<void()>> waiting;
+  std::deque<WaitingStart> waiting;
+
+  bool Fits(std::uint64_t bound, std::uint64_t weight) const { return running == 0 || taken + weight <= bound; }
+  void Take(std::uint64_t weight) {
+    taken += weight;
+    ++running;
+  }
 };
 thread_local std::array<FiberSlots, 2> t_lanes;
 
@@ -484,21 +495,19 @@ short ParkUntilReady(int fd, short events, std::chrono::steady_clock::time_point
   return came;
 }
 
-bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void()> start) {
+bool TakeFiberSlotOrQueue(FiberLane lane, std::uint64_t bound, std::uint64_t weight, std::function<void()> start) {
   FiberSlots& slots = Slots(lane);
-  if (slots.running < bound) {
-    ++slots.running;
+  // Behind a waiting start even when this one would fit: first come, first served.
+  if (slots.waiting.empty() && slots.Fits(bound, weight)) {
+    slots.Take(weight);
     return true;
   }
-  slots.waiting.push_back(std::move(start));
+  slots.waiting.push_back({weight, std::move(start)});
   return false;
 }
 
 void DropWaitingFibers() {
-  for (FiberSlots& slots : t_lanes) {
-    slots.waiting.clear();
-    slots.running = 0;
-  }
+  for (FiberSlots& slots : t_lanes) slots = FiberSlots();
   for (Fiber* fiber : t_busy) KeepFrozen(fiber);
   t_busy.clear();
 }
@@ -515,15 +524,16 @@ void DropWaitingStartsAndWakeClientWaits() {
 
 std::size_t FibersInFlight() { return t_lanes[0].running + t_lanes[1].running; }
 
-void ReturnFiberSlot(FiberLane lane) {
+void ReturnFiberSlot(FiberLane lane, std::uint64_t bound, std::uint64_t weight) {
   FiberSlots& slots = Slots(lane);
-  if (slots.waiting.empty()) {
-    --slots.running;
-    return;
+  slots.taken -= weight;
+  --slots.running;
+  while (!slots.waiting.empty() && slots.Fits(bound, slots.waiting.front().weight)) {
+    const WaitingStart next = std::move(slots.waiting.front());
+    slots.waiting.pop_front();
+    slots.Take(next.weight);
+    next.start();
   }
-  const std::function<void()> next = std::move(slots.waiting.front());
-  slots.waiting.pop_front();
-  next();
 }
 
 bool RunningOnAFiber() { return t_running != nullptr; }

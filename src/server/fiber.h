@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -57,14 +58,17 @@ short ParkUntilReady(int fd, short events, std::chrono::steady_clock::time_point
 // slow uploads must not take every slot from the requests without one.
 enum class FiberLane { kBodiless, kWithBody };
 
-// The fibers of `lane` in flight on the calling io thread, at most `bound`:
-// each may hold an AWS connection, as a worker does. True if a slot was free
-// (and is now taken); otherwise `start` is queued, to be called, in order,
-// with the slot of a fiber of the lane that ends. Kept per io thread, so
-// that a slot passes on without a lock or a wake-up of another thread.
-bool TakeFiberSlotOrQueue(FiberLane lane, std::size_t bound, std::function<void()> start);
-// Called on the io thread by a fiber's `then`.
-void ReturnFiberSlot(FiberLane lane);
+// Takes `weight` of `lane`'s `bound` on the calling io thread: a fiber in
+// flight is charged its weight until it ends (a count: 1 each; bytes of a
+// body held: the body's length), and each may hold an AWS connection, as a
+// worker does. True if it fit, or if the lane had nothing in flight (so a
+// weight over the bound still runs, alone); otherwise `start` is queued, to
+// be called, in order, once what ends has made room for it. Kept per io
+// thread, so that room passes on without a lock or a wake-up of another
+// thread.
+bool TakeFiberSlotOrQueue(FiberLane lane, std::uint64_t bound, std::uint64_t weight, std::function<void()> start);
+// Called on the io thread by a fiber's `then`, with what it took.
+void ReturnFiberSlot(FiberLane lane, std::uint64_t bound, std::uint64_t weight);
 // Called on an io thread whose loop has ended for good (the server stopped,
 // its grace periods over): the starts still waiting in either lane are
 // dropped, releasing what they hold while the server is still there, and

@@ -187,13 +187,20 @@ class Core {
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
   bool grace_over() const { return grace_over_.load(std::memory_order_acquire); }
   WorkerPool& workers() { return workers_; }
-  // A lane's share of its bound on the calling io thread: the total split
-  // as evenly as whole numbers allow, at least one each.
-  std::size_t fiber_bound(FiberLane lane) const {
-    const std::size_t total =
-        lane == FiberLane::kBodiless ? options_.max_fibers_without_body : options_.max_fibers_with_body;
-    const std::size_t share = total / options_.io_threads + (t_io_thread_index < total % options_.io_threads ? 1 : 0);
-    return std::max<std::size_t>(1, share);
+  // A lane's share of its bound on the calling io thread (fibers without a
+  // body; bytes of bodies): the total split as evenly as whole numbers
+  // allow, at least one each.
+  std::uint64_t fiber_bound(FiberLane lane) const {
+    const std::uint64_t total =
+        lane == FiberLane::kBodiless ? options_.max_fibers_without_body : options_.max_fiber_body_bytes_in_flight;
+    const std::uint64_t share = total / options_.io_threads + (t_io_thread_index < total % options_.io_threads ? 1 : 0);
+    return std::max<std::uint64_t>(1, share);
+  }
+  // What a fiber of `lane` is charged against that bound (ServerOptions).
+  std::uint64_t fiber_weight(FiberLane lane, std::uint64_t body_bytes) const {
+    if (lane == FiberLane::kBodiless) return 1;
+    const std::uint64_t least = options_.max_fiber_body_bytes_in_flight / options_.max_fibers_with_body;
+    return std::max({body_bytes, least, std::uint64_t{1}});
   }
   http::Response Handle(http::Request& request);
   http::Response ErrorResponse(int status, std::string_view detail);
@@ -205,6 +212,7 @@ class Core {
   static ServerOptions Normalized(ServerOptions options) {
     options.io_threads = std::max<std::size_t>(options.io_threads, 1);
     options.worker_threads = std::max<std::size_t>(options.worker_threads, 1);
+    options.max_fibers_with_body = std::max<std::size_t>(options.max_fibers_with_body, 1);
     return options;
   }
   void Accept();
@@ -323,7 +331,7 @@ class Session final : public std::enable_shared_from_this<Session>, public http:
   void SendError(int status, std::string_view detail);
   void RunHandler();
   bool BodyFitsAFiber();
-  void HandleOnFiber(FiberLane lane);
+  void HandleOnFiber(FiberLane lane, std::uint64_t weight);
   void BuildRequest();
   void PrepareResponse();
   bool RespondAtOnce();
@@ -481,11 +489,13 @@ void Session::OnHeader(const ErrorCode& ec) {
   const auto& on_fiber = core_.options().answer_on_fiber;
   if (on_fiber && BodyFitsAFiber() && on_fiber(message.method_string(), message.target())) {
     const FiberLane lane = parser_->is_done() ? FiberLane::kBodiless : FiberLane::kWithBody;
-    const bool now = TakeFiberSlotOrQueue(lane, core_.fiber_bound(lane), [self = shared_from_this(), lane] {
-      Session& session = *self;
-      asio::post(session.executor(), [self = std::move(self), lane] { self->HandleOnFiber(lane); });
-    });
-    if (now) HandleOnFiber(lane);
+    const std::uint64_t weight = core_.fiber_weight(lane, parser_->content_length_remaining().value_or(0));
+    const bool now =
+        TakeFiberSlotOrQueue(lane, core_.fiber_bound(lane), weight, [self = shared_from_this(), lane, weight] {
+          Session& session = *self;
+          asio::post(session.executor(), [self = std::move(self), lane, weight] { self->HandleOnFiber(lane, weight); });
+        });
+    if (now) HandleOnFiber(lane, weight);
     return;
   }
   core_.workers().Post([self = shared_from_this()]() mutable {
@@ -506,14 +516,14 @@ bool Session::BodyFitsAFiber() {
 
 // On this io thread, holding a fiber slot: the handler runs on a fiber that
 // parks where it would block.
-void Session::HandleOnFiber(FiberLane lane) {
+void Session::HandleOnFiber(FiberLane lane, std::uint64_t weight) {
   if (core_.grace_over()) {  // a start posted before the waiting ones were dropped
-    ReturnFiberSlot(lane);
+    ReturnFiberSlot(lane, core_.fiber_bound(lane), weight);
     return Close();
   }
   StartFiber(executor(), core_.workers(), [self = shared_from_this()] { self->RunHandler(); },
-             [self = shared_from_this(), lane] {
-               ReturnFiberSlot(lane);
+             [self = shared_from_this(), lane, weight] {
+               ReturnFiberSlot(lane, self->core_.fiber_bound(lane), weight);
                if (self->RespondAtOnce()) return;
                self->WriteResponse();
              });

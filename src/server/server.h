@@ -56,10 +56,17 @@ struct ServerOptions {
   // least one), the rest queued. A request without a body holds little but
   // a parked stack and its peer's connection, so the bound can be far above
   // the workers': while a remote store takes milliseconds per call, it is
-  // what caps the requests per second. One with a body holds what has
-  // arrived of it.
+  // what caps the requests per second.
   std::size_t max_fibers_without_body = 256;
-  std::size_t max_fibers_with_body = 32;
+  // A request with a body also holds what has arrived of it: at most
+  // max_fibers_with_body of them at once, holding at most
+  // max_fiber_body_bytes_in_flight of bodies between them. Each is charged
+  // its body's declared length, but at least the bytes over the fibers, so
+  // that both bounds hold: small bodies run as many at once as fibers
+  // without a body do, bodies of max_fiber_body_bytes as few as the bytes
+  // allow.
+  std::size_t max_fibers_with_body = 256;
+  std::uint64_t max_fiber_body_bytes_in_flight = 32 * 1024 * 1024;
 };
 
 // Runs on a worker thread, an io thread or a fiber (see the options); must not throw.

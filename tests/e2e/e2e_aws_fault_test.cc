@@ -317,11 +317,13 @@ class AwsConcurrencyTest : public ::testing::Test {
     }
   }
 
-  // Sends `gets` GETs of one image at once while DynamoDB holds every
-  // GetItem, and returns how many GetItems reached it before the release:
-  // once `expected` have (or 20 s passed), and 300 ms later. All the GETs
-  // must then succeed.
-  static int GetItemsWaitingAtOnce(std::vector<std::string> server_args, int gets, int expected) {
+  enum class Call { kGet, kUpload };
+
+  // Sends `calls` GETs of one image (or uploads of one small image) at once
+  // while DynamoDB holds every GetItem (PutItem) they make, and returns how
+  // many reached it before the release: once `expected` have (or 20 s
+  // passed), and 300 ms later. All the requests must then succeed.
+  static int HeldAtOnce(std::vector<std::string> server_args, Call call, int calls, int expected) {
     server_args.insert(server_args.end(), {"--aws-requests", "fibers"});
     auto server = TestServer::Start(server_args);
     if (server == nullptr) return -1;
@@ -331,42 +333,52 @@ class AwsConcurrencyTest : public ::testing::Test {
     const std::string target = "/api/v1/images/" + Str(record, "image_id");
     // The token is fetched and cached, the AWS connections opened.
     EXPECT_EQ(Get(*server, target, KeyFor(user)).status, 200);
-    const int before = Requests("dynamodb", "GetItem");
-    Inject("dynamodb", AwsFault::kHold, gets, "GetItem");
+    const char* operation = call == Call::kGet ? "GetItem" : "PutItem";
+    const int before = Requests("dynamodb", operation);
+    Inject("dynamodb", AwsFault::kHold, calls, operation);
 
-    std::vector<int> statuses(static_cast<std::size_t>(gets));
+    std::vector<bool> succeeded(static_cast<std::size_t>(calls));
     std::atomic<int> answered{0};
     std::vector<std::thread> clients;
-    for (int i = 0; i < gets; ++i) {
+    for (int i = 0; i < calls; ++i) {
       clients.emplace_back([&, i] {
-        statuses[static_cast<std::size_t>(i)] = Get(*server, target, KeyFor(user)).status;
+        succeeded[static_cast<std::size_t>(i)] = call == Call::kGet
+                                                     ? Get(*server, target, KeyFor(user)).status == 200
+                                                     : !UploadOne(*server, user).empty();
         ++answered;
       });
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    const auto arrived = [&] { return Requests("dynamodb", "GetItem") - before; };
+    const auto arrived = [&] { return Requests("dynamodb", operation) - before; };
     while (arrived() < expected && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // for more, were the bound not kept
     const int held = arrived();
     // Those queued behind the bound are held in turn as they arrive.
-    while (answered < gets && std::chrono::steady_clock::now() < deadline) {
+    while (answered < calls && std::chrono::steady_clock::now() < deadline) {
       EXPECT_TRUE(testing::ReleaseHeld().ok());
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     for (std::thread& client : clients) client.join();
-    EXPECT_THAT(statuses, ::testing::Each(200));
+    EXPECT_THAT(succeeded, ::testing::Each(true));
     return held;
   }
 };
 
 TEST_F(AwsConcurrencyTest, RequestsWaitingOnAwsAreBoundedByTheSetting) {
-  EXPECT_EQ(GetItemsWaitingAtOnce({"--aws-concurrency", "2", "--io-threads", "1"}, 5, 2), 2);
+  EXPECT_EQ(HeldAtOnce({"--aws-concurrency", "2", "--io-threads", "1"}, Call::kGet, 5, 2), 2);
 }
 
 TEST_F(AwsConcurrencyTest, TheBoundIsNotTheWorkers) {
-  EXPECT_EQ(GetItemsWaitingAtOnce({"--workers", "2", "--io-threads", "1"}, 6, 6), 6);
+  EXPECT_EQ(HeldAtOnce({"--workers", "2", "--io-threads", "1"}, Call::kGet, 6, 6), 6);
+}
+
+// Small uploads wait on AWS as many at once as reads do: the workers bound
+// the bytes of their bodies (2 MiB here), not their number.
+TEST_F(AwsConcurrencyTest, UploadsAreBoundedByTheSettingNotTheWorkers) {
+  EXPECT_EQ(HeldAtOnce({"--workers", "2", "--io-threads", "1"}, Call::kUpload, 6, 6), 6);
+  EXPECT_EQ(HeldAtOnce({"--aws-concurrency", "3", "--io-threads", "1"}, Call::kUpload, 5, 3), 3);
 }
 
 }  // namespace aws_fault_test

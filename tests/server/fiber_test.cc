@@ -388,35 +388,58 @@ TEST(FiberTest, AWaitEpollCannotTakeIsMadeInPoll) {
 TEST(FiberSlotsTest, StartsBeyondTheBoundWaitAndGetSlotsInOrder) {
   std::thread([] {  // the slots are the thread's own
     std::vector<int> started;
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(1); }));
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(2); }));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(3); }));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [&] { started.push_back(4); }));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [&] { started.push_back(1); }));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [&] { started.push_back(2); }));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [&] { started.push_back(3); }));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [&] { started.push_back(4); }));
     EXPECT_TRUE(started.empty());
-    ReturnFiberSlot(FiberLane::kBodiless);  // its slot goes to the first waiting
+    ReturnFiberSlot(FiberLane::kBodiless, 2, 1);  // its slot goes to the first waiting
     EXPECT_EQ(started, (std::vector<int>{3}));
-    ReturnFiberSlot(FiberLane::kBodiless);
+    ReturnFiberSlot(FiberLane::kBodiless, 2, 1);
     EXPECT_EQ(started, (std::vector<int>{3, 4}));
-    ReturnFiberSlot(FiberLane::kBodiless);
-    ReturnFiberSlot(FiberLane::kBodiless);
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));  // all four ended: two free
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, [] {}));
+    ReturnFiberSlot(FiberLane::kBodiless, 2, 1);
+    ReturnFiberSlot(FiberLane::kBodiless, 2, 1);
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [] {}));  // all four ended: two free
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 2, 1, [] {}));
   }).join();
 }
 
 TEST(FiberSlotsTest, EachLaneHasItsOwnBoundAndQueue) {
   std::thread([] {
     std::vector<std::string> started;
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [] {}));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [&] { started.push_back("body"); }));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, 1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, 1, [&] { started.push_back("body"); }));
     // The lane of requests with a body is full; the other one is not.
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [] {}));
-    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [&] { started.push_back("bodiless"); }));
-    ReturnFiberSlot(FiberLane::kBodiless);
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, 1, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, 1, [&] { started.push_back("bodiless"); }));
+    ReturnFiberSlot(FiberLane::kBodiless, 1, 1);
     EXPECT_EQ(started, (std::vector<std::string>{"bodiless"}));
-    ReturnFiberSlot(FiberLane::kWithBody);
+    ReturnFiberSlot(FiberLane::kWithBody, 1, 1);
     EXPECT_EQ(started, (std::vector<std::string>{"bodiless", "body"}));
+    DropWaitingFibers();
+  }).join();
+}
+
+TEST(FiberSlotsTest, WeightsShareTheBoundFirstComeFirstServed) {
+  std::thread([] {
+    std::vector<std::string> started;
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 30, [] {}));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 60, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 50, [&] { started.push_back("50"); }));
+    // It would fit (90 + 10), but waits behind the 50 that came first.
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 10, [&] { started.push_back("10"); }));
+    ReturnFiberSlot(FiberLane::kWithBody, 100, 30);  // 60 + 50 > 100: still waiting
+    EXPECT_TRUE(started.empty());
+    ReturnFiberSlot(FiberLane::kWithBody, 100, 60);  // both fit now: 50 + 10
+    EXPECT_EQ(started, (std::vector<std::string>{"50", "10"}));
+    ReturnFiberSlot(FiberLane::kWithBody, 100, 50);
+    ReturnFiberSlot(FiberLane::kWithBody, 100, 10);
+    // A weight over the bound runs when nothing else does, and alone.
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 150, [] {}));
+    EXPECT_FALSE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 100, 1, [&] { started.push_back("1"); }));
+    ReturnFiberSlot(FiberLane::kWithBody, 100, 150);
+    EXPECT_EQ(started, (std::vector<std::string>{"50", "10", "1"}));
     DropWaitingFibers();
   }).join();
 }
@@ -425,14 +448,14 @@ TEST(FiberSlotsTest, DroppingTheWaitingStartsReleasesThemAndTheSlots) {
   std::thread([] {
     auto held = std::make_shared<int>(0);
     for (const FiberLane lane : {FiberLane::kBodiless, FiberLane::kWithBody}) {
-      EXPECT_TRUE(TakeFiberSlotOrQueue(lane, 1, [] {}));
-      EXPECT_FALSE(TakeFiberSlotOrQueue(lane, 1, [held] {}));
+      EXPECT_TRUE(TakeFiberSlotOrQueue(lane, 1, 1, [] {}));
+      EXPECT_FALSE(TakeFiberSlotOrQueue(lane, 1, 1, [held] {}));
     }
     EXPECT_EQ(held.use_count(), 3);
     DropWaitingFibers();
     EXPECT_EQ(held.use_count(), 1);
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, [] {}));
-    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, [] {}));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kBodiless, 1, 1, [] {}));
+    EXPECT_TRUE(TakeFiberSlotOrQueue(FiberLane::kWithBody, 1, 1, [] {}));
     DropWaitingFibers();
   }).join();
 }

@@ -1382,6 +1382,54 @@ TEST(ServerFiberTest, BodyReadsParkTheirFibersAndShareOneIoThread) {
   EXPECT_EQ(threads.count(), 1u);
 }
 
+// Echoes the body, counting the handlers that have begun.
+Handler CountingEcho(std::atomic<int>& started) {
+  return [&started, echo = EchoBody()](http::Request& request) {
+    ++started;
+    return echo(request);
+  };
+}
+
+TEST(ServerFiberTest, BodiesOnFibersAreBoundedInNumberAndInBytes) {
+  ServerOptions options = BodyFiberOptions();
+  options.max_fibers_with_body = 4;
+  options.max_fiber_body_bytes_in_flight = 40;  // each is charged at least 10
+  options.body_read_timeout = 30s;
+  std::atomic<int> started{0};
+  TestServer server(options, CountingEcho(started));
+  const auto finish = [](Client& client, const std::string& rest, const std::string& body) {
+    ASSERT_TRUE(client.Send(rest));
+    const auto answer = client.ReadResponse();
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->body, body);
+  };
+
+  // Small bodies: as many at once as the fibers allow, not one more.
+  std::vector<std::unique_ptr<Client>> small;
+  for (int i = 0; i < 5; ++i) {
+    small.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(small.back()->Send(PostHead(2) + "a"));
+    if (i < 4) {
+      ASSERT_TRUE(Eventually([&] { return started == i + 1; }));
+    }
+  }
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(started, 4) << "a fifth body ran beyond the fibers' bound";
+  for (int i = 0; i < 5; ++i) ASSERT_NO_FATAL_FAILURE(finish(*small[i], "b", "ab"));
+
+  // Large bodies: as many as the bytes allow, though fibers are free.
+  Client large(server.port());
+  ASSERT_TRUE(large.Send(PostHead(30) + "x"));
+  ASSERT_TRUE(Eventually([&] { return started == 6; }));
+  Client larger(server.port());
+  ASSERT_TRUE(larger.Send(PostHead(20) + "y"));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(started, 6) << "30 + 20 bytes of bodies ran within a bound of 40";
+  ASSERT_NO_FATAL_FAILURE(finish(large, std::string(29, 'x'), std::string(30, 'x')));
+  ASSERT_NO_FATAL_FAILURE(finish(larger, std::string(19, 'y'), std::string(20, 'y')));
+  EXPECT_EQ(started, 7);
+}
+
 TEST(ServerFiberTest, BodiesOverTheBoundOrWithoutALengthGoToTheWorkers) {
   std::mutex mutex;
   std::map<std::string, std::thread::id> ran_on;  // by body
@@ -1436,11 +1484,7 @@ TEST(ServerFiberTest, SlowBodiesDoNotTakeTheFibersOfRequestsWithoutOne) {
   ServerOptions options = BodyFiberOptions();  // one fiber per lane
   options.body_read_timeout = 30s;
   std::atomic<int> started{0};
-  const Handler echo = EchoBody();
-  TestServer server(options, [&](http::Request& request) {
-    ++started;
-    return echo(request);
-  });
+  TestServer server(options, CountingEcho(started));
   Client slow(server.port());
   ASSERT_TRUE(slow.Send(PostHead(9) + "half"));
   ASSERT_TRUE(Eventually([&] { return started == 1; }));

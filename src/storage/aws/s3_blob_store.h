@@ -20,7 +20,8 @@
 // being sent while the next fills (so at most 2 x workers x 1 MiB +
 // max_large_uploads x 2 x part_size are buffered: 64 MiB + 4 x 16 MiB with
 // the defaults, the standalone server running up to `workers` uploads on its
-// workers and as many of at most 1 MiB on its fibers). An upload that waits
+// workers, and on its fibers uploads of at most 1 MiB holding at most
+// `workers` MiB between them). An upload that waits
 // longer than `large_upload_wait` for a slot fails with kUnavailable (503,
 // Retry-After) instead of queueing without bound. part_size must be at least
 // 5 MiB for real S3 (its minimum part size; emulators accept less).
