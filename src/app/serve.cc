@@ -77,7 +77,8 @@ int Serve(const Config& config) {
       // bodies as the workers held when uploads ran there, one of the
       // largest each.
       options.max_fibers_with_body = static_cast<std::size_t>(config.aws_concurrency);
-      options.max_fiber_body_bytes_in_flight = static_cast<std::uint64_t>(config.workers) * options.max_fiber_body_bytes;
+      options.max_fiber_body_bytes_in_flight =
+          static_cast<std::uint64_t>(config.workers) * options.max_fiber_body_bytes;
     }
   }
   // Declared before the server, so destroyed after it: its workers, joined
