@@ -33,6 +33,9 @@ constexpr std::string_view kImdsTokenTtlSeconds = "21600";
 // Off EC2 nothing answers at the metadata address; a short default keeps
 // start-up quick there (AWS_METADATA_SERVICE_TIMEOUT overrides it, as in the SDKs).
 constexpr std::chrono::seconds kImdsDefaultTimeout{1};
+// The SDKs' for the container endpoint, a local agent: the first fetch, and
+// one after the cached credentials expired, make every caller wait for it.
+constexpr std::chrono::seconds kContainerTimeout{2};
 
 std::string Trim(std::string_view text) {
   const auto first = text.find_first_not_of(" \t\r\n");
@@ -340,6 +343,7 @@ class ContainerCredentialsProvider final : public RefreshingCredentialsProvider 
     net::ClientRequest request;
     request.method = "GET";
     request.target = target_;
+    request.timeout = kContainerTimeout;
     request.headers.push_back({"accept", "application/json"});
     // The file wins over the variable (SDK rule); EKS rotates the token in
     // it, so it is read again on every fetch.

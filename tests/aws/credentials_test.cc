@@ -288,6 +288,23 @@ TEST_F(CredentialsChainTest, AFailedRefreshIsNotRetriedByEveryCaller) {
   EXPECT_EQ(server.requests().size(), 2u);
 }
 
+// A container agent that never answers fails the fetch in the SDKs' 2 s,
+// not the HTTP client's 30.
+TEST_F(CredentialsChainTest, ContainerEndpointThatHangsFailsWithinItsTimeout) {
+  ScriptedServer server;
+  server.PushSilence();
+  vars_["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = server.url() + "/creds";
+  auto provider = Chain();
+  ASSERT_TRUE(provider.ok()) << provider.status().ToString();
+  const auto start = std::chrono::steady_clock::now();
+  const auto credentials = (*provider)->Get();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(credentials.ok());
+  EXPECT_EQ(credentials.status().code(), Code::kUnavailable);
+  EXPECT_GE(waited, 1500ms);
+  EXPECT_LT(waited, 10s);
+}
+
 TEST_F(CredentialsChainTest, ContainerPlainHttpToAnotherHostRefused) {
   vars_["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = "http://credentials.example.com/creds";
   auto provider = Chain();
