@@ -46,36 +46,47 @@ void WriteFully(int fd, std::string_view data) {
   }
 }
 
-// Request lines waiting to be written together (AccessLineGathering).
+// Lines waiting to be written together (AccessLineGathering). While it is
+// on, only its flusher thread writes, and outside the lock: an output that
+// is slow or blocked (a full pipe to a log driver) holds up the flusher
+// alone, and request threads only once kMaxWaitingBytes wait.
 struct Gathering {
-  static constexpr std::size_t kMaxBytes = 64 * 1024;
+  static constexpr std::size_t kWriteAtBytes = 64 * 1024;
+  static constexpr std::size_t kMaxWaitingBytes = 1024 * 1024;
 
   std::mutex mu;
-  std::condition_variable cv;     // the flusher waits for lines, then for the delay
-  std::atomic<bool> on{false};    // read without the lock on every line
+  std::condition_variable work;     // the flusher waits for lines, then for the delay
+  std::condition_variable written;  // callers wait for their line to be written, or for room
+  std::atomic<bool> on{false};      // read without the lock on every line
   std::chrono::milliseconds delay{0};
-  std::string lines;
+  std::string lines;                // waiting
+  std::string writing;              // being written (kept for its capacity)
+  std::uint64_t appended_bytes = 0;
+  std::uint64_t written_bytes = 0;
+  bool write_now = false;           // a line that may not wait, or kWriteAtBytes waiting
   bool stopping = false;
+  bool flusher_done = false;        // everything appended has been written
   std::thread flusher;
 
-  // Writes what was gathered; the lock held, so lines keep their order.
-  void FlushLocked() {
-    if (lines.empty()) return;
-    WriteFully(g_fd.load(std::memory_order_relaxed), lines);
-    lines.clear();
-  }
-
   // Sleeps while nothing waits (no wake-ups when idle); once lines arrive,
-  // lets more gather for `delay`, then writes them.
+  // lets more gather for `delay` unless told to write now, then writes them.
   void Flusher() {
     std::unique_lock lock(mu);
-    while (true) {
-      cv.wait(lock, [this] { return stopping || !lines.empty(); });
-      if (stopping) break;
-      cv.wait_for(lock, delay, [this] { return stopping; });
-      FlushLocked();
+    for (;;) {
+      work.wait(lock, [this] { return stopping || !lines.empty(); });
+      work.wait_for(lock, delay, [this] { return stopping || write_now; });
+      write_now = false;
+      if (lines.empty()) break;  // stopping, with nothing left
+      lines.swap(writing);
+      lock.unlock();
+      WriteFully(g_fd.load(std::memory_order_relaxed), writing);
+      lock.lock();
+      written_bytes += writing.size();
+      writing.clear();
+      written.notify_all();
     }
-    FlushLocked();
+    flusher_done = true;
+    written.notify_all();
   }
 };
 
@@ -91,6 +102,8 @@ AccessLineGathering::AccessLineGathering(std::chrono::milliseconds delay) {
   std::lock_guard lock(gathering.mu);
   gathering.delay = delay;
   gathering.stopping = false;
+  gathering.write_now = false;
+  gathering.flusher_done = false;
   gathering.flusher = std::thread([&gathering] { gathering.Flusher(); });
   gathering.on.store(true, std::memory_order_release);
 }
@@ -102,7 +115,7 @@ AccessLineGathering::~AccessLineGathering() {
     gathering.on.store(false, std::memory_order_release);
     gathering.stopping = true;
   }
-  gathering.cv.notify_all();
+  gathering.work.notify_all();
   gathering.flusher.join();
 }
 
@@ -265,27 +278,36 @@ std::string FormatLine(Level level, std::string_view message, std::span<const Fi
   return line;
 }
 
+// A line that may gather returns once it waits in line; any other returns
+// once it is written, after every line that came before it.
 void WriteLine(const std::string& line, bool may_gather) {
   Gathering& gathering = TheGathering();
   if (!gathering.on.load(std::memory_order_acquire)) {
     WriteFully(g_fd.load(std::memory_order_relaxed), line);
     return;
   }
-  std::lock_guard lock(gathering.mu);
-  // Gathering may have ended since `on` was read: its flusher then writes
-  // nothing more, so the line goes out here.
-  if (!may_gather || gathering.stopping) {
-    gathering.FlushLocked();
+  std::unique_lock lock(gathering.mu);
+  if (may_gather) {
+    gathering.written.wait(lock, [&gathering] {
+      return gathering.lines.size() < Gathering::kMaxWaitingBytes || gathering.flusher_done;
+    });
+  }
+  // Gathering may have ended since `on` was read: nobody else writes now.
+  if (gathering.flusher_done) {
     WriteFully(g_fd.load(std::memory_order_relaxed), line);
     return;
   }
   const bool first = gathering.lines.empty();
   gathering.lines += line;
-  if (gathering.lines.size() >= Gathering::kMaxBytes) {
-    gathering.FlushLocked();
-  } else if (first) {
-    gathering.cv.notify_one();
-  }
+  gathering.appended_bytes += line.size();
+  const bool write_now = !may_gather || gathering.lines.size() >= Gathering::kWriteAtBytes;
+  if (write_now) gathering.write_now = true;
+  if (first || write_now) gathering.work.notify_one();
+  if (may_gather) return;
+  const std::uint64_t through = gathering.appended_bytes;
+  gathering.written.wait(lock, [&gathering, through] {
+    return gathering.written_bytes >= through || gathering.flusher_done;
+  });
 }
 
 }  // namespace

@@ -51,12 +51,15 @@ void Write(Level level, std::string_view message, std::span<const Field> fields)
 // below warn is gathered rather than written at once.
 void WriteAccess(Level level, std::string_view message, std::span<const Field> fields);
 
-// While it lives, request lines are gathered and written together, at most
-// `delay` after the first of them, or at once when 64 KiB are waiting. Every
-// other line is written at once, after what was gathered, so the order of
-// lines is kept. Its end writes what is left. A crash loses at most `delay`
-// (or 64 KiB) of request lines. One at a time; for the standalone server
-// only, as a frozen Lambda instance would hold its lines until it thaws.
+// While it lives, request lines are gathered and written together by a
+// thread of its own, at most `delay` after the first of them, or at once
+// when 64 KiB are waiting. Every other line is written at once, after what
+// was gathered, so the order of lines is kept; its call returns once it is
+// written. Its end writes what is left. A crash loses at most `delay` (or
+// 64 KiB) of request lines. An output that blocks holds up request lines
+// only once 1 MiB of them wait: from then on each waits for room, so none
+// is dropped. One at a time; for the standalone server only, as a frozen
+// Lambda instance would hold its lines until it thaws.
 class AccessLineGathering {
  public:
   explicit AccessLineGathering(std::chrono::milliseconds delay);

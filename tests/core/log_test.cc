@@ -1,9 +1,11 @@
 #include "core/log.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -269,8 +271,104 @@ TEST_F(LogTest, GatheredLinesAreWrittenOnceTheyFill64KiB) {
   const std::string padding(1000, 'x');
   const Field field{"padding", padding};
   for (int i = 0; i < 70; ++i) WriteAccess(Level::kInfo, "request", std::span(&field, 1));
+  // About 61 lines make 64 KiB with their JSON; those after them may wait.
+  const auto start = std::chrono::steady_clock::now();
+  while (Lines().size() < 60 && std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_GE(Lines().size(), 60u);
-  EXPECT_LT(Lines().size(), 70u);
+}
+
+// A pipe that nobody reads yet, its buffer already full: writes to it block.
+class BlockedOutput {
+ public:
+  BlockedOutput() {
+    int fds[2];
+    EXPECT_EQ(::pipe(fds), 0);
+    read_fd_ = fds[0];
+    write_fd_ = fds[1];
+    ::fcntl(write_fd_, F_SETPIPE_SZ, 4096);
+    ::fcntl(write_fd_, F_SETFL, O_NONBLOCK);
+    const std::string filler(4096, '#');
+    while (::write(write_fd_, filler.data(), filler.size()) > 0) filler_bytes_ += filler.size();
+    ::fcntl(write_fd_, F_SETFL, 0);
+  }
+  ~BlockedOutput() {
+    if (write_fd_ >= 0) ::close(write_fd_);
+    if (reader_.joinable()) reader_.join();
+    ::close(read_fd_);
+  }
+  int fd() const { return write_fd_; }
+
+  // Starts reading everything written, the filler aside.
+  void Drain() {
+    reader_ = std::thread([this] {
+      char chunk[65536];
+      for (ssize_t n; (n = ::read(read_fd_, chunk, sizeof chunk)) > 0;) read_.append(chunk, static_cast<std::size_t>(n));
+    });
+  }
+  // Ends the writing side and returns the lines read.
+  std::vector<std::string> Close() {
+    ::close(write_fd_);
+    write_fd_ = -1;
+    reader_.join();
+    std::vector<std::string> lines;
+    std::istringstream in(read_.substr(filler_bytes_));
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  }
+
+ private:
+  int read_fd_ = -1;
+  int write_fd_ = -1;
+  std::size_t filler_bytes_ = 0;
+  std::thread reader_;
+  std::string read_;
+};
+
+// An output that blocks (a log driver's full pipe) holds up the flusher, not
+// the threads that log requests, until 1 MiB of their lines wait; then they
+// wait for room, and once the output drains every line comes out, in order.
+TEST_F(LogTest, ABlockedOutputHoldsUpRequestLinesOnlyOnceAMebibyteWaits) {
+  BlockedOutput output;
+  SetFd(output.fd());
+  std::vector<std::string> lines;
+  std::atomic<std::uint64_t> written{0};
+  std::atomic<bool> stop{false};
+  std::uint64_t stalled_at = 0;
+  const std::string padding(1000, 'x');
+  {
+    const AccessLineGathering gathering(std::chrono::milliseconds(1));
+    std::thread writer([&] {
+      for (std::int64_t i = 0; !stop.load(); ++i) {
+        const Field fields[] = {{"i", i}, {"padding", padding}};
+        WriteAccess(Level::kInfo, "request", fields);
+        written.fetch_add(1);
+      }
+    });
+    // Until the writer stops making progress (or clearly never will).
+    std::uint64_t seen = 0;
+    for (int still = 0; still < 10 && written.load() < 100'000;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::uint64_t now = written.load();
+      still = now == seen ? still + 1 : 0;
+      seen = now;
+    }
+    stalled_at = seen;
+    stop.store(true);
+    output.Drain();
+    writer.join();
+  }
+  SetFd(fd_);
+  lines = output.Close();
+  ASSERT_EQ(lines.size(), written.load());
+  std::size_t held_bytes = 0;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    ASSERT_EQ(Parse(lines[i]).at("i").as_int64(), static_cast<std::int64_t>(i));
+    if (i < stalled_at) held_bytes += lines[i].size() + 1;
+  }
+  EXPECT_GE(held_bytes, 1024u * 1024u) << "request lines waited on the output early";
+  EXPECT_LE(held_bytes, 2u * 1024u * 1024u + 64u * 1024u) << "request lines were held without bound";
 }
 
 TEST_F(LogTest, LevelFiltersLines) {
