@@ -448,6 +448,12 @@ std::size_t Utf8SequenceLength(std::string_view text) {
 }
 
 std::string FormatTimestamp(Micros micros) {
+  std::string out;
+  AppendTimestamp(out, micros);
+  return out;
+}
+
+void AppendTimestamp(std::string& out, Micros micros) {
   micros = std::clamp(micros, kMinMicros, kMaxMicros);
   std::int64_t days = micros / kMicrosPerDay;
   Micros in_day = micros % kMicrosPerDay;
@@ -459,8 +465,9 @@ std::string FormatTimestamp(Micros micros) {
   const auto seconds = static_cast<unsigned>(in_day / kMicrosPerSecond);
   const auto fraction = static_cast<unsigned>(in_day % kMicrosPerSecond);
 
-  std::string out(27, '\0');  // YYYY-MM-DDTHH:MM:SS.ffffffZ
-  char* p = out.data();
+  const std::size_t at = out.size();
+  out.resize(at + 27);  // YYYY-MM-DDTHH:MM:SS.ffffffZ
+  char* p = out.data() + at;
   WriteDigits(p, static_cast<unsigned>(civil.year), 4);
   p[4] = '-';
   WriteDigits(p + 5, civil.month, 2);
@@ -475,7 +482,6 @@ std::string FormatTimestamp(Micros micros) {
   p[19] = '.';
   WriteDigits(p + 20, fraction, 6);
   p[26] = 'Z';
-  return out;
 }
 
 std::optional<Micros> ParseTimestamp(std::string_view text) { return ParseDateTime(text, false); }

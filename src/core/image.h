@@ -105,6 +105,8 @@ std::size_t Utf8SequenceLength(std::string_view text);
 using Micros = std::int64_t;
 // "2026-11-25T18:00:00.123456Z"
 std::string FormatTimestamp(Micros micros);
+// The same, appended to `out` (a log line, a JSON document).
+void AppendTimestamp(std::string& out, Micros micros);
 // Parses RFC 3339 date-times (any offset, optional fraction up to 9 digits,
 // 'T' or 't' or ' ' separator, 'Z' or 'z' or +hh:mm) into UTC micros.
 std::optional<Micros> ParseTimestamp(std::string_view text);

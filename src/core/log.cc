@@ -242,15 +242,33 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
 
 namespace {
 
-// The line's JSON text, with its newline.
-std::string FormatLine(Level level, std::string_view message, std::span<const Field> fields) {
+void AppendMillis(std::string& out, Millis millis) {
+  std::uint64_t micros = static_cast<std::uint64_t>(millis.micros);
+  if (millis.micros < 0) {
+    out.push_back('-');
+    micros = 0 - micros;
+  }
+  AppendDecimal(out, micros / 1000);
+  unsigned fraction = static_cast<unsigned>(micros % 1000);
+  if (fraction == 0) return;
+  char digits[4] = {'.', static_cast<char>('0' + fraction / 100), static_cast<char>('0' + fraction / 10 % 10),
+                    static_cast<char>('0' + fraction % 10)};
+  std::size_t length = sizeof digits;
+  while (digits[length - 1] == '0') --length;
+  out.append(digits, length);
+}
+
+// The line's JSON text, with its newline, in this thread's buffer (kept from
+// line to line, so that a request line costs no allocation).
+const std::string& FormatLine(Level level, std::string_view message, std::span<const Field> fields) {
   const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  std::string line;
-  line.reserve(256);
+  thread_local std::string buffer;
+  std::string& line = buffer;
+  line.clear();
   line += "{\"time\":\"";
-  line += core::FormatTimestamp(now);
+  core::AppendTimestamp(line, now);
   line += "\",\"level\":\"";
   line += LevelName(level);
   line += "\",\"msg\":";
@@ -266,6 +284,8 @@ std::string FormatLine(Level level, std::string_view message, std::span<const Fi
             AppendJsonString(line, v);
           } else if constexpr (std::is_same_v<T, bool>) {
             line += v ? "true" : "false";
+          } else if constexpr (std::is_same_v<T, Millis>) {
+            AppendMillis(line, v);
           } else {
             char buf[32];
             auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);

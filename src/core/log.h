@@ -28,10 +28,17 @@ bool Enabled(Level level);
 // Where lines go (default: stdout). Used by tests and benchmarks.
 void SetFd(int fd);
 
+// A duration written in milliseconds with up to three decimals, as the
+// double micros / 1000.0 would be, without formatting a double.
+struct Millis {
+  std::int64_t micros = 0;
+};
+
 struct Field {
-  using Value = std::variant<std::string_view, std::int64_t, double, bool>;
+  using Value = std::variant<std::string_view, std::int64_t, double, bool, Millis>;
   std::string_view key;
   Value value;
+  Field() = default;  // for arrays of fields filled as they are known
   Field(std::string_view k, std::string_view v) : key(k), value(v) {}
   Field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
   Field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
@@ -41,6 +48,7 @@ struct Field {
   Field(std::string_view k, std::uint64_t v) : key(k), value(static_cast<std::int64_t>(v)) {}
   Field(std::string_view k, double v) : key(k), value(v) {}
   Field(std::string_view k, bool v) : key(k), value(v) {}
+  Field(std::string_view k, Millis v) : key(k), value(v) {}
 };
 
 void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});

@@ -1,6 +1,7 @@
 #include "http/router.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 
@@ -214,17 +215,18 @@ Response Router::Handle(Request& request) {
   const std::uint64_t bytes_out = response.file ? response.file->length : response.body.size();
   const log::Level level = response.status >= 500 ? log::Level::kError : log::Level::kInfo;
   if (log::Enabled(level)) {
-    std::vector<log::Field> fields{{"request_id", ctx.request_id},
-                                   {"method", request.method},
-                                   {"path", request.path},
-                                   {"status", response.status},
-                                   {"duration_ms", static_cast<double>(micros) / 1000.0},
-                                   {"bytes_in", request.content_length.value_or(0)},
-                                   {"bytes_out", bytes_out}};
-    if (ctx.user_id) fields.emplace_back("user_id", *ctx.user_id);
-    if (!request.invocation_id.empty()) fields.emplace_back("aws_request_id", request.invocation_id);
-    if (!response.logged_cause.empty()) fields.emplace_back("cause", response.logged_cause);
-    log::WriteAccess(level, "request", fields);
+    std::array<log::Field, 10> fields{{{"request_id", ctx.request_id},
+                                       {"method", request.method},
+                                       {"path", request.path},
+                                       {"status", response.status},
+                                       {"duration_ms", log::Millis{micros}},
+                                       {"bytes_in", request.content_length.value_or(0)},
+                                       {"bytes_out", bytes_out}}};
+    std::size_t count = 7;
+    if (ctx.user_id) fields[count++] = {"user_id", *ctx.user_id};
+    if (!request.invocation_id.empty()) fields[count++] = {"aws_request_id", request.invocation_id};
+    if (!response.logged_cause.empty()) fields[count++] = {"cause", response.logged_cause};
+    log::WriteAccess(level, "request", std::span(fields.data(), count));
   }
   return response;
 }

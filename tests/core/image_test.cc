@@ -338,6 +338,14 @@ std::string ReferenceFormat(Micros micros) {
   return out;
 }
 
+TEST(FormatTimestampTest, AppendsAfterWhatIsThere) {
+  std::string out = "{\"time\":\"";
+  AppendTimestamp(out, 1795629600123456);
+  out += "\"";
+  AppendTimestamp(out, -1);
+  EXPECT_EQ(out, "{\"time\":\"2026-11-25T18:00:00.123456Z\"1969-12-31T23:59:59.999999Z");
+}
+
 TEST(FormatTimestampTest, FixedWidthUtcWithMicros) {
   EXPECT_EQ(FormatTimestamp(0), "1970-01-01T00:00:00.000000Z");
   EXPECT_EQ(FormatTimestamp(-1), "1969-12-31T23:59:59.999999Z");

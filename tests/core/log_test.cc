@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -199,6 +200,26 @@ std::vector<std::string> Messages(const std::vector<std::string>& lines) {
     messages.push_back(!ec && v.is_object() ? std::string(v.as_object().at("msg").as_string()) : "?");
   }
   return messages;
+}
+
+// A duration in Millis reads as the double micros / 1000.0 did.
+TEST_F(LogTest, MillisAreWrittenAsTheDoubleOfTheSameValue) {
+  const std::vector<std::int64_t> samples{0, 1, 7, 10, 99, 100, 120, 999, 1000, 1001, 1010, 1200,
+                                          12345, 999999, 1000000, 86'400'000'123, -1, -1500};
+  for (const std::int64_t micros : samples) {
+    const Field field{"duration_ms", Millis{micros}};
+    Write(Level::kInfo, "timed", std::span(&field, 1));
+  }
+  const auto lines = Lines();
+  ASSERT_EQ(lines.size(), samples.size());
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    char expected[32];
+    const auto [end, ec] = std::to_chars(expected, expected + sizeof expected, static_cast<double>(samples[i]) / 1000.0);
+    ASSERT_EQ(ec, std::errc());
+    const std::string needle = "\"duration_ms\":" + std::string(expected, end) + "}";
+    EXPECT_NE(lines[i].find(needle), std::string::npos) << lines[i] << " for " << samples[i];
+    EXPECT_DOUBLE_EQ(Parse(lines[i]).at("duration_ms").to_number<double>(), static_cast<double>(samples[i]) / 1000.0);
+  }
 }
 
 TEST_F(LogTest, RequestLinesAreWrittenAtOnceWhenNotGathered) {
