@@ -63,11 +63,12 @@ void WriteAccess(Level level, std::string_view message, std::span<const Field> f
 // thread of its own, at most `delay` after the first of them, or at once
 // when 64 KiB are waiting. Every other line is written at once, after what
 // was gathered, so the order of lines is kept; its call returns once it is
-// written. Its end writes what is left. A crash loses at most `delay` (or
-// 64 KiB) of request lines. An output that blocks holds up request lines
-// only once 1 MiB of them wait: from then on each waits for room, so none
-// is dropped. One at a time; for the standalone server only, as a frozen
-// Lambda instance would hold its lines until it thaws.
+// written. Its end writes what is left. An output that blocks holds up
+// request lines only once 1 MiB of them wait: from then on each waits for
+// room, so none is dropped. A crash loses the request lines not yet
+// written: at most `delay`'s (or 64 KiB) while the output keeps up, up to
+// 1 MiB while it blocks. One at a time; for the standalone server only, as
+// a frozen Lambda instance would hold its lines until it thaws.
 class AccessLineGathering {
  public:
   explicit AccessLineGathering(std::chrono::milliseconds delay);

@@ -215,17 +215,19 @@ Response Router::Handle(Request& request) {
   const std::uint64_t bytes_out = response.file ? response.file->length : response.body.size();
   const log::Level level = response.status >= 500 ? log::Level::kError : log::Level::kInfo;
   if (log::Enabled(level)) {
-    std::array<log::Field, 10> fields{{{"request_id", ctx.request_id},
-                                       {"method", request.method},
-                                       {"path", request.path},
-                                       {"status", response.status},
-                                       {"duration_ms", log::Millis{micros}},
-                                       {"bytes_in", request.content_length.value_or(0)},
-                                       {"bytes_out", bytes_out}}};
-    std::size_t count = 7;
-    if (ctx.user_id) fields[count++] = {"user_id", *ctx.user_id};
-    if (!request.invocation_id.empty()) fields[count++] = {"aws_request_id", request.invocation_id};
-    if (!response.logged_cause.empty()) fields[count++] = {"cause", response.logged_cause};
+    std::array<log::Field, 10> fields;
+    std::size_t count = 0;
+    const auto add = [&fields, &count](log::Field field) { fields.at(count++) = field; };
+    add({"request_id", ctx.request_id});
+    add({"method", request.method});
+    add({"path", request.path});
+    add({"status", response.status});
+    add({"duration_ms", log::Millis{micros}});
+    add({"bytes_in", request.content_length.value_or(0)});
+    add({"bytes_out", bytes_out});
+    if (ctx.user_id) add({"user_id", *ctx.user_id});
+    if (!request.invocation_id.empty()) add({"aws_request_id", request.invocation_id});
+    if (!response.logged_cause.empty()) add({"cause", response.logged_cause});
     log::WriteAccess(level, "request", std::span(fields.data(), count));
   }
   return response;
