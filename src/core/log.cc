@@ -274,9 +274,9 @@ const std::string& FormatLine(Level level, std::string_view message, std::span<c
   line += "\",\"msg\":";
   AppendJsonString(line, message);
   for (const auto& field : fields) {
-    line.push_back(',');
-    AppendJsonString(line, field.key);
-    line.push_back(':');
+    line += ",\"";
+    line += field.key.text();
+    line += "\":";
     std::visit(
         [&line](const auto& v) {
           using T = std::decay_t<decltype(v)>;

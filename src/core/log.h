@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <span>
@@ -34,21 +35,41 @@ struct Millis {
   std::int64_t micros = 0;
 };
 
+// A field's name: a string literal of the code's own, checked when the code
+// is compiled to need no JSON escaping, so that a line takes it as it is.
+class FieldKey {
+ public:
+  FieldKey() = default;
+  template <std::size_t N>
+  consteval FieldKey(const char (&text)[N]) : text_(text, N - 1) {  // NOLINT: implicit on purpose
+    for (const char c : text_) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (byte < 0x20 || byte >= 0x7f || c == '"' || c == '\\') {
+        throw "a log field's name must need no JSON escaping";  // not a constant: compiling fails
+      }
+    }
+  }
+  std::string_view text() const { return text_; }
+
+ private:
+  std::string_view text_;
+};
+
 struct Field {
   using Value = std::variant<std::string_view, std::int64_t, double, bool, Millis>;
-  std::string_view key;
+  FieldKey key;
   Value value;
   Field() = default;  // for arrays of fields filled as they are known
-  Field(std::string_view k, std::string_view v) : key(k), value(v) {}
-  Field(std::string_view k, const std::string& v) : key(k), value(std::string_view(v)) {}
-  Field(std::string_view k, const char* v) : key(k), value(std::string_view(v)) {}
-  Field(std::string_view k, std::int64_t v) : key(k), value(v) {}
-  Field(std::string_view k, int v) : key(k), value(std::int64_t{v}) {}
-  Field(std::string_view k, unsigned v) : key(k), value(std::int64_t{v}) {}
-  Field(std::string_view k, std::uint64_t v) : key(k), value(static_cast<std::int64_t>(v)) {}
-  Field(std::string_view k, double v) : key(k), value(v) {}
-  Field(std::string_view k, bool v) : key(k), value(v) {}
-  Field(std::string_view k, Millis v) : key(k), value(v) {}
+  Field(FieldKey k, std::string_view v) : key(k), value(v) {}
+  Field(FieldKey k, const std::string& v) : key(k), value(std::string_view(v)) {}
+  Field(FieldKey k, const char* v) : key(k), value(std::string_view(v)) {}
+  Field(FieldKey k, std::int64_t v) : key(k), value(v) {}
+  Field(FieldKey k, int v) : key(k), value(std::int64_t{v}) {}
+  Field(FieldKey k, unsigned v) : key(k), value(std::int64_t{v}) {}
+  Field(FieldKey k, std::uint64_t v) : key(k), value(static_cast<std::int64_t>(v)) {}
+  Field(FieldKey k, double v) : key(k), value(v) {}
+  Field(FieldKey k, bool v) : key(k), value(v) {}
+  Field(FieldKey k, Millis v) : key(k), value(v) {}
 };
 
 void Write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
