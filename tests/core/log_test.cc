@@ -353,7 +353,6 @@ class BlockedOutput {
 TEST_F(LogTest, ABlockedOutputHoldsUpRequestLinesOnlyOnceAMebibyteWaits) {
   BlockedOutput output;
   SetFd(output.fd());
-  std::vector<std::string> lines;
   std::atomic<std::uint64_t> written{0};
   std::atomic<bool> stop{false};
   std::uint64_t stalled_at = 0;
@@ -381,7 +380,7 @@ TEST_F(LogTest, ABlockedOutputHoldsUpRequestLinesOnlyOnceAMebibyteWaits) {
     writer.join();
   }
   SetFd(fd_);
-  lines = output.Close();
+  const std::vector<std::string> lines = output.Close();
   ASSERT_EQ(lines.size(), written.load());
   std::size_t held_bytes = 0;
   for (std::size_t i = 0; i < lines.size(); ++i) {
